@@ -1,0 +1,214 @@
+"""The Litestar app factory every function uses.
+
+It adds the routes every function has (health probes, /health, /metrics,
+`POST /` for CloudEvents, the OpenAPI schema), request metrics, JSON error
+bodies for every 4xx and 5xx, an optional API key on the public `/v1` routes,
+and the function's start/stop as the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.config import OpenAPIConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from common import metrics, tracing
+from common.function import (
+    VERSION,
+    Answer,
+    FunctionSpec,
+    HealthReport,
+    Runtime,
+    check_health,
+    handle_event_request,
+    is_ready,
+)
+from common.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def answer_response(answer: Answer) -> Response[bytes]:
+    return Response(
+        content=answer.body,
+        status_code=answer.status,
+        headers=answer.headers,
+        media_type=answer.headers.get("content-type", MediaType.TEXT),
+    )
+
+
+def _error_body(status: int, code: str, detail: str, extra: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status_code": status, "error": code, "detail": detail}
+    if extra:
+        body["extra"] = extra
+    return body
+
+
+def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    code = "invalid_request" if isinstance(exc, ValidationException) else exc.__class__.__name__
+    code = {
+        "NotFoundException": "not_found",
+        "MethodNotAllowedException": "method_not_allowed",
+        "NotAuthorizedException": "unauthorized",
+        "PermissionDeniedException": "forbidden",
+        "TooManyRequestsException": "too_many_requests",
+        "ClientException": "bad_request",
+        "InternalServerException": "internal_error",
+        "ServiceUnavailableException": "unavailable",
+        "HTTPException": "error",
+    }.get(code, code)
+    headers = dict(exc.headers or {})
+    return Response(
+        _error_body(exc.status_code, code, exc.detail, exc.extra),
+        status_code=exc.status_code,
+        headers=headers,
+        media_type=MediaType.JSON,
+    )
+
+
+def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return Response(
+        _error_body(500, "internal_error", "the request failed; see the function's logs"),
+        status_code=500,
+        media_type=MediaType.JSON,
+    )
+
+
+def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for the public /v1 routes: needs VICTOR_API_KEY when one is set."""
+    settings: Settings = connection.app.state.runtime.settings
+    if settings.api_key is None:
+        return
+    offered = connection.headers.get("x-api-key", "")
+    authorization = connection.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        offered = authorization[7:].strip()
+    if not offered or not hmac.compare_digest(offered.encode(), settings.api_key.reveal().encode()):
+        raise NotAuthorizedException("a valid API key is required: send 'Authorization: Bearer <key>'")
+
+
+def metrics_middleware(app: ASGIApp) -> ASGIApp:
+    """Counts and times every HTTP request by its route template."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]
+            function = scope["app"].state.runtime.spec.name
+            method = str(scope.get("method", ""))
+            metrics.api_requests.labels(function, method, route, str(status)).inc()
+            metrics.api_duration.labels(function, method, route).observe(time.perf_counter() - started)
+            if status >= 400:
+                metrics.api_errors.labels(function, route, str(status)).inc()
+
+    return middleware
+
+
+def runtime_dependency(request: Request[Any, Any, Any]) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@get("/health/live", sync_to_thread=False, include_in_schema=False)
+def live() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "alive"}
+
+
+@get("/health/startup", include_in_schema=False)
+async def startup(runtime: Runtime) -> Response[dict[str, Any]]:
+    """Startup: 200 once the function's start (model loading, for example) has finished."""
+    if runtime.started:
+        return Response({"status": "started"}, status_code=200)
+    body: dict[str, Any] = {"status": "starting"}
+    if runtime.startup_error:
+        body = {"status": "failed", "error": runtime.startup_error}
+    return Response(body, status_code=503)
+
+
+@get("/health/ready", include_in_schema=False)
+async def ready(runtime: Runtime) -> Response[dict[str, Any]]:
+    """Readiness: 200 when started and every required dependency answers."""
+    ok, statuses = await is_ready(runtime)
+    down = [s.name for s in statuses if s.state != "up"]
+    if ok:
+        return Response({"status": "ready"}, status_code=200)
+    reason = "starting" if not runtime.started else "waiting for " + ", ".join(down)
+    return Response({"status": "not ready", "reason": reason}, status_code=503)
+
+
+@get("/health")
+async def health(runtime: Runtime) -> Response[HealthReport]:
+    """Each dependency's state and latency; 503 when the function is not ready."""
+    report = await check_health(runtime)
+    return Response(report, status_code=200 if report.ready else 503)
+
+
+@get("/metrics", include_in_schema=False)
+async def prometheus_metrics() -> Response[bytes]:
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
+@post("/", status_code=202, summary="Deliver a CloudEvent (binary or structured mode)")
+async def receive_event(request: Request[Any, Any, Any], runtime: Runtime) -> Response[bytes]:
+    """Answered 202 with an empty body, or 200 with exactly one CloudEvent (the reply)."""
+    body = await request.body()
+    return answer_response(await handle_event_request(runtime, dict(request.headers), body))
+
+
+def create_app(spec: FunctionSpec, settings: Settings | None = None) -> Litestar:
+    """A Litestar app serving `spec`, with the shared routes, metrics, errors and lifespan."""
+    settings = settings or get_settings()
+    runtime = Runtime.create(spec, settings)
+    tracing.configure_tracing(settings, spec.name)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    public = Router(path="/", route_handlers=list(spec.routes), guards=[require_api_key])
+    app = Litestar(
+        route_handlers=[live, startup, ready, health, prometheus_metrics, receive_event, public],
+        dependencies={"runtime": Provide(runtime_dependency, sync_to_thread=False)},
+        lifespan=[lifespan],
+        middleware=[metrics_middleware],
+        exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
+        openapi_config=OpenAPIConfig(title=f"Victor {spec.name} function", version=VERSION, path="/schema"),
+        request_max_body_size=settings.max_event_bytes,
+        type_encoders={msgspec.Struct: msgspec.to_builtins},
+        debug=False,
+    )
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,110 @@
+"""The shared Redis cache, fail-soft.
+
+When Redis is unreachable, reads are misses and writes are dropped: functions keep
+answering and /health reports Redis as down. After a failure Redis is left alone
+for a short back-off so each request does not wait on a dead connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from common import metrics
+
+log = logging.getLogger(__name__)
+_BACKOFF_SECONDS = 1.0
+
+
+class Cache:
+    """Namespaced byte cache over redis.asyncio; every method is safe when Redis is down."""
+
+    def __init__(self, url: str | None, *, namespace: str = "victor", timeout: float = 0.5) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.client: redis.Redis | None = (
+            redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout) if url else None
+        )
+        self._down_until = 0.0
+        self.last_error: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.client is not None
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    def _usable(self) -> redis.Redis | None:
+        if self.client is None or time.monotonic() < self._down_until:
+            return None
+        return self.client
+
+    def _failed(self, exc: Exception) -> None:
+        if self.last_error is None:
+            log.warning("redis unavailable, serving without cache: %s", type(exc).__name__)
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._down_until = time.monotonic() + _BACKOFF_SECONDS
+
+    def _ok(self) -> None:
+        if self.last_error is not None:
+            log.info("redis is reachable again")
+        self.last_error = None
+
+    async def get(self, key: str, *, cache: str | None = None) -> bytes | None:
+        """The value at `key`, or None on a miss or when Redis is down; counts hits for `cache`."""
+        client = self._usable()
+        value: Any = None
+        if client is not None:
+            try:
+                value = await client.get(key)
+                self._ok()
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        if cache is not None:
+            metrics.record_cache(cache, hit=value is not None)
+        return bytes(value) if value is not None else None
+
+    async def set(self, key: str, value: bytes, *, ttl: int | None = None) -> bool:
+        """Store `value`; False when Redis is down."""
+        client = self._usable()
+        if client is None:
+            return False
+        try:
+            await client.set(key, value, ex=ttl)
+            self._ok()
+            return True
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return False
+
+    async def delete(self, *keys: str) -> int:
+        client = self._usable()
+        if client is None or not keys:
+            return 0
+        try:
+            removed = int(await client.delete(*keys))
+            self._ok()
+            return removed
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return 0
+
+    async def ping(self) -> None:
+        """Raise when Redis does not answer; used by health checks (ignores the back-off)."""
+        if self.client is None:
+            raise RuntimeError("REDIS_URL is not set")
+        try:
+            await self.client.ping()
+            self._ok()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            raise
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()

@@ -1,0 +1,329 @@
+"""What a function is, and the framework-free core every serving mode shares.
+
+A function (as in Knative's Python templates) is one `FunctionSpec`: its name,
+its event handlers by CloudEvent type, its HTTP routes, the dependencies its
+readiness requires, and optional `start`/`stop`. `Runtime` holds what the
+handlers use (settings, cache, store, HTTP client). `handle_event_request` and
+`check_health` are plain async functions over headers and bytes, used by the
+Litestar app and by the functions-framework entry point alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import msgspec
+
+from common import metrics, tracing
+from common.cache import Cache
+from common.cloudevents import CloudEvent, CloudEventError, from_http, to_binary
+from common.idempotency import ProcessedEvents
+from common.logging import event_id
+from common.settings import Settings
+from common.store import Store, StoreUnavailable, open_lancedb
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+EventHandler = Callable[[CloudEvent, "Runtime"], Awaitable[CloudEvent | None]]
+Check = Callable[["Runtime"], Awaitable[None]]
+Lifecycle = Callable[["Runtime"], Awaitable[None]]
+
+
+class EventRejected(Exception):
+    """A handler refuses an event for good (a 4xx that the broker does not retry)."""
+
+    def __init__(self, status: int, message: str, code: str = "rejected") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+class TransientFailure(Exception):
+    """A handler cannot finish now but may later (503: the broker retries)."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function: handlers, routes, readiness dependencies and lifecycle."""
+
+    name: str
+    event_handlers: Mapping[str, EventHandler] = field(default_factory=dict)
+    routes: Sequence[Any] = ()
+    # Built-in dependency names ("redis", "postgres", "lancedb") or names of `checks`.
+    requires: Sequence[str] = ()
+    checks: Mapping[str, Check] = field(default_factory=dict)
+    # Dependencies reported in /health; defaults to the required ones plus `checks`.
+    reports: Sequence[str] = ()
+    start: Lifecycle | None = None
+    stop: Lifecycle | None = None
+    uses_lancedb: bool = False
+
+
+@dataclass
+class Runtime:
+    """What handlers of one function process share."""
+
+    spec: FunctionSpec
+    settings: Settings
+    cache: Cache
+    store: Store
+    processed: ProcessedEvents
+    http: httpx.AsyncClient
+    state: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+    startup_error: str | None = None
+    _lancedb: Any = None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @classmethod
+    def create(cls, spec: FunctionSpec, settings: Settings) -> Runtime:
+        store = Store(settings.database_dsn)
+        return cls(
+            spec=spec,
+            settings=settings,
+            cache=Cache(settings.redis_url),
+            store=store,
+            processed=ProcessedEvents(spec.name, store),
+            http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)),
+        )
+
+    @property
+    def source(self) -> str:
+        """The `source` of events this function produces."""
+        return f"/victor/{self.spec.name}"
+
+    def lancedb(self) -> Any:
+        if self._lancedb is None:
+            self._lancedb = open_lancedb(self.settings.lancedb_uri)
+        return self._lancedb
+
+    def background(self, coroutine: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Run work beside the server (kept referenced, cancelled at stop)."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def start(self) -> None:
+        if self.spec.start is not None:
+            try:
+                await self.spec.start(self)
+            except Exception as exc:
+                self.startup_error = f"{type(exc).__name__}: {exc}"
+                raise
+        self.started = True
+
+    async def stop(self) -> None:
+        if self.spec.stop is not None:
+            await self.spec.stop(self)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.http.aclose()
+        await self.cache.close()
+        await self.store.close()
+
+
+# ---------------------------------------------------------------- health
+
+
+DependencyState = Literal["up", "down", "unconfigured"]
+
+
+class DependencyStatus(msgspec.Struct, kw_only=True):
+    name: str
+    state: DependencyState
+    required: bool
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class HealthReport(msgspec.Struct, kw_only=True):
+    function: str
+    version: str
+    status: Literal["ok", "degraded", "down"]
+    ready: bool
+    started: bool
+    dependencies: list[DependencyStatus]
+
+
+async def _builtin_check(runtime: Runtime, name: str) -> None:
+    if name == "redis":
+        await runtime.cache.ping()
+    elif name == "postgres":
+        await runtime.store.ping()
+    elif name == "lancedb":
+        await asyncio.to_thread(lambda: list(runtime.lancedb().table_names()))
+    else:
+        raise KeyError(name)
+
+
+def _configured(runtime: Runtime, name: str) -> bool:
+    if name == "redis":
+        return runtime.cache.configured
+    if name == "postgres":
+        return runtime.store.configured
+    return True
+
+
+async def check_dependency(runtime: Runtime, name: str, timeout: float = 2.0) -> DependencyStatus:
+    required = name in runtime.spec.requires
+    if not _configured(runtime, name):
+        return DependencyStatus(name=name, state="unconfigured", required=required)
+    check = runtime.spec.checks.get(name)
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(check(runtime) if check else _builtin_check(runtime, name), timeout)
+    except Exception as exc:  # a health check reports every failure, whatever its kind
+        message = str(exc) if isinstance(exc, StoreUnavailable | RuntimeError) else type(exc).__name__
+        metrics.dependency_up.labels(runtime.spec.name, name).set(0)
+        return DependencyStatus(
+            name=name,
+            state="down",
+            required=required,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            error=message or "timed out",
+        )
+    metrics.dependency_up.labels(runtime.spec.name, name).set(1)
+    return DependencyStatus(
+        name=name,
+        state="up",
+        required=required,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
+def reported_dependencies(spec: FunctionSpec) -> list[str]:
+    names = list(spec.reports) or [*spec.requires, *spec.checks]
+    return list(dict.fromkeys(names))
+
+
+async def check_health(runtime: Runtime) -> HealthReport:
+    """Every reported dependency's state and latency, checked concurrently."""
+    statuses = await asyncio.gather(
+        *(check_dependency(runtime, name) for name in reported_dependencies(runtime.spec))
+    )
+    ready = runtime.started and all(s.state == "up" for s in statuses if s.required)
+    all_up = all(s.state != "down" for s in statuses)
+    status: Literal["ok", "degraded", "down"] = "ok" if ready and all_up else "degraded" if ready else "down"
+    return HealthReport(
+        function=runtime.spec.name,
+        version=VERSION,
+        status=status,
+        ready=ready,
+        started=runtime.started,
+        dependencies=list(statuses),
+    )
+
+
+async def is_ready(runtime: Runtime) -> tuple[bool, list[DependencyStatus]]:
+    """Ready when started and every required dependency is up."""
+    if not runtime.started:
+        return False, []
+    statuses = await asyncio.gather(*(check_dependency(runtime, name) for name in runtime.spec.requires))
+    return all(s.state == "up" for s in statuses), list(statuses)
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer, independent of any web framework."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def error_answer(status: int, code: str, message: str) -> Answer:
+    body = msgspec.json.encode({"status_code": status, "error": code, "detail": message})
+    return Answer(status, {"content-type": "application/json"}, body)
+
+
+def reply_answer(reply: CloudEvent | None) -> Answer:
+    """202 with an empty body, or 200 with exactly one CloudEvent in binary mode."""
+    if reply is None:
+        return Answer(202, {}, b"")
+    headers, body = to_binary(reply)
+    return Answer(200, headers, body)
+
+
+async def handle_event_request(runtime: Runtime, headers: Mapping[str, str], body: bytes) -> Answer:
+    """Parse, de-duplicate and handle one delivered CloudEvent; never raises."""
+    name = runtime.spec.name
+    try:
+        event = from_http(headers, body, max_bytes=runtime.settings.max_event_bytes)
+    except CloudEventError as exc:
+        metrics.events.labels(name, "invalid", "rejected").inc()
+        return error_answer(exc.status, exc.code, exc.message)
+    handler = runtime.spec.event_handlers.get(event.type)
+    if handler is None:
+        metrics.events.labels(name, "unsupported", "rejected").inc()
+        accepted = ", ".join(sorted(runtime.spec.event_handlers)) or "none"
+        return error_answer(
+            400,
+            "unsupported_event_type",
+            f"function {name} does not handle events of type {event.type!r}; it handles: {accepted}",
+        )
+    token = event_id.set(event.id)
+    try:
+        parent = tracing.context_from_event(event, headers)
+        with tracing.tracer(__name__).start_as_current_span(
+            f"{name} {event.type}", context=parent, attributes={"cloudevents.event_id": event.id}
+        ):
+            return await _handle(runtime, handler, event)
+    finally:
+        event_id.reset(token)
+
+
+async def _handle(runtime: Runtime, handler: EventHandler, event: CloudEvent) -> Answer:
+    name = runtime.spec.name
+    outcome = metrics.events.labels
+    try:
+        claim = await runtime.processed.claim(event)
+    except StoreUnavailable as exc:
+        outcome(name, event.type, "unavailable").inc()
+        return error_answer(503, "store_unavailable", str(exc))
+    if claim.state == "done":
+        outcome(name, event.type, "duplicate").inc()
+        log.info("event %s from %s already handled; returning the stored reply", event.id, event.source)
+        return reply_answer(claim.reply)
+    if claim.state == "running":
+        outcome(name, event.type, "busy").inc()
+        return error_answer(409, "in_progress", f"event {event.id} is being handled; retry later")
+    try:
+        reply = await handler(event, runtime)
+    except (CloudEventError, EventRejected) as exc:
+        await runtime.processed.release(event)
+        outcome(name, event.type, "rejected").inc()
+        return error_answer(exc.status, exc.code, exc.message)
+    except (TransientFailure, StoreUnavailable) as exc:
+        await runtime.processed.release(event)
+        outcome(name, event.type, "retry").inc()
+        return error_answer(503, "unavailable", str(exc))
+    except Exception:
+        await runtime.processed.release(event)
+        outcome(name, event.type, "failed").inc()
+        log.exception("handler for %s failed", event.type)
+        return error_answer(500, "internal_error", f"handling event {event.id} failed; it will be retried")
+    if reply is not None:
+        conversation = event.extensions.get("conversationid")
+        if conversation and "conversationid" not in reply.extensions:
+            reply = reply.with_extensions(conversationid=conversation)
+        reply = tracing.with_trace(reply)
+    try:
+        await runtime.processed.finish(event, reply)
+    except StoreUnavailable:  # the work is done; a redelivery may repeat it, which is the lesser harm
+        log.warning("could not record event %s as handled: PostgreSQL is unavailable", event.id)
+    outcome(name, event.type, "replied" if reply is not None else "accepted").inc()
+    return reply_answer(reply)

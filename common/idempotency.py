@@ -1,0 +1,119 @@
+"""The record of CloudEvents already handled, so redelivery does no work twice.
+
+Each function claims (source, id) before it handles an event. A second delivery
+of a finished event gets the stored reply back; one that arrives while the
+first is still running is told to retry later (409, which brokers retry). A
+claim left by a crashed replica expires after `claim_timeout` seconds.
+PostgreSQL keeps the record when configured; otherwise a bounded in-process map.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from common.cloudevents import CloudEvent, from_json, to_json
+from common.store import Store, StoreUnavailable
+
+ClaimState = Literal["new", "running", "done"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    state: ClaimState
+    reply: CloudEvent | None = None
+
+
+class ProcessedEvents:
+    def __init__(
+        self, function: str, store: Store, *, claim_timeout: float = 300.0, memory_size: int = 10000
+    ):
+        self.function = function
+        self.store = store
+        self.claim_timeout = claim_timeout
+        self.memory_size = memory_size
+        self._memory: OrderedDict[tuple[str, str], tuple[str, bytes | None, float]] = OrderedDict()
+
+    async def claim(self, event: CloudEvent) -> Claim:
+        """Claim the event for handling, or learn it is running or done (with its reply)."""
+        if not self.store.configured:
+            return self._claim_memory(event)
+        pool = await self.store.pool()
+        row = await pool.fetchrow(
+            """
+            INSERT INTO processed_events (function, source, id, state) VALUES ($1, $2, $3, 'running')
+            ON CONFLICT (function, source, id) DO UPDATE
+               SET state = 'running', claimed_at = now()
+             WHERE processed_events.state = 'running'
+               AND processed_events.claimed_at < now() - make_interval(secs => $4)
+            RETURNING state
+            """,
+            self.function,
+            event.source,
+            event.id,
+            self.claim_timeout,
+        )
+        if row is not None:
+            return Claim("new")
+        existing = await pool.fetchrow(
+            "SELECT state, reply FROM processed_events WHERE function = $1 AND source = $2 AND id = $3",
+            self.function,
+            event.source,
+            event.id,
+        )
+        if existing is None:  # released between the two statements: take it
+            return await self.claim(event)
+        if existing["state"] == "done":
+            return Claim("done", from_json(existing["reply"]) if existing["reply"] else None)
+        return Claim("running")
+
+    async def finish(self, event: CloudEvent, reply: CloudEvent | None) -> None:
+        """Record the reply (None for 202) of a handled event."""
+        stored = to_json(reply) if reply is not None else None
+        if not self.store.configured:
+            self._memory[(event.source, event.id)] = ("done", stored, time.monotonic())
+            return
+        pool = await self.store.pool()
+        await pool.execute(
+            "UPDATE processed_events SET state = 'done', reply = $4, finished_at = now()"
+            " WHERE function = $1 AND source = $2 AND id = $3",
+            self.function,
+            event.source,
+            event.id,
+            stored,
+        )
+
+    async def release(self, event: CloudEvent) -> None:
+        """Forget a claim whose handling failed, so a retry may handle it."""
+        if not self.store.configured:
+            self._memory.pop((event.source, event.id), None)
+            return
+        try:
+            pool = await self.store.pool()
+            await pool.execute(
+                "DELETE FROM processed_events WHERE function = $1 AND source = $2 AND id = $3"
+                " AND state = 'running'",
+                self.function,
+                event.source,
+                event.id,
+            )
+        except StoreUnavailable:
+            pass
+
+    def _claim_memory(self, event: CloudEvent) -> Claim:
+        key = (event.source, event.id)
+        now = time.monotonic()
+        found = self._memory.get(key)
+        if found is not None:
+            state, reply, at = found
+            if state == "done":
+                return Claim("done", from_json(reply) if reply else None)
+            if now - at < self.claim_timeout:
+                return Claim("running")
+        self._memory[key] = ("running", None, now)
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.memory_size:
+            self._memory.popitem(last=False)
+        return Claim("new")

@@ -1,0 +1,95 @@
+"""Prometheus metrics every function emits, with the names users query.
+
+One registry per process. The shared app records request metrics and event
+counters; caches call `record_cache` so `victor_cache_hit_ratio` stays current.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+api_requests = Counter(
+    "victor_api_requests_total",
+    "HTTP requests served",
+    ["function", "method", "route", "status"],
+    registry=REGISTRY,
+)
+api_duration = Histogram(
+    "victor_api_duration_seconds",
+    "HTTP request duration",
+    ["function", "method", "route"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+api_errors = Counter(
+    "victor_api_errors_total",
+    "HTTP requests answered 4xx or 5xx",
+    ["function", "route", "status"],
+    registry=REGISTRY,
+)
+events = Counter(
+    "victor_events_total",
+    "CloudEvents received by a function, per type and outcome",
+    ["function", "type", "outcome"],
+    registry=REGISTRY,
+)
+events_published = Counter(
+    "victor_events_published_total",
+    "CloudEvents sent to the broker, per type and outcome",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
+cache_requests = Counter(
+    "victor_cache_requests_total",
+    "Cache look-ups, per cache and result (hit or miss)",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
+cache_hit_ratio = Gauge(
+    "victor_cache_hit_ratio",
+    "Hits over look-ups since start, per cache",
+    ["cache"],
+    registry=REGISTRY,
+)
+dependency_up = Gauge(
+    "victor_dependency_up",
+    "1 when the dependency answered its last health check",
+    ["function", "dependency"],
+    registry=REGISTRY,
+)
+
+_cache_counts: dict[str, list[int]] = {}
+_lock = threading.Lock()
+
+
+def record_cache(cache: str, *, hit: bool) -> None:
+    """Count one look-up in `cache` and update its hit ratio."""
+    cache_requests.labels(cache, "hit" if hit else "miss").inc()
+    with _lock:
+        counts = _cache_counts.setdefault(cache, [0, 0])
+        counts[0] += int(hit)
+        counts[1] += 1
+        cache_hit_ratio.labels(cache).set(counts[0] / counts[1])
+
+
+def exposition() -> tuple[bytes, str]:
+    """The registry in the Prometheus text format, and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def serve_separately(port: int) -> None:
+    """Also serve /metrics on `port` (compose only; on Knative /metrics is on the main port)."""
+    start_http_server(port, registry=REGISTRY)

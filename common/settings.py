@@ -1,0 +1,260 @@
+"""Typed settings read once from the environment.
+
+Every setting in ARCHITECTURE.md lives here. A bad value raises `SettingsError`,
+whose message is one line naming the variable and the values it accepts; the
+CLI prints it and exits with status 2. Secrets are wrapped in `Secret` so that
+they never show up in logs, reprs or error bodies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+Profile = Literal["development", "production"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the program cannot use."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        super().__init__(f"{variable}: {problem}")
+
+
+class Secret:
+    """A string that prints as asterisks; call `reveal()` where the real value is needed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by asterisks, safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+
+
+class EnvReader:
+    """Typed readers over an environment mapping; each raises `SettingsError` on bad input.
+
+    Function packages use this for their own settings so every variable is parsed
+    and reported the same way.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, *names: str) -> tuple[str, str | None]:
+        """The first of `names` that is set (even to ""), and its value."""
+        for name in names:
+            if name in self.environ:
+                return name, self.environ[name]
+        return names[0], None
+
+    def string(self, name: str, default: str, *aliases: str) -> str:
+        _, value = self.raw(name, *aliases)
+        return default if value is None or value == "" else value
+
+    def optional(self, name: str, *aliases: str) -> str | None:
+        _, value = self.raw(name, *aliases)
+        return value or None
+
+    def secret(self, name: str) -> Secret | None:
+        value = self.environ.get(name)
+        return Secret(value) if value else None
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return default
+        accepted = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise SettingsError(name, f"expected {accepted}, got {value!r}") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            raise SettingsError(name, f"expected {accepted}, got {value!r}")
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return default
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise SettingsError(name, f"expected a number >= {minimum}, got {value!r}") from None
+        if number < minimum or number != number:
+            raise SettingsError(name, f"expected a number >= {minimum}, got {value!r}")
+        return number
+
+    def boolean(self, name: str, default: bool, *aliases: str) -> bool:
+        used, value = self.raw(name, *aliases)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise SettingsError(used, f"expected one of true, false, 1, 0, yes, no, on, off; got {value!r}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...], *aliases: str) -> str:
+        used, value = self.raw(name, *aliases)
+        if value is None or value.strip() == "":
+            return default
+        for candidate in choices:
+            if value.strip().lower() == candidate.lower():
+                return candidate
+        raise SettingsError(used, f"expected one of {', '.join(choices)}; got {value!r}")
+
+    def url(self, name: str, schemes: tuple[str, ...], *aliases: str) -> str | None:
+        used, value = self.raw(name, *aliases)
+        if not value:
+            return None
+        parts = urlsplit(value.strip())
+        try:
+            parts.port  # noqa: B018 - validates the port
+        except ValueError:
+            raise SettingsError(used, f"has an invalid port; expected a {'/'.join(schemes)} URL") from None
+        shown = redact_url(value)
+        if parts.scheme not in schemes:
+            raise SettingsError(used, f"expected a URL with scheme {' or '.join(schemes)}, got {shown!r}")
+        if not parts.netloc and not (parts.scheme.startswith("unix") or parts.path):
+            raise SettingsError(used, f"expected a URL with a host, got {shown!r}")
+        return value.strip()
+
+    def size(self, name: str, default: int) -> int:
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return default
+        match = _SIZE.match(value)
+        if not match:
+            raise SettingsError(name, f"expected a size such as 10485760, 512KB, 10MB or 1GB; got {value!r}")
+        unit = (match.group(2) or "").lower()[:1] if (match.group(2) or "").lower() != "b" else ""
+        return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting in ARCHITECTURE.md, parsed and checked."""
+
+    profile: Profile = "development"
+    log_level: str = "INFO"
+    debug: bool = False
+    log_file: str | None = None
+    log_retention_days: int = 7
+    log_max_size: int = 10 * 1024 * 1024
+    port: int = 8080
+    metrics_port: int | None = None
+    redis_url: str | None = None
+    database_url: Secret | None = None
+    lancedb_uri: str = "data/lancedb"
+    cache_ttl: int = 3600
+    enable_tool_cache: bool = True
+    tool_cache_size: int = 1000
+    tool_cache_ttl: int = 3600
+    max_concurrent_tools: int = 10
+    enable_parallel_execution: bool = True
+    workspace_dir: Path = Path(".")
+    anthropic_api_key: Secret | None = None
+    anthropic_base_url: str | None = None
+    openai_api_key: Secret | None = None
+    openai_base_url: str | None = None
+    embedding_model: str = "BAAI/bge-small-en-v1.5"
+    broker_url: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    api_key: Secret | None = None
+    max_event_bytes: int = 4 * 1024 * 1024
+    function_urls: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def database_dsn(self) -> str | None:
+        return self.database_url.reveal() if self.database_url else None
+
+
+FUNCTION_NAMES = ("chat", "tools", "embeddings", "health")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse the environment; raise `SettingsError` naming the first bad variable."""
+    env = EnvReader(os.environ if environ is None else environ)
+    debug = env.boolean("VICTOR_DEBUG", False)
+    level = env.choice("VICTOR_LOG_LEVEL", "DEBUG" if debug else "INFO", LOG_LEVELS, "LOG_LEVEL")
+    database_url = env.url("DATABASE_URL", ("postgresql", "postgres"))
+    function_urls = {}
+    for name in FUNCTION_NAMES:
+        url = env.url(f"VICTOR_{name.upper()}_URL", ("http", "https"))
+        if url:
+            function_urls[name] = url.rstrip("/")
+    metrics_port = env.integer("VICTOR_METRICS_PORT", 0, maximum=65535)
+    return Settings(
+        profile=env.choice("VICTOR_PROFILE", "development", ("development", "production")),  # type: ignore[arg-type]
+        log_level=level,
+        debug=debug,
+        log_file=env.optional("VICTOR_LOG_FILE"),
+        log_retention_days=env.integer("VICTOR_LOG_RETENTION_DAYS", 7, minimum=1),
+        log_max_size=env.size("VICTOR_LOG_MAX_SIZE", 10 * 1024 * 1024),
+        port=env.integer("PORT", 8080, minimum=1, maximum=65535),
+        metrics_port=metrics_port or None,
+        redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
+        database_url=Secret(database_url) if database_url else None,
+        lancedb_uri=env.string("LANCEDB_URI", "data/lancedb"),
+        cache_ttl=env.integer("VICTOR_CACHE_TTL", 3600, minimum=1),
+        enable_tool_cache=env.boolean("VICTOR_ENABLE_TOOL_CACHE", True),
+        tool_cache_size=env.integer("VICTOR_TOOL_CACHE_SIZE", 1000, minimum=0),
+        tool_cache_ttl=env.integer("VICTOR_TOOL_CACHE_TTL", 3600, minimum=1),
+        max_concurrent_tools=env.integer("VICTOR_MAX_CONCURRENT_TOOLS", 10, minimum=1, maximum=1000),
+        enable_parallel_execution=env.boolean("VICTOR_ENABLE_PARALLEL_EXECUTION", True),
+        workspace_dir=Path(env.string("WORKSPACE_DIR", ".")).expanduser().resolve(),
+        anthropic_api_key=env.secret("ANTHROPIC_API_KEY"),
+        anthropic_base_url=env.url("ANTHROPIC_BASE_URL", ("http", "https")),
+        openai_api_key=env.secret("OPENAI_API_KEY"),
+        openai_base_url=env.url("OPENAI_BASE_URL", ("http", "https")),
+        embedding_model=env.string("VICTOR_EMBEDDING_MODEL", "BAAI/bge-small-en-v1.5"),
+        broker_url=env.url("VICTOR_BROKER_URL", ("http", "https"), "K_SINK"),
+        otel_exporter_otlp_endpoint=env.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")),
+        api_key=env.secret("VICTOR_API_KEY"),
+        max_event_bytes=env.size("VICTOR_MAX_EVENT_BYTES", 4 * 1024 * 1024),
+        function_urls=function_urls,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return load_settings()

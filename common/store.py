@@ -1,0 +1,121 @@
+"""PostgreSQL (asyncpg) and LanceDB connections, and versioned schema migrations.
+
+Migrations are the ordered `common/migrations/NNNN_name.sql` files. `migrate`
+applies the ones not yet recorded in `schema_migrations`, each in its own
+transaction, while holding a PostgreSQL advisory lock so that replicas starting
+together apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# An arbitrary constant shared by every replica: the key of the migration lock.
+MIGRATION_LOCK_KEY = 0x56494354  # "VICT"
+
+
+class StoreUnavailable(RuntimeError):
+    """PostgreSQL is not configured or not reachable."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Every migration file, ordered by version; versions must be unique."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        number, _, name = path.stem.partition("_")
+        version = int(number)
+        if version in found:
+            raise ValueError(f"two migrations share version {version}: {found[version].name}, {name}")
+        found[version] = Migration(version, name, path.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations; returns the names applied (empty when up to date)."""
+    connection = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        try:
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations")}
+            for migration in migrations(directory):
+                if migration.version in done:
+                    continue
+                async with connection.transaction():
+                    await connection.execute(migration.sql)
+                    await connection.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+                applied.append(f"{migration.version:04d}_{migration.name}")
+                log.info("applied migration %04d_%s", migration.version, migration.name)
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    finally:
+        await connection.close()
+    return applied
+
+
+class Store:
+    """A lazily created asyncpg pool; `pool()` raises `StoreUnavailable` when it cannot connect."""
+
+    def __init__(self, dsn: str | None, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.dsn is not None
+
+    async def pool(self) -> asyncpg.Pool:
+        if self.dsn is None:
+            raise StoreUnavailable("DATABASE_URL is not set")
+        if self._pool is None:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, min_size=self.min_size, max_size=self.max_size, timeout=5
+                )
+            except (OSError, asyncpg.PostgresError) as exc:
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+        return self._pool
+
+    async def ping(self) -> None:
+        pool = await self.pool()
+        async with pool.acquire(timeout=2) as connection:
+            await connection.fetchval("SELECT 1")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def open_lancedb(uri: str) -> Any:
+    """A LanceDB connection (local directory or object storage such as s3://); imported lazily."""
+    import lancedb
+
+    if "://" not in uri:
+        Path(uri).mkdir(parents=True, exist_ok=True)
+    return lancedb.connect(uri)

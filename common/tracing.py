@@ -1,0 +1,72 @@
+"""OpenTelemetry tracing with W3C trace context.
+
+Spans are exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+Context comes in from HTTP headers or a CloudEvent's `traceparent`/`tracestate`
+extensions and goes out on every request and event this process sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from common.cloudevents import CloudEvent
+from common.settings import Settings
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_configured = False
+
+
+def configure_tracing(settings: Settings, service: str) -> None:
+    """Install the SDK tracer provider once per process."""
+    global _configured
+    if _configured:
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": f"victor-{service}"}))
+    if settings.otel_exporter_otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+    propagate.set_global_textmap(_PROPAGATOR)
+    _configured = True
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def context_from_headers(headers: Mapping[str, str]) -> context.Context:
+    """The remote trace context carried by W3C `traceparent`/`tracestate` headers."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    return _PROPAGATOR.extract(lowered)
+
+
+def context_from_event(event: CloudEvent, fallback: Mapping[str, str] | None = None) -> context.Context:
+    """The trace context of an event's distributed-tracing extension, else of the HTTP headers."""
+    if "traceparent" in event.extensions:
+        return _PROPAGATOR.extract(
+            {key: event.extensions[key] for key in ("traceparent", "tracestate") if key in event.extensions}
+        )
+    return context_from_headers(fallback or {})
+
+
+def current_headers() -> dict[str, str]:
+    """`traceparent` (and `tracestate`) for the current span, to put on an outgoing request."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def with_trace(event: CloudEvent) -> CloudEvent:
+    """A copy of `event` carrying the current trace context as extensions."""
+    carrier = current_headers()
+    if not carrier:
+        return event
+    return event.with_extensions(traceparent=carrier.get("traceparent"), tracestate=carrier.get("tracestate"))

@@ -1,0 +1,31 @@
+"""The health function: its spec and its Litestar app."""
+
+from __future__ import annotations
+
+from litestar import Litestar, Response, get
+
+from common.app import create_app
+from common.function import FunctionSpec, Runtime
+from common.settings import Settings
+from eventing.events import PING
+from eventing.health_events import HealthReported
+from functions.health.handlers import on_ping, system_status
+
+
+@get("/v1/status")
+async def status(runtime: Runtime) -> Response[HealthReported]:
+    """Every dependency and every other function with state and latency; 503 when all are down."""
+    report = await system_status(runtime)
+    return Response(report, status_code=503 if report.status == "down" else 200)
+
+
+SPEC = FunctionSpec(
+    name="health",
+    event_handlers={PING: on_ping},
+    routes=[status],
+    reports=("redis", "postgres"),
+)
+
+
+def create(settings: Settings | None = None) -> Litestar:
+    return create_app(SPEC, settings)

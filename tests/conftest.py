@@ -1,0 +1,61 @@
+"""Shared fixtures: real PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL are set)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from common.embedded import EmbeddedPostgres, EmbeddedRedis
+from common.settings import Settings, load_settings
+from common.store import migrate
+
+
+class Services:
+    def __init__(self, database_url: str, redis_url: str) -> None:
+        self.database_url = database_url
+        self.redis_url = redis_url
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url}
+        env.update(overrides)
+        return env
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """PostgreSQL and Redis for the whole run: the configured URLs, else embedded servers."""
+    root = tmp_path_factory.mktemp("services")
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    database_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    if not database_url:
+        postgres = EmbeddedPostgres(root / "pg", delete_on_stop=True)
+        database_url = postgres.start()
+        started.append(postgres)
+    if not redis_url:
+        embedded_redis = EmbeddedRedis(root / "redis")
+        redis_url = embedded_redis.start()
+        started.append(embedded_redis)
+    asyncio.run(migrate(database_url))
+    try:
+        yield Services(database_url, redis_url)
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@pytest.fixture
+def make_settings(services: Services, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings from a clean environment with the test's services and a temporary workspace."""
+
+    def build(**env: str) -> Settings:
+        base = services.env(WORKSPACE_DIR=str(tmp_path / "workspace"), LANCEDB_URI=str(tmp_path / "lancedb"))
+        base.update(env)
+        (tmp_path / "workspace").mkdir(exist_ok=True)
+        return load_settings(base)
+
+    return build
