@@ -1,0 +1,43 @@
+"""Payloads of `ai.victor.tools.requested` and `ai.victor.tools.completed`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from eventing.events import Payload
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    """One tool call the model asked for; `id` is the model's tool_use id."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ToolResult(msgspec.Struct, kw_only=True):
+    """The outcome of one call; a failed call has `is_error` and a message in `content`."""
+
+    id: str
+    name: str
+    is_error: bool
+    content: str
+    duration_ms: float = 0.0
+
+
+class ToolsRequested(Payload, kw_only=True):
+    """Every tool call of one model turn, to run together."""
+
+    conversation_id: str
+    turn: int
+    calls: list[ToolCall]
+
+
+class ToolsCompleted(Payload, kw_only=True):
+    """The results of a `ToolsRequested`, in the order of its calls."""
+
+    conversation_id: str
+    turn: int
+    results: list[ToolResult]
