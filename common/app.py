@@ -8,7 +8,6 @@ and the function's start/stop as the app's lifespan.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -27,14 +26,19 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import metrics, tracing
 from common.function import (
+    API_KEY_REQUIRED,
+    LIVE,
     VERSION,
     Answer,
     FunctionSpec,
     HealthReport,
     Runtime,
-    check_health,
+    api_key_accepted,
     handle_event_request,
-    is_ready,
+    health_state,
+    readiness,
+    startup_state,
+    too_large_answer,
 )
 from common.settings import Settings, get_settings
 
@@ -58,6 +62,8 @@ def _error_body(status: int, code: str, detail: str, extra: Any = None) -> dict[
 
 
 def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code == 413:  # Litestar's own answer names neither the problem's code nor the limit
+        return answer_response(too_large_answer(request.app.state.runtime.settings.max_event_bytes))
     code = "invalid_request" if isinstance(exc, ValidationException) else exc.__class__.__name__
     code = {
         "NotFoundException": "not_found",
@@ -91,18 +97,12 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard for the public /v1 routes: needs VICTOR_API_KEY when one is set."""
     settings: Settings = connection.app.state.runtime.settings
-    if settings.api_key is None:
-        return
-    offered = connection.headers.get("x-api-key", "")
-    authorization = connection.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        offered = authorization[7:].strip()
-    if not offered or not hmac.compare_digest(offered.encode(), settings.api_key.reveal().encode()):
-        raise NotAuthorizedException("a valid API key is required: send 'Authorization: Bearer <key>'")
+    if not api_key_accepted(settings, connection.headers):
+        raise NotAuthorizedException(API_KEY_REQUIRED)
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:
-    """Counts and times every HTTP request by its route template."""
+    """Counts and times every HTTP request by its route template, inside a server span."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -110,6 +110,7 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             return
         started = time.perf_counter()
         status = 500
+        method = str(scope.get("method", ""))
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -117,16 +118,14 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
                 status = message["status"]
             await send(message)
 
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
         try:
-            await app(scope, receive, send_wrapper)
+            with tracing.server_span(f"{method} {scope['path']}", headers):
+                await app(scope, receive, send_wrapper)
         finally:
             route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]
             function = scope["app"].state.runtime.spec.name
-            method = str(scope.get("method", ""))
-            metrics.api_requests.labels(function, method, route, str(status)).inc()
-            metrics.api_duration.labels(function, method, route).observe(time.perf_counter() - started)
-            if status >= 400:
-                metrics.api_errors.labels(function, route, str(status)).inc()
+            metrics.record_request(function, method, route, status, time.perf_counter() - started)
 
     return middleware
 
@@ -139,36 +138,28 @@ def runtime_dependency(request: Request[Any, Any, Any]) -> Runtime:
 @get("/health/live", sync_to_thread=False, include_in_schema=False)
 def live() -> dict[str, str]:
     """Liveness: the process answers."""
-    return {"status": "alive"}
+    return LIVE[1]
 
 
 @get("/health/startup", include_in_schema=False)
-async def startup(runtime: Runtime) -> Response[dict[str, Any]]:
+async def startup(runtime: Runtime) -> Response[dict[str, str]]:
     """Startup: 200 once the function's start (model loading, for example) has finished."""
-    if runtime.started:
-        return Response({"status": "started"}, status_code=200)
-    body: dict[str, Any] = {"status": "starting"}
-    if runtime.startup_error:
-        body = {"status": "failed", "error": runtime.startup_error}
-    return Response(body, status_code=503)
+    status, body = startup_state(runtime)
+    return Response(body, status_code=status)
 
 
 @get("/health/ready", include_in_schema=False)
-async def ready(runtime: Runtime) -> Response[dict[str, Any]]:
+async def ready(runtime: Runtime) -> Response[dict[str, str]]:
     """Readiness: 200 when started and every required dependency answers."""
-    ok, statuses = await is_ready(runtime)
-    down = [s.name for s in statuses if s.state != "up"]
-    if ok:
-        return Response({"status": "ready"}, status_code=200)
-    reason = "starting" if not runtime.started else "waiting for " + ", ".join(down)
-    return Response({"status": "not ready", "reason": reason}, status_code=503)
+    status, body = await readiness(runtime)
+    return Response(body, status_code=status)
 
 
 @get("/health")
 async def health(runtime: Runtime) -> Response[HealthReport]:
     """Each dependency's state and latency; 503 when the function is not ready."""
-    report = await check_health(runtime)
-    return Response(report, status_code=200 if report.ready else 503)
+    status, report = await health_state(runtime)
+    return Response(report, status_code=status)
 
 
 @get("/metrics", include_in_schema=False)

@@ -11,6 +11,7 @@ Litestar app and by the functions-framework entry point alike.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -65,6 +66,9 @@ class FunctionSpec:
     start: Lifecycle | None = None
     stop: Lifecycle | None = None
     uses_lancedb: bool = False
+    # When true, `start` runs beside the server (model loading, say): liveness answers at
+    # once and /health/startup stays 503 until it finishes (or reports its failure).
+    start_in_background: bool = False
 
 
 @dataclass
@@ -114,12 +118,24 @@ class Runtime:
         return task
 
     async def start(self) -> None:
+        if self.spec.start is not None and self.spec.start_in_background:
+            self.background(self._start_beside_server(self.spec.start), f"{self.spec.name}-start")
+            return
         if self.spec.start is not None:
             try:
                 await self.spec.start(self)
             except Exception as exc:
                 self.startup_error = f"{type(exc).__name__}: {exc}"
                 raise
+        self.started = True
+
+    async def _start_beside_server(self, start: Lifecycle) -> None:
+        try:
+            await start(self)
+        except Exception as exc:  # any start failure is reported by /health/startup, not raised
+            self.startup_error = f"{type(exc).__name__}: {exc}"
+            log.error("%s failed to start: %s", self.spec.name, self.startup_error)
+            return
         self.started = True
 
     async def stop(self) -> None:
@@ -233,6 +249,53 @@ async def is_ready(runtime: Runtime) -> tuple[bool, list[DependencyStatus]]:
     return all(s.state == "up" for s in statuses), list(statuses)
 
 
+# ---------------------------------------------------------------- probes
+# The answers of the shared routes, framework-free: the Litestar app and the
+# functions-framework target both serve exactly these.
+
+LIVE: tuple[int, dict[str, str]] = (200, {"status": "alive"})
+
+
+def startup_state(runtime: Runtime) -> tuple[int, dict[str, str]]:
+    """200 once the function's start has finished; 503 while starting or after it failed."""
+    if runtime.started:
+        return 200, {"status": "started"}
+    if runtime.startup_error:
+        return 503, {"status": "failed", "error": runtime.startup_error}
+    return 503, {"status": "starting"}
+
+
+async def readiness(runtime: Runtime) -> tuple[int, dict[str, str]]:
+    """200 when started and every required dependency answers, else 503 with the reason."""
+    ok, statuses = await is_ready(runtime)
+    if ok:
+        return 200, {"status": "ready"}
+    down = [s.name for s in statuses if s.state != "up"]
+    reason = "starting" if not runtime.started else "waiting for " + ", ".join(down)
+    return 503, {"status": "not ready", "reason": reason}
+
+
+async def health_state(runtime: Runtime) -> tuple[int, HealthReport]:
+    """The /health report; 503 when the function is not ready."""
+    report = await check_health(runtime)
+    return (200 if report.ready else 503), report
+
+
+API_KEY_REQUIRED = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+def api_key_accepted(settings: Settings, headers: Mapping[str, str]) -> bool:
+    """Whether a request to a function's own routes may pass: no VICTOR_API_KEY set, or it offers the key."""
+    if settings.api_key is None:
+        return True
+    lowered = {key.lower(): value for key, value in headers.items()}
+    offered = lowered.get("x-api-key", "")
+    authorization = lowered.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        offered = authorization[7:].strip()
+    return bool(offered) and hmac.compare_digest(offered.encode(), settings.api_key.reveal().encode())
+
+
 # ---------------------------------------------------------------- events
 
 
@@ -248,6 +311,13 @@ class Answer:
 def error_answer(status: int, code: str, message: str) -> Answer:
     body = msgspec.json.encode({"status_code": status, "error": code, "detail": message})
     return Answer(status, {"content-type": "application/json"}, body)
+
+
+def too_large_answer(limit: int) -> Answer:
+    """413 for a request body over VICTOR_MAX_EVENT_BYTES, the same in every serving mode."""
+    return error_answer(
+        413, "too_large", f"the request body is over the limit of {limit} bytes (VICTOR_MAX_EVENT_BYTES)"
+    )
 
 
 def reply_answer(reply: CloudEvent | None) -> Answer:

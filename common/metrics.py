@@ -85,6 +85,14 @@ def record_cache(cache: str, *, hit: bool) -> None:
         cache_hit_ratio.labels(cache).set(counts[0] / counts[1])
 
 
+def record_request(function: str, method: str, route: str, status: int, seconds: float) -> None:
+    """Count and time one HTTP request by its route template (4xx and 5xx also count as errors)."""
+    api_requests.labels(function, method, route, str(status)).inc()
+    api_duration.labels(function, method, route).observe(seconds)
+    if status >= 400:
+        api_errors.labels(function, route, str(status)).inc()
+
+
 def exposition() -> tuple[bytes, str]:
     """The registry in the Prometheus text format, and its content type."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -7,7 +7,8 @@ extensions and goes out on every request and event this process sends.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -46,6 +47,15 @@ def context_from_headers(headers: Mapping[str, str]) -> context.Context:
     """The remote trace context carried by W3C `traceparent`/`tracestate` headers."""
     lowered = {key.lower(): value for key, value in headers.items()}
     return _PROPAGATOR.extract(lowered)
+
+
+@contextmanager
+def server_span(name: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
+    """A server span for one incoming HTTP request, continuing the caller's W3C trace context."""
+    with tracer(__name__).start_as_current_span(
+        name, context=context_from_headers(headers), kind=trace.SpanKind.SERVER
+    ) as span:
+        yield span
 
 
 def context_from_event(event: CloudEvent, fallback: Mapping[str, str] | None = None) -> context.Context:

@@ -9,14 +9,14 @@ from common.function import FunctionSpec, Runtime
 from common.settings import Settings
 from eventing.events import PING
 from eventing.health_events import HealthReported
-from functions.health.handlers import on_ping, system_status
+from functions.health.handlers import on_ping, status_report
 
 
 @get("/v1/status")
 async def status(runtime: Runtime) -> Response[HealthReported]:
     """Every dependency and every other function with state and latency; 503 when all are down."""
-    report = await system_status(runtime)
-    return Response(report, status_code=503 if report.status == "down" else 200)
+    code, report = await status_report(runtime)
+    return Response(report, status_code=code)
 
 
 SPEC = FunctionSpec(

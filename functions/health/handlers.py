@@ -63,6 +63,12 @@ async def system_status(runtime: Runtime) -> HealthReported:
     return HealthReported(status=status, checked_at=now_rfc3339(), components=components)
 
 
+async def status_report(runtime: Runtime) -> tuple[int, HealthReported]:
+    """GET /v1/status in every serving mode: the report, and 503 when everything is down."""
+    report = await system_status(runtime)
+    return (503 if report.status == "down" else 200), report
+
+
 async def on_ping(event: CloudEvent, runtime: Runtime) -> CloudEvent:
     """A PingSource tick: run the checks and reply with `ai.victor.health.reported`."""
     report = await system_status(runtime)

@@ -1,0 +1,182 @@
+"""A functions-framework HTTP target built from a `FunctionSpec`.
+
+`functions-framework --asgi --target handle --source functions/<name>/main.py`
+serves every path through one async function of a Starlette request. This
+module makes that function: it serves the same shared routes as the Litestar
+app (probes, /health, /metrics, `POST /` for CloudEvents) through the same
+framework-free core in `common.function`, plus the function's own routes given
+as `extra_routes`. The functions-framework `cloud_event` signature is not used
+on purpose: it answers every event with a plain "OK" body, which a Knative
+Trigger turns into a 502.
+
+There is no lifespan under functions-framework, so the runtime is created and
+started on the first request (once, under a lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from common import metrics, tracing
+from common.function import (
+    API_KEY_REQUIRED,
+    LIVE,
+    Answer,
+    FunctionSpec,
+    Runtime,
+    api_key_accepted,
+    error_answer,
+    handle_event_request,
+    health_state,
+    readiness,
+    startup_state,
+    too_large_answer,
+)
+from common.logging import configure_logging
+from common.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# A function's own route: it gets the request and the runtime and gives an answer.
+RouteHandler = Callable[[Request, Runtime], Awaitable[Answer]]
+Target = Callable[[Request], Awaitable[Response]]
+_SHARED_GET = ("/health/live", "/health/startup", "/health/ready", "/health", "/metrics")
+
+
+def json_answer(status: int, body: Any) -> Answer:
+    """`body` (dicts, lists, msgspec Structs) as a JSON answer."""
+    return Answer(status, {"content-type": "application/json"}, msgspec.json.encode(body))
+
+
+class FrameworkTarget:
+    """Dispatches functions-framework requests to the shared answers and the function's routes."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        settings: Settings | None,
+        extra_routes: Mapping[tuple[str, str], RouteHandler],
+    ) -> None:
+        self.spec = spec
+        self._settings = settings
+        self.extra_routes = {
+            (method.upper(), path): handler for (method, path), handler in extra_routes.items()
+        }
+        self.runtime: Runtime | None = None
+        self._lock = asyncio.Lock()
+
+    async def ensure_runtime(self) -> Runtime:
+        """The started runtime; the first request creates and starts it."""
+        if self.runtime is not None:
+            return self.runtime
+        async with self._lock:
+            if self.runtime is None:
+                settings = self._settings or get_settings()
+                configure_logging(settings)
+                tracing.configure_tracing(settings, self.spec.name)
+                runtime = Runtime.create(self.spec, settings)
+                try:
+                    await runtime.start()
+                except Exception:  # reported by /health/startup; the process keeps answering probes
+                    log.exception("function %s failed to start", self.spec.name)
+                self.runtime = runtime
+        return self.runtime
+
+    def allowed_methods(self, path: str) -> list[str]:
+        methods = {method for method, known in self.extra_routes if known == path}
+        if path in _SHARED_GET:
+            methods.add("GET")
+        if path == "/":
+            methods.add("POST")
+        return sorted(methods)
+
+    async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        method, path = request.method.upper(), request.url.path
+        runtime = await self.ensure_runtime()
+        allowed = self.allowed_methods(path)
+        route = path if allowed else "unmatched"
+        with tracing.server_span(f"{method} {path}", dict(request.headers)):
+            try:
+                answer = await self.dispatch(runtime, request, method, path, allowed)
+            except Exception:  # the same JSON 500 as the Litestar app, never functions-framework's text page
+                log.exception("unhandled error on %s %s", method, path)
+                answer = error_answer(500, "internal_error", "the request failed; see the function's logs")
+        metrics.record_request(self.spec.name, method, route, answer.status, time.perf_counter() - started)
+        return Response(answer.body, status_code=answer.status, headers=answer.headers)
+
+    async def dispatch(
+        self, runtime: Runtime, request: Request, method: str, path: str, allowed: list[str]
+    ) -> Answer:
+        if not allowed:
+            return error_answer(404, "not_found", f"no route {path}")
+        if method not in allowed:
+            answer = error_answer(405, "method_not_allowed", f"{path} accepts {', '.join(allowed)}")
+            return Answer(answer.status, {**answer.headers, "allow": ", ".join(allowed)}, answer.body)
+        if method == "POST" and path == "/":
+            body = await read_body(request, runtime.settings.max_event_bytes)
+            if body is None:
+                return too_large_answer(runtime.settings.max_event_bytes)
+            return await handle_event_request(runtime, dict(request.headers), body)
+        handler = self.extra_routes.get((method, path))
+        if handler is not None:
+            if not api_key_accepted(runtime.settings, request.headers):
+                return error_answer(401, "unauthorized", API_KEY_REQUIRED)
+            return await handler(request, runtime)
+        return await shared_answer(runtime, path)
+
+
+async def shared_answer(runtime: Runtime, path: str) -> Answer:
+    """The answer of one of the shared GET routes."""
+    if path == "/health/live":
+        return json_answer(*LIVE)
+    if path == "/health/startup":
+        return json_answer(*startup_state(runtime))
+    if path == "/health/ready":
+        return json_answer(*await readiness(runtime))
+    if path == "/health":
+        return json_answer(*await health_state(runtime))
+    body, content_type = metrics.exposition()
+    return Answer(200, {"content-type": content_type}, body)
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it grows over `limit` bytes (the rest is not read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks.extend(chunk)
+        if len(chunks) > limit:
+            return None
+    return bytes(chunks)
+
+
+def make_target(
+    spec: FunctionSpec,
+    settings: Settings | None = None,
+    *,
+    extra_routes: Mapping[tuple[str, str], RouteHandler] | None = None,
+) -> Target:
+    """An async functions-framework HTTP target serving `spec` like the Litestar app does.
+
+    `extra_routes` maps (method, path) to the function's own routes; they need
+    VICTOR_API_KEY when one is set, as in the Litestar app. Settings default to
+    the process's, read on the first request.
+    """
+    dispatcher = FrameworkTarget(spec, settings, extra_routes or {})
+
+    async def target(request: Request) -> Response:
+        return await dispatcher(request)
+
+    target.dispatcher = dispatcher  # type: ignore[attr-defined]
+    return target
