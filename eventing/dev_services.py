@@ -1,0 +1,92 @@
+"""PostgreSQL and Redis for `victor dev`: the configured ones, else embedded servers.
+
+Embedded data lives under the dev data directory (`./.victor` by default) so
+conversations, indexes and pending broker deliveries survive a restart of
+`victor dev`. `--fresh` wipes that directory first, but only one that
+`victor dev` created (it carries a marker file), never an arbitrary folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.embedded import EmbeddedPostgres, EmbeddedRedis
+from common.settings import redact_url
+from common.store import migrate
+
+MARKER = ".victor-dev"
+
+
+class DevDataError(RuntimeError):
+    """The dev data directory cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One backing service as the status table shows it."""
+
+    name: str
+    url: str
+    state: str
+
+
+def prepare_data_dir(directory: Path, *, fresh: bool) -> Path:
+    """Create the data directory (wiping it first when `fresh`); returns its absolute path."""
+    directory = directory.expanduser().resolve()
+    if fresh and directory.exists():
+        if not (directory / MARKER).exists():
+            raise DevDataError(
+                f"--fresh refuses to delete {directory}: it was not created by victor dev "
+                f"(no {MARKER} file); remove it yourself or pick another --data-dir"
+            )
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).touch()
+    return directory
+
+
+class DevServices:
+    """Starts what the environment lacks; `stop()` stops only what this object started."""
+
+    def __init__(self, data_dir: Path, environ: Mapping[str, str]) -> None:
+        self.data_dir = data_dir
+        self.database_url = environ.get("DATABASE_URL") or None
+        self.redis_url = environ.get("REDIS_URL") or None
+        self._postgres: EmbeddedPostgres | None = None
+        self._redis: EmbeddedRedis | None = None
+        self.applied: list[str] = []
+
+    def start(self) -> None:
+        """Start embedded servers where no URL is configured, then apply migrations."""
+        if self.database_url is None:
+            self._postgres = EmbeddedPostgres(self.data_dir / "postgres")
+            self.database_url = self._postgres.start()
+        if self.redis_url is None:
+            self._redis = EmbeddedRedis(self.data_dir / "redis")
+            self.redis_url = self._redis.start()
+        self.applied = asyncio.run(migrate(self.database_url))
+
+    def stop(self) -> None:
+        """Stop the embedded servers (Redis first, then PostgreSQL); safe to call twice."""
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None
+
+    def env(self) -> dict[str, str]:
+        if self.database_url is None or self.redis_url is None:
+            raise RuntimeError("DevServices.start() has not run")
+        return {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url}
+
+    def describe(self) -> list[ServiceInfo]:
+        origin = {True: "embedded", False: "configured"}
+        return [
+            ServiceInfo("postgres", redact_url(self.database_url or "-"), origin[self._postgres is not None]),
+            ServiceInfo("redis", redact_url(self.redis_url or "-"), origin[self._redis is not None]),
+        ]
