@@ -118,7 +118,8 @@ def parse_only(value: str | None) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in names if name not in PORTS]
     if unknown or not names:
-        fail(f"--only: unknown name {', '.join(unknown) or value!r}; choose from {', '.join(PORTS)}")
+        named = ", ".join(unknown) if unknown else repr(value)
+        fail(f"--only: unknown name {named}; choose from {', '.join(PORTS)}")
     return names
 
 
@@ -257,7 +258,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     except DeliveryError as exc:
         if exc.status == 0:
             fail(f"cannot reach {target}: {type(exc.__cause__).__name__}", 1)
-        fail(f"{target} did not accept the event: {exc}", 1)
+        fail(f"{target} did not accept the event: {' '.join(str(exc).split())}", 1)
     if reply is None:
         print(f"accepted by {target} (no reply event)")
     else:

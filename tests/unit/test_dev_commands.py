@@ -1,0 +1,130 @@
+"""`victor dev` planning: which processes run, on which ports, with which environment; PingSources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eventing.dev_commands import MODULES, parse_only, plan_processes
+from eventing.dev_ping import PingSchedule, ScheduleError, cron_interval, load_ping_schedules, ping_forever
+from eventing.dev_services import DevDataError, prepare_data_dir
+from tests.support.recorder import EventRecorder
+from tests.support.servers import running
+
+ENVIRON = {"PATH": "/usr/bin", "VICTOR_CHAT_URL": "http://elsewhere:9000", "REDIS_URL": "redis://r:1/0"}
+
+
+def test_every_built_process_gets_its_port_and_the_urls_of_the_others() -> None:
+    plan = plan_processes(["broker", "health"], 9100, ENVIRON, python="py")
+    assert [spec.name for spec in plan.specs] == ["broker", "health"]
+    broker, health = plan.specs
+    assert broker.argv == ["py", "-m", "eventing.cli", "serve", "broker", "--host", "127.0.0.1"]
+    assert broker.env["PORT"] == "9100"
+    assert health.env["PORT"] == "9104"
+    assert health.ready_url == "http://127.0.0.1:9104/health/ready"
+    for spec in plan.specs:
+        assert spec.env["VICTOR_BROKER_URL"] == "http://127.0.0.1:9100/victor/default"
+        assert spec.env["VICTOR_HEALTH_URL"] == "http://127.0.0.1:9104"
+        assert spec.env["REDIS_URL"] == "redis://r:1/0"
+        # chat is not running here, so nobody is told where it is.
+        assert "VICTOR_CHAT_URL" not in spec.env
+    assert plan.urls == {"broker": "http://127.0.0.1:9100/victor/default", "health": "http://127.0.0.1:9104"}
+
+
+def test_a_function_whose_package_is_missing_is_skipped_with_the_reason() -> None:
+    modules = dict(MODULES, tools="functions.no_such_function.app")
+    plan = plan_processes(["tools", "health"], 8000, ENVIRON, modules=modules)
+    assert [spec.name for spec in plan.specs] == ["health"]
+    assert plan.skipped == {"tools": "not built yet (functions.no_such_function.app is missing)"}
+
+
+def test_only_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_only("health, broker") == ["health", "broker"]
+    assert parse_only(None) == ["broker", "chat", "tools", "embeddings", "health"]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_only("health,mail")
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "victor: --only: unknown name mail; choose from broker, chat, tools, embeddings, health\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "seconds"), [("* * * * *", 60.0), ("*/1 * * * *", 60.0), ("*/15 * * * *", 900.0)]
+)
+def test_every_minute_schedules_are_understood(schedule: str, seconds: float) -> None:
+    assert cron_interval(schedule) == seconds
+
+
+@pytest.mark.parametrize("schedule", ["0 * * * *", "*/5 3 * * *", "*/0 * * * *", "@hourly", ""])
+def test_other_schedules_are_refused(schedule: str) -> None:
+    with pytest.raises(ScheduleError):
+        cron_interval(schedule)
+
+
+PINGSOURCES = """
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {name: health-ping, namespace: victor}
+spec:
+  schedule: "*/2 * * * *"
+  contentType: application/json
+  data: '{"message": "tick"}'
+  sink: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+---
+apiVersion: sources.knative.dev/v1
+kind: PingSource
+metadata: {name: nightly}
+spec: {schedule: "0 3 * * *"}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: not-a-ping}
+"""
+
+
+def test_pingsources_are_read_from_the_manifests(tmp_path: Path) -> None:
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "ping.yaml").write_text(PINGSOURCES)
+    (tmp_path / "kustomization.yaml").write_text("resources: [nested/ping.yaml]\n")
+    assert load_ping_schedules(tmp_path) == [
+        PingSchedule("health-ping", "victor", 120.0, "application/json", b'{"message": "tick"}')
+    ]
+    overridden = load_ping_schedules(tmp_path, interval=5.0)
+    assert [(s.name, s.interval) for s in overridden] == [("health-ping", 5.0), ("nightly", 5.0)]
+
+
+async def test_the_ping_loop_sends_knative_shaped_ping_events() -> None:
+    receiver = EventRecorder(status=202)
+    schedule = PingSchedule("health-ping", "victor", 0.05, "application/json", b'{"message": "tick"}')
+    async with running(receiver) as url, httpx.AsyncClient() as http:
+        task = asyncio.create_task(ping_forever(schedule, f"{url}/victor/default", http))
+        try:
+            events = await receiver.wait_for(lambda event: len(receiver.requests) >= 2)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert len(events) >= 2
+    assert len({event.id for event in events}) == len(events)
+    for event in events:
+        assert event.type == "dev.knative.sources.ping"
+        assert event.source == "/apis/v1/namespaces/victor/pingsources/health-ping"
+        assert event.json() == {"message": "tick"}
+
+
+def test_fresh_wipes_only_a_directory_victor_dev_created(tmp_path: Path) -> None:
+    data = prepare_data_dir(tmp_path / "dev", fresh=False)
+    (data / "old").write_text("x")
+    assert prepare_data_dir(data, fresh=True) == data
+    assert sorted(p.name for p in data.iterdir()) == [".victor-dev"]
+    foreign = tmp_path / "important"
+    foreign.mkdir()
+    (foreign / "keep").write_text("x")
+    with pytest.raises(DevDataError, match="refuses to delete"):
+        prepare_data_dir(foreign, fresh=True)
+    assert (foreign / "keep").exists()
