@@ -1,0 +1,208 @@
+"""Real subscriber servers and a real broker for the broker conformance tests.
+
+`Subscriber` is a raw ASGI app a test scripts: each request is recorded and
+answered by the next scripted `Reply` (or the default). `served_broker` runs the
+broker app (real Redis) on its own stream so tests never share state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from litestar import Litestar
+
+from common.cloudevents import CloudEvent, from_http, new_event, to_binary
+from common.settings import Settings
+from eventing.broker import Broker
+from eventing.broker_app import BROKER_KEY, create
+from eventing.broker_settings import BrokerSettings, load_broker_settings
+from tests.support.servers import running
+
+NAMESPACE = "victor"
+BROKER = "default"
+INGRESS = f"/{NAMESPACE}/{BROKER}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How a subscriber answers one request."""
+
+    status: int = 202
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    event: CloudEvent | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def event(self) -> CloudEvent:
+        return from_http(self.headers, self.body, max_bytes=1 << 20)
+
+
+class Subscriber:
+    """A real HTTP subscriber: records every request, answers with scripted replies."""
+
+    def __init__(
+        self,
+        script: Iterable[Reply] = (),
+        *,
+        default: Reply | None = None,
+        respond: Callable[[CloudEvent], Reply] | None = None,
+    ) -> None:
+        self.script = deque(script)
+        self.default = default or Reply()
+        self.respond = respond
+        self.received: list[Received] = []
+        self._arrived = asyncio.Condition()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def paths(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.path == path]
+
+    async def wait_for(self, count: int, *, path: str | None = None, timeout: float = 10.0) -> list[Received]:
+        """The first `count` requests (to `path`, if given); fails the test after `timeout` seconds."""
+
+        def enough() -> bool:
+            return len(self.paths(path) if path else self.received) >= count
+
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(enough), timeout)
+            except TimeoutError:
+                got = len(self.paths(path) if path else self.received)
+                raise AssertionError(
+                    f"expected {count} requests{f' to {path}' if path else ''}, got {got}"
+                ) from None
+        return (self.paths(path) if path else self.received)[:count]
+
+    def _answer(self, event: CloudEvent | None) -> Reply:
+        if self.script:
+            return self.script.popleft()
+        if self.respond is not None and event is not None:
+            return self.respond(event)
+        return self.default
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        record = Received(scope["path"], headers, body, time.monotonic())
+        try:
+            event = record.event
+        except Exception:  # a subscriber in a test also sees what is not an event
+            event = None
+        async with self._arrived:
+            self.received.append(record)
+            self._arrived.notify_all()
+        reply = self._answer(event)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+        finally:
+            self.in_flight -= 1
+        out_headers = dict(reply.headers)
+        out_body = reply.body
+        if reply.event is not None:
+            event_headers, out_body = to_binary(reply.event)
+            out_headers.update(event_headers)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [(k.encode(), v.encode()) for k, v in out_headers.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": out_body})
+
+
+def event(type: str = "ai.victor.test.happened", **kwargs: Any) -> CloudEvent:
+    """A small JSON event with a fresh id."""
+    data = kwargs.pop("data", {"n": 1})
+    return new_event(type, kwargs.pop("source", "/tests/broker"), data, **kwargs)
+
+
+def write_manifests(directory: Path, text: str) -> Path:
+    """The YAML `text` (dedented) as knative/base/eventing.yaml under `directory`."""
+    path = directory / "knative" / "base"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "eventing.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def broker_settings(
+    settings: Settings, triggers_path: Path, stream: str | None = None, **env: str
+) -> BrokerSettings:
+    """Broker settings for a test: its own stream unless `stream` is given."""
+    environ = {
+        "VICTOR_TRIGGERS_PATH": str(triggers_path),
+        "VICTOR_BROKER_STREAM": stream or f"victor:test-broker:{uuid.uuid4().hex}",
+        **env,
+    }
+    return load_broker_settings(settings, environ)
+
+
+def broker_of(app: Litestar) -> Broker:
+    served: Broker = app.state.runtime.state[BROKER_KEY]
+    return served
+
+
+@contextlib.asynccontextmanager
+async def served_broker(settings: Settings, config: BrokerSettings) -> AsyncIterator[tuple[str, Broker]]:
+    """The broker app over real HTTP; yields its ingress URL and the running `Broker`."""
+    app = create(settings, config)
+    async with running(app) as url:
+        yield url + INGRESS, broker_of(app)
+
+
+async def publish(ingress_url: str, *events: CloudEvent) -> None:
+    """POST each event in binary mode; every one must be answered 202."""
+    async with httpx.AsyncClient() as client:
+        for item in events:
+            headers, body = to_binary(item)
+            response = await client.post(ingress_url, headers=headers, content=body)
+            assert response.status_code == 202, response.text
+
+
+async def settled(broker: Broker, timeout: float = 10.0) -> None:
+    """Wait until every Trigger has read every entry in the stream and has nothing pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = await broker.client.xinfo_stream(broker.stream.key)
+        last = info["last-generated-id"]
+        groups = await broker.stream.groups()
+        if all(int(g["pending"]) == 0 and g["last-delivered-id"] == last for g in groups):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the broker did not settle every delivery in time")
