@@ -25,6 +25,8 @@ class ToolResult(msgspec.Struct, kw_only=True):
     is_error: bool
     content: str
     duration_ms: float = 0.0
+    # A short machine-readable reason when `is_error` (e.g. "outside_workspace", "timeout").
+    error: str | None = None
 
 
 class ToolsRequested(Payload, kw_only=True):

@@ -1,0 +1,30 @@
+"""What a running tool may use: the confined workspace, settings and an HTTP client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from common.settings import Settings
+from functions.tools.settings import ToolsSettings
+from functions.tools.workspace import Workspace
+
+
+@dataclass
+class ToolContext:
+    settings: Settings
+    tools_settings: ToolsSettings
+    workspace: Workspace
+    http: httpx.AsyncClient
+    # The in-process text embedder used when no embeddings function is configured.
+    embedder: Any = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def cap(self, text: str) -> str:
+        """`text` cut to the output limit, saying how much was left out."""
+        limit = self.tools_settings.output_limit
+        if len(text) <= limit:
+            return text
+        return text[:limit] + f"\n[output truncated: {len(text) - limit} more characters]"

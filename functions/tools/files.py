@@ -1,0 +1,382 @@
+"""File tools: read_file, write_file, edit_file, list_directory, glob, grep.
+
+All file access goes through `Workspace`, so every path is confined; tree
+walks use `os.fwalk` over verified directory descriptors and never follow
+symlinks, and files found by a walk are opened with `O_NOFOLLOW` relative to
+their directory's descriptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator
+from typing import Annotated
+
+import msgspec
+
+from functions.tools.context import ToolContext
+from functions.tools.registry import PathAccess, ToolDefinition, ToolError
+from functions.tools.workspace import Workspace, WorkspaceError, is_binary, read_all
+
+# Directories no code search wants to descend into.
+SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", ".mypy_cache", ".ruff_cache"})
+MAX_WALKED_FILES = 20_000
+
+Path = Annotated[str, msgspec.Meta(min_length=1, max_length=8192, description="A path inside the workspace")]
+
+
+class ReadFileArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    path: Path
+    offset: Annotated[int, msgspec.Meta(ge=1, description="First line to return (1-based)")] = 1
+    limit: Annotated[int, msgspec.Meta(ge=1, le=100_000, description="Most lines to return")] = 2000
+    line_numbers: Annotated[bool, msgspec.Meta(description="Prefix each line with its number")] = True
+
+
+class WriteFileArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    path: Path
+    content: str
+
+
+class EditFileArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    path: Path
+    old_text: Annotated[str, msgspec.Meta(min_length=1, description="Exact text to replace; must occur once")]
+    new_text: str
+
+
+class ListDirectoryArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    path: Path = "."
+    include_hidden: bool = False
+
+
+class GlobArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pattern: Annotated[str, msgspec.Meta(min_length=1, max_length=1024, description="e.g. **/*.py")]
+    path: Path = "."
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+
+
+class GrepArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pattern: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=1024, description="Python regular expression")
+    ]
+    path: Path = "."
+    glob: (
+        Annotated[str, msgspec.Meta(min_length=1, description="Only files matching this glob, e.g. *.py")]
+        | None
+    ) = None
+    context: Annotated[int, msgspec.Meta(ge=0, le=20, description="Lines of context around each match")] = 0
+    ignore_case: bool = False
+    max_results: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 200
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob as a regex over '/'-separated relative paths: `**` spans directories, `*` does not."""
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+            continue
+        if pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = pattern.find("]", index + 1)
+            if end == -1:
+                out.append(re.escape(char))
+            else:
+                body = pattern[index + 1 : end].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                index = end
+        else:
+            out.append(re.escape(char))
+        index += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def matches_glob(regex: re.Pattern[str], relative: str) -> bool:
+    # A pattern without '/' matches the file name anywhere, as in `grep --include`.
+    return bool(regex.match(relative)) or (
+        "/" not in regex.pattern and bool(regex.match(relative.rsplit("/", 1)[-1]))
+    )
+
+
+def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.stat_result]]:
+    """(relative path, name, directory fd, lstat) of regular files under `path`, never through symlinks."""
+    with ws.open_directory(path) as (fd, rel):
+        count = 0
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+            dirnames[:] = sorted(name for name in dirnames if name not in SKIPPED_DIRS)
+            for name in sorted(filenames):
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                inner = os.path.normpath(os.path.join(dirpath, name))
+                relative = inner if rel == "." else f"{rel}/{inner}"
+                yield relative, name, dir_fd, info
+                count += 1
+                if count >= MAX_WALKED_FILES:
+                    return
+
+
+def tree_state(ws: Workspace, path: str) -> str:
+    """A fingerprint of every file under `path` (names, sizes, mtimes)."""
+    digest = hashlib.sha256()
+    for relative, _, _, info in walk_files(ws, path):
+        digest.update(f"{relative}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _read_at(dir_fd: int, name: str, limit: int) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return read_all(fd, limit)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- tools
+
+
+def _read_file(args: ReadFileArgs, ctx: ToolContext) -> str:
+    content = ctx.workspace.read(args.path)
+    if content.text is None:
+        return f"{content.path} is a binary file ({content.size} bytes); its content is not shown"
+    lines = content.text.splitlines()
+    chosen = lines[args.offset - 1 : args.offset - 1 + args.limit]
+    if not chosen and args.offset > 1 and args.offset > len(lines):
+        raise ToolError(f"offset {args.offset} is past the end of {content.path} ({len(lines)} lines)")
+    if args.line_numbers:
+        width = len(str(args.offset + len(chosen)))
+        body = "\n".join(f"{number:>{width}}\t{line}" for number, line in enumerate(chosen, args.offset))
+    else:
+        body = "\n".join(chosen)
+    remaining = len(lines) - (args.offset - 1 + len(chosen))
+    if remaining > 0:
+        body += f"\n[{remaining} more lines; read on with offset={args.offset + len(chosen)}]"
+    return body
+
+
+async def read_file(args: ReadFileArgs, ctx: ToolContext) -> str:
+    return ctx.cap(await asyncio.to_thread(_read_file, args, ctx))
+
+
+async def write_file(args: WriteFileArgs, ctx: ToolContext) -> str:
+    data = args.content.encode("utf-8")
+    rel = await asyncio.to_thread(ctx.workspace.write, args.path, data)
+    return f"wrote {len(data)} bytes to {rel}"
+
+
+def _edit_file(args: EditFileArgs, ctx: ToolContext) -> str:
+    content = ctx.workspace.read(args.path)
+    if content.text is None:
+        raise ToolError(f"{content.path} is a binary file; edit_file only edits text")
+    count = content.text.count(args.old_text)
+    if count == 0:
+        raise ToolError(f"old_text was not found in {content.path}; read the file and copy the text exactly")
+    if count > 1:
+        raise ToolError(
+            f"old_text occurs {count} times in {content.path}; include more context to make it unique"
+        )
+    updated = content.text.replace(args.old_text, args.new_text, 1)
+    ctx.workspace.write(content.path, updated.encode("utf-8"))
+    line = content.text[: content.text.index(args.old_text)].count("\n") + 1
+    return f"edited {content.path} at line {line}"
+
+
+async def edit_file(args: EditFileArgs, ctx: ToolContext) -> str:
+    return await asyncio.to_thread(_edit_file, args, ctx)
+
+
+def _list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> str:
+    lines: list[str] = []
+    with ctx.workspace.open_directory(args.path) as (fd, rel), os.scandir(fd) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith(".") and not args.include_hidden:
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                lines.append(f"{entry.name} -> (symlink)")
+            elif stat.S_ISDIR(info.st_mode):
+                lines.append(f"{entry.name}/")
+            elif stat.S_ISREG(info.st_mode):
+                lines.append(f"{entry.name}\t{info.st_size} bytes")
+            else:
+                lines.append(f"{entry.name}\t(special file)")
+    header = f"{rel}: {len(lines)} entries"
+    return "\n".join([header, *lines])
+
+
+async def list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> str:
+    return ctx.cap(await asyncio.to_thread(_list_directory, args, ctx))
+
+
+def _glob(args: GlobArgs, ctx: ToolContext) -> str:
+    regex = glob_regex(args.pattern.lstrip("/"))
+    found: list[str] = []
+    base = ctx.workspace.relative(args.path)
+    for relative, _, _, _ in walk_files(ctx.workspace, args.path):
+        inner = relative if base == "." else relative[len(base) + 1 :]
+        if regex.match(inner):
+            found.append(relative)
+            if len(found) >= args.limit:
+                break
+    if not found:
+        return f"no files match {args.pattern!r} under {base}"
+    suffix = f"\n[stopped at {args.limit} matches]" if len(found) >= args.limit else ""
+    return "\n".join(found) + suffix
+
+
+async def glob(args: GlobArgs, ctx: ToolContext) -> str:
+    return ctx.cap(await asyncio.to_thread(_glob, args, ctx))
+
+
+def _grep(args: GrepArgs, ctx: ToolContext) -> str:
+    try:
+        regex = re.compile(args.pattern, re.IGNORECASE if args.ignore_case else 0)
+    except re.error as exc:
+        raise ToolError(f"pattern is not a valid regular expression: {exc}", "invalid_pattern") from None
+    file_filter = glob_regex(args.glob) if args.glob else None
+    out: list[str] = []
+    matches = 0
+    files_matched = 0
+    for relative, name, dir_fd, info in walk_files(ctx.workspace, args.path):
+        if file_filter is not None and not matches_glob(file_filter, relative):
+            continue
+        if info.st_size > ctx.workspace.max_file_size:
+            continue
+        data = _read_at(dir_fd, name, ctx.workspace.max_file_size)
+        if data is None or is_binary(data):
+            continue
+        lines = data.decode("utf-8").splitlines()
+        hits = [index for index, line in enumerate(lines) if regex.search(line)]
+        if not hits:
+            continue
+        files_matched += 1
+        shown: set[int] = set()
+        for index in hits:
+            if matches >= args.max_results:
+                break
+            matches += 1
+            for around in range(max(0, index - args.context), min(len(lines), index + args.context + 1)):
+                if around in shown:
+                    continue
+                shown.add(around)
+                marker = ":" if around == index or around in hits else "-"
+                out.append(f"{relative}{marker}{around + 1}{marker}{lines[around]}")
+            if args.context:
+                out.append("--")
+        if matches >= args.max_results:
+            out.append(f"[stopped at {args.max_results} matches]")
+            break
+    if not out:
+        return f"no matches for {args.pattern!r}"
+    return "\n".join(out)
+
+
+async def grep(args: GrepArgs, ctx: ToolContext) -> str:
+    return ctx.cap(await asyncio.to_thread(_grep, args, ctx))
+
+
+# ---------------------------------------------------------------- cache state
+
+
+async def file_state(args: ReadFileArgs | EditFileArgs, ctx: ToolContext) -> str | None:
+    try:
+        state = await asyncio.to_thread(ctx.workspace.state, args.path)
+    except WorkspaceError:
+        return None  # errors are not cached
+    return f"{state.size}:{state.mtime_ns}:{state.inode}"
+
+
+async def directory_state(args: ListDirectoryArgs | GlobArgs | GrepArgs, ctx: ToolContext) -> str | None:
+    try:
+        return await asyncio.to_thread(tree_state, ctx.workspace, args.path)
+    except WorkspaceError:
+        return None
+
+
+def _reads(args: ReadFileArgs | ListDirectoryArgs | GlobArgs | GrepArgs) -> PathAccess:
+    return PathAccess(reads=(args.path,))
+
+
+def _writes(args: WriteFileArgs | EditFileArgs) -> PathAccess:
+    return PathAccess(reads=(args.path,), writes=(args.path,))
+
+
+FILE_TOOLS = (
+    ToolDefinition(
+        name="read_file",
+        description="Read a text file in the workspace with line numbers; offset and limit page long files.",
+        arguments=ReadFileArgs,
+        run=read_file,
+        cacheable=True,
+        paths=_reads,
+        state=file_state,
+    ),
+    ToolDefinition(
+        name="write_file",
+        description="Create or overwrite a workspace file with the given content (parents are created).",
+        arguments=WriteFileArgs,
+        run=write_file,
+        read_only=False,
+        idempotent=True,
+        paths=_writes,
+    ),
+    ToolDefinition(
+        name="edit_file",
+        description="Replace one exact, unique occurrence of old_text with new_text in a workspace file.",
+        arguments=EditFileArgs,
+        run=edit_file,
+        read_only=False,
+        idempotent=False,
+        paths=_writes,
+    ),
+    ToolDefinition(
+        name="list_directory",
+        description="List a workspace directory: files with sizes, subdirectories and links.",
+        arguments=ListDirectoryArgs,
+        run=list_directory,
+        cacheable=True,
+        paths=_reads,
+        state=directory_state,
+    ),
+    ToolDefinition(
+        name="glob",
+        description="Find files in the workspace whose paths match a glob pattern such as **/*.py.",
+        arguments=GlobArgs,
+        run=glob,
+        cacheable=True,
+        paths=_reads,
+        state=directory_state,
+    ),
+    ToolDefinition(
+        name="grep",
+        description="Search file contents in the workspace for a regular expression, with context lines.",
+        arguments=GrepArgs,
+        run=grep,
+        cacheable=True,
+        paths=_reads,
+        state=directory_state,
+    ),
+)

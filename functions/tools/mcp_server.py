@@ -1,0 +1,85 @@
+"""The same catalog over the Model Context Protocol (streamable HTTP) at /mcp.
+
+Built on the official `mcp` package's low-level `Server` and its
+`StreamableHTTPSessionManager` (stateless, JSON responses: any replica can
+answer any request, as Knative needs). tools/list returns every tool with its
+JSON Schema; tools/call runs through the same executor as HTTP and events, so
+confinement, caching, timeouts and metrics are identical. Failures come back
+as `isError` results with the message, as MCP prescribes for tool errors.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import mcp_types as types
+from litestar.handlers import asgi
+from litestar.types import Receive, Scope, Send
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+from common.function import VERSION, Runtime, error_answer
+from functions.tools.registry import InvalidArguments, UnknownTool
+from functions.tools.service import ToolsService
+
+MANAGER_KEY = "mcp_manager"
+STACK_KEY = "mcp_stack"
+
+
+def build_server(service: ToolsService) -> Server[Any]:
+    async def list_tools(_ctx: Any, _params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(name=tool.name, description=tool.description, input_schema=tool.schema())
+                for tool in service.registry
+            ]
+        )
+
+    async def call_tool(_ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        try:
+            call = service.executor.prepare(params.name, params.arguments or {})
+        except (UnknownTool, InvalidArguments) as exc:
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=str(exc))], is_error=True
+            )
+        outcome = await service.executor.execute(call)
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=outcome.content)], is_error=outcome.is_error
+        )
+
+    return Server("victor-tools", version=VERSION, on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+async def start_mcp(runtime: Runtime, service: ToolsService) -> None:
+    """Start the session manager (its task group lives until `stop_mcp`)."""
+    manager = StreamableHTTPSessionManager(
+        app=build_server(service),
+        stateless=True,
+        json_response=True,
+        max_request_body_size=runtime.settings.max_event_bytes,
+    )
+    stack = AsyncExitStack()
+    await stack.enter_async_context(manager.run())
+    runtime.state[MANAGER_KEY] = manager
+    runtime.state[STACK_KEY] = stack
+
+
+async def stop_mcp(runtime: Runtime) -> None:
+    stack: AsyncExitStack | None = runtime.state.pop(STACK_KEY, None)
+    if stack is not None:
+        await stack.aclose()
+
+
+@asgi("/mcp", is_mount=True, copy_scope=True)
+async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """The MCP streamable HTTP endpoint (POST JSON-RPC; GET/DELETE as the transport defines)."""
+    runtime: Runtime = scope["app"].state.runtime
+    manager: StreamableHTTPSessionManager | None = runtime.state.get(MANAGER_KEY)
+    if manager is None:  # a request before start finished: answer like a not-ready function
+        answer = error_answer(503, "unavailable", "the MCP endpoint is starting")
+        headers = [(name.encode(), value.encode()) for name, value in answer.headers.items()]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})  # type: ignore[arg-type]
+        await send({"type": "http.response.body", "body": answer.body})  # type: ignore[arg-type]
+        return
+    await manager.handle_request(scope, receive, send)  # type: ignore[arg-type]

@@ -1,0 +1,277 @@
+"""Workspace confinement: every file the tools touch lies inside WORKSPACE_DIR.
+
+How a path is checked, in order:
+
+1. Lexically: no NUL byte, no over-long path or name, no `..` component; an
+   absolute path must name something under the workspace root.
+2. While opening: the path is walked one component at a time from a file
+   descriptor of the root (`openat` with `O_NOFOLLOW`). A component that is a
+   symlink is followed only when its fully resolved target is inside the root;
+   missing directories are created the same way (for writes).
+3. After opening: the opened descriptor's real path (`/proc/self/fd/N`) must be
+   inside the root, so a symlink swapped in after the check (a TOCTOU race)
+   is still refused before one byte is read or written.
+
+Only regular files are read or written (FIFOs, sockets and device files are
+refused without being opened for I/O); files over the size limit are refused;
+binary files are reported as binary instead of being decoded.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_PATH_LENGTH = 4096
+MAX_NAME_LENGTH = 255
+BINARY_SNIFF_BYTES = 8192
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class WorkspaceError(Exception):
+    """A path is refused or cannot be used; `code` names the reason for callers and tests."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """A regular file read whole: its text, or None when it is binary."""
+
+    path: str
+    size: int
+    text: str | None
+
+    @property
+    def binary(self) -> bool:
+        return self.text is None
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What changes when a file changes; keys the result cache."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def is_binary(data: bytes) -> bool:
+    """Binary when the start holds a NUL byte or the bytes are not UTF-8."""
+    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+class Workspace:
+    """The confined root; every method refuses paths that leave it with `WorkspaceError`."""
+
+    def __init__(self, root: Path, *, max_file_size: int) -> None:
+        self.root = os.path.realpath(root)
+        self.max_file_size = max_file_size
+
+    # ------------------------------------------------------------ path checks
+
+    def contains(self, real_path: str) -> bool:
+        return real_path == self.root or real_path.startswith(self.root.rstrip(os.sep) + os.sep)
+
+    def relative(self, path: str) -> str:
+        """The path relative to the root ("." for the root), checked lexically."""
+        if not isinstance(path, str):
+            raise WorkspaceError("invalid_path", "the path must be a string")
+        if "\0" in path:
+            raise WorkspaceError("invalid_path", "the path contains a NUL byte")
+        if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+            raise WorkspaceError("invalid_path", f"the path is longer than {MAX_PATH_LENGTH} bytes")
+        if os.path.isabs(path):
+            normal = os.path.normpath(path)
+            if not self.contains(normal):
+                raise WorkspaceError("outside_workspace", f"{path!r} is outside the workspace")
+            path = os.path.relpath(normal, self.root)
+        parts = [part for part in path.split("/") if part not in ("", ".")]
+        for part in parts:
+            if part == "..":
+                raise WorkspaceError(
+                    "outside_workspace", f"{path!r} uses '..'; paths must stay in the workspace"
+                )
+            if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_LENGTH:
+                raise WorkspaceError(
+                    "invalid_path", f"a name in {path!r} is longer than {MAX_NAME_LENGTH} bytes"
+                )
+        return "/".join(parts) or "."
+
+    def _verify(self, fd: int, shown: str) -> None:
+        """Refuse an opened descriptor whose real path is outside the root (symlink swapped in)."""
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            # Without /proc the descriptor cannot be checked; refusing is the safe answer.
+            os.close(fd)
+            raise WorkspaceError("outside_workspace", f"cannot verify where {shown!r} leads") from None
+        if not self.contains(real):
+            os.close(fd)
+            raise WorkspaceError("outside_workspace", f"{shown!r} leads outside the workspace")
+
+    def _follow(self, parts: list[str], flags: int, mode: int, shown: str) -> int:
+        """Open a symlinked component by its resolved target, only when that target is inside."""
+        target = os.path.realpath(os.path.join(self.root, *parts))
+        if not self.contains(target):
+            raise WorkspaceError(
+                "outside_workspace", f"{shown!r} is a symlink that leads outside the workspace"
+            )
+        return os.open(target, flags | os.O_NOFOLLOW, mode)
+
+    def _step(
+        self, dir_fd: int, parts: list[str], flags: int, shown: str, *, create_dir: bool, mode: int
+    ) -> int:
+        name = parts[-1]
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            if not create_dir:
+                if flags & os.O_CREAT:
+                    return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
+                raise WorkspaceError("not_found", f"{shown!r} does not exist") from None
+            os.mkdir(name, 0o755, dir_fd=dir_fd)
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(info.st_mode):
+            return self._follow(parts, flags & ~os.O_CREAT, mode, shown)
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+            raise WorkspaceError("special_file", f"{shown!r} is not a regular file or directory")
+        return os.open(name, (flags & ~os.O_CREAT) | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
+
+    def _open(self, rel: str, flags: int, *, mode: int = 0o644, create_dirs: bool = False) -> int:
+        """A descriptor for `rel` opened inside the root with `flags`, verified after opening."""
+        parts = [] if rel == "." else rel.split("/")
+        fd = os.open(self.root, _DIR_FLAGS)
+        try:
+            for index in range(len(parts)):
+                last = index == len(parts) - 1
+                step_flags = flags if last else _DIR_FLAGS
+                next_fd = self._step(
+                    fd, parts[: index + 1], step_flags, rel, create_dir=create_dirs and not last, mode=mode
+                )
+                os.close(fd)
+                fd = -1
+                self._verify(next_fd, rel)
+                fd = next_fd
+        except WorkspaceError:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            raise _os_error(exc, rel) from None
+        return fd
+
+    # ------------------------------------------------------------ operations
+
+    @contextmanager
+    def open_directory(self, path: str) -> Iterator[tuple[int, str]]:
+        """A verified descriptor of a directory inside the root, and its relative path."""
+        rel = self.relative(path)
+        fd = self._open(rel, _DIR_FLAGS)
+        try:
+            yield fd, rel
+        finally:
+            os.close(fd)
+
+    def state(self, path: str) -> FileState:
+        """Size, mtime and inode of a regular file inside the root."""
+        rel = self.relative(path)
+        fd = self._open(rel, _READ_FLAGS)
+        try:
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return FileState(info.st_size, info.st_mtime_ns, info.st_ino)
+
+    def read(self, path: str) -> FileContent:
+        """A regular file inside the root, whole; refused when over the size limit."""
+        rel = self.relative(path)
+        fd = self._open(rel, _READ_FLAGS)
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise WorkspaceError("is_directory", f"{rel!r} is a directory; use list_directory")
+            if not stat.S_ISREG(info.st_mode):
+                raise WorkspaceError("special_file", f"{rel!r} is not a regular file")
+            if info.st_size > self.max_file_size:
+                raise WorkspaceError(
+                    "too_large", f"{rel!r} is {info.st_size} bytes, over the {self.max_file_size}-byte limit"
+                )
+            data = read_all(fd, self.max_file_size)
+        finally:
+            os.close(fd)
+        if is_binary(data):
+            return FileContent(rel, len(data), None)
+        return FileContent(rel, len(data), data.decode("utf-8"))
+
+    def write(self, path: str, data: bytes) -> str:
+        """Create or replace a regular file inside the root (parents created); returns its relative path."""
+        rel = self.relative(path)
+        if rel == ".":
+            raise WorkspaceError("is_directory", "the workspace root is a directory, not a file")
+        if len(data) > self.max_file_size:
+            raise WorkspaceError(
+                "too_large", f"{len(data)} bytes is over the {self.max_file_size}-byte limit"
+            )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = self._open(rel, flags, create_dirs=True)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise WorkspaceError("special_file", f"{rel!r} is not a regular file")
+            os.ftruncate(fd, 0)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise _os_error(exc, rel) from None
+        finally:
+            os.close(fd)
+        return rel
+
+
+def read_all(fd: int, limit: int) -> bytes:
+    """Read at most `limit` bytes from `fd` (a file may grow while being read)."""
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _os_error(exc: OSError, rel: str) -> WorkspaceError:
+    if exc.errno == errno.ENOENT:
+        return WorkspaceError("not_found", f"{rel!r} does not exist")
+    if exc.errno == errno.ENOTDIR:
+        return WorkspaceError("not_a_directory", f"a parent of {rel!r} is not a directory")
+    if exc.errno == errno.EISDIR:
+        return WorkspaceError("is_directory", f"{rel!r} is a directory")
+    if exc.errno == errno.ELOOP:
+        return WorkspaceError("outside_workspace", f"{rel!r} is a symlink that cannot be followed")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return WorkspaceError("permission_denied", f"permission denied for {rel!r}")
+    if exc.errno == errno.ENAMETOOLONG:
+        return WorkspaceError("invalid_path", f"{rel!r} is too long")
+    return WorkspaceError("io_error", f"{rel!r}: {os.strerror(exc.errno or 0)}")
