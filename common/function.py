@@ -51,6 +51,10 @@ class TransientFailure(Exception):
     """A handler cannot finish now but may later (503: the broker retries)."""
 
 
+class Unconfigured(Exception):
+    """Raised by a health check whose dependency is optional and not configured (reported "unconfigured")."""
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     """One function: handlers, routes, readiness dependencies and lifecycle."""
@@ -199,6 +203,8 @@ async def check_dependency(runtime: Runtime, name: str, timeout: float = 2.0) ->
     started = time.perf_counter()
     try:
         await asyncio.wait_for(check(runtime) if check else _builtin_check(runtime, name), timeout)
+    except Unconfigured as exc:
+        return DependencyStatus(name=name, state="unconfigured", required=required, error=str(exc))
     except Exception as exc:  # a health check reports every failure, whatever its kind
         message = str(exc) if isinstance(exc, StoreUnavailable | RuntimeError) else type(exc).__name__
         metrics.dependency_up.labels(runtime.spec.name, name).set(0)

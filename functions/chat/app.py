@@ -1,0 +1,111 @@
+"""The chat function: its spec (event handlers, routes, checks, lifecycle) and its Litestar app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Response, get, post
+from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from common.app import create_app
+from common.function import FunctionSpec, Runtime, TransientFailure, Unconfigured
+from common.settings import Settings, get_settings
+from eventing.events import CHAT_REQUESTED, TOOLS_COMPLETED
+from functions.chat.conversation_store import ConversationView
+from functions.chat.handlers import (
+    ChatBody,
+    ChatRun,
+    failure_status,
+    loop_of,
+    on_chat_requested,
+    on_tools_completed,
+)
+from functions.chat.loop import ChatLoop
+from functions.chat.providers import build_provider
+from functions.chat.settings import UNCONFIGURED_MESSAGE, ChatSettings, load_chat_settings
+
+
+@post(
+    "/v1/chat",
+    status_code=200,
+    summary="Send a message; JSON answer, or Server-Sent Events with stream: true",
+)
+async def chat(data: ChatBody, runtime: Runtime) -> Any:
+    """The final answer with the tool calls made and the usage; with `stream: true`, SSE events
+    `text`, `tool_call`, `tool_result`, then `done` (the same JSON as the plain answer) or `error`."""
+    loop = loop_of(runtime)
+    if loop.provider is None:
+        raise ServiceUnavailableException(UNCONFIGURED_MESSAGE)
+    if data.conversation_id is not None and not await loop.conversations.exists(data.conversation_id):
+        raise NotFoundException(
+            f"conversation {data.conversation_id} does not exist; omit conversation_id to start one"
+        )
+    run = ChatRun(runtime, data)
+    try:
+        await run.start()
+    except TransientFailure as exc:
+        raise ServiceUnavailableException(str(exc)) from exc
+    if data.stream:
+        return ServerSentEvent(_events(run), headers={"x-conversation-id": run.conversation_id})
+    final = await run.outcome()
+    status = 200 if final.kind == "done" else failure_status(final.data)
+    if status != 200:
+        raise HTTPException(status_code=status, detail=str(final.data.get("error")), extra=final.data)
+    return Response(final.data, status_code=200, headers={"x-conversation-id": run.conversation_id})
+
+
+async def _events(run: ChatRun) -> AsyncIterator[ServerSentEventMessage]:
+    async for message in run.progress():
+        yield ServerSentEventMessage(event=message.kind, data=msgspec.json.encode(message.data).decode())
+
+
+@get("/v1/conversations/{conversation_id:str}")
+async def conversation(conversation_id: str, runtime: Runtime) -> ConversationView:
+    """The stored conversation: messages (content blocks), requests, tool calls, LLM calls, usage."""
+    view = await loop_of(runtime).conversations.view(conversation_id)
+    if view is None:
+        raise NotFoundException(f"conversation {conversation_id} does not exist")
+    return view
+
+
+def build_spec(chat_settings: ChatSettings | None = None) -> FunctionSpec:
+    """The chat spec; chat settings default to the process environment, read at start."""
+
+    async def start(runtime: Runtime) -> None:
+        chat = chat_settings or load_chat_settings(os.environ, runtime.settings)
+        runtime.state["loop"] = ChatLoop(runtime, chat, build_provider(runtime.settings, chat))
+
+    async def stop(runtime: Runtime) -> None:
+        loop: ChatLoop | None = runtime.state.get("loop")
+        if loop is not None and loop.provider is not None:
+            await loop.provider.close()
+
+    async def provider_check(runtime: Runtime) -> None:
+        loop: ChatLoop | None = runtime.state.get("loop")
+        if loop is None or loop.provider is None:
+            raise Unconfigured(UNCONFIGURED_MESSAGE)
+
+    return FunctionSpec(
+        name="chat",
+        event_handlers={CHAT_REQUESTED: on_chat_requested, TOOLS_COMPLETED: on_tools_completed},
+        routes=[chat, conversation],
+        requires=("postgres",),
+        checks={"provider": provider_check},
+        reports=("redis", "postgres", "provider"),
+        start=start,
+        stop=stop,
+    )
+
+
+SPEC = build_spec()
+
+
+def create(settings: Settings | None = None, chat_settings: ChatSettings | None = None) -> Litestar:
+    """The chat app; a bad chat setting stops start-up with one line naming the variable."""
+    settings = settings or get_settings()
+    chat_settings = chat_settings or load_chat_settings(os.environ, settings)
+    return create_app(build_spec(chat_settings), settings)

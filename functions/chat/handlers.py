@@ -1,0 +1,201 @@
+"""The chat function's handlers: the two events of the loop, and the HTTP request that drives it.
+
+POST /v1/chat starts the same loop the events run. With a broker
+(VICTOR_BROKER_URL or K_SINK) it publishes `ai.victor.chat.requested` and the
+steps run wherever the Triggers deliver them; without one, this replica drives
+the chain itself, sending each `ai.victor.tools.requested` to the tools function
+(VICTOR_TOOLS_URL) as a CloudEvent and handling the reply. Either way the
+caller waits on the request's Redis channel (and, as a backstop when Redis is
+quiet or down, on the store), so it learns the outcome whichever replica ran
+each step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+
+from common.cloudevents import CloudEvent, decode_data, new_event
+from common.function import Runtime, TransientFailure
+from eventing.chat_events import ChatFailed, ChatRequested
+from eventing.client import DeliveryError, publish, send_event
+from eventing.events import CHAT_REQUESTED, CONVERSATION_ID, TOOLS_COMPLETED, TOOLS_REQUESTED
+from eventing.tools_events import ToolResult, ToolsCompleted, ToolsRequested
+from functions.chat import streaming
+from functions.chat.loop import ChatLoop
+
+log = logging.getLogger(__name__)
+# How often a waiter with no news checks the store (covers lost pub/sub messages and Redis outages).
+STORE_POLL_SECONDS = 1.0
+# HTTP status of a failed request, by its code.
+FAILURE_STATUS = {
+    "conversation_busy": 409,
+    "max_tool_rounds": 422,
+    "provider_rejected": 502,
+    "provider_error": 502,
+    "provider_unreachable": 502,
+    "provider_timeout": 504,
+    "unavailable": 503,
+}
+
+
+class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The body of POST /v1/chat."""
+
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000)]
+    conversation_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    system: str | None = None
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    stream: bool = False
+
+
+def loop_of(runtime: Runtime) -> ChatLoop:
+    loop: ChatLoop = runtime.state["loop"]
+    return loop
+
+
+async def on_chat_requested(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+    return await loop_of(runtime).on_chat_requested(event, decode_data(event, ChatRequested))
+
+
+async def on_tools_completed(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+    return await loop_of(runtime).on_tools_completed(decode_data(event, ToolsCompleted))
+
+
+class ChatRun:
+    """One POST /v1/chat: starts the loop and follows its progress on the request's channel."""
+
+    def __init__(self, runtime: Runtime, body: ChatBody) -> None:
+        self.runtime = runtime
+        self.loop = loop_of(runtime)
+        self.conversation_id = body.conversation_id or str(uuid.uuid4())
+        self.request_id = str(uuid.uuid4())
+        payload = ChatRequested(
+            message=body.message,
+            request_id=self.request_id,
+            conversation_id=self.conversation_id,
+            system=body.system,
+            model=body.model,
+            max_tokens=body.max_tokens,
+            stream=body.stream,
+        )
+        self.event = new_event(
+            CHAT_REQUESTED,
+            runtime.source,
+            payload,
+            id=self.request_id,
+            subject=self.conversation_id,
+            extensions={CONVERSATION_ID: self.conversation_id},
+        )
+        self.subscription = streaming.Subscription(runtime.cache, self.request_id)
+
+    async def start(self) -> None:
+        """Subscribe first (so no progress is missed), then hand the request to the broker or run it here."""
+        await self.subscription.open()
+        broker = self.runtime.settings.broker_url
+        if broker:
+            try:
+                await publish(self.runtime.http, broker, self.event)
+            except DeliveryError as exc:
+                await self.subscription.close()
+                raise TransientFailure(f"the broker did not accept the chat request: {exc}") from exc
+        else:
+            self.runtime.background(self.drive_here(), f"chat-{self.request_id}")
+
+    async def drive_here(self) -> None:
+        """Run the chain in this process: chat steps here, tool rounds on the tools function over HTTP."""
+        try:
+            reply = await self.loop.on_chat_requested(self.event, decode_data(self.event, ChatRequested))
+            for _ in range(self.loop.chat.max_tool_rounds + 1):
+                if reply.type != TOOLS_REQUESTED:
+                    return
+                completed = await self.run_tools(reply)
+                reply = await self.loop.on_tools_completed(decode_data(completed, ToolsCompleted))
+        except Exception as exc:  # the waiter must hear of every ending, whatever its cause
+            log.warning("chat request %s stopped: %s", self.request_id, exc)
+            failed = ChatFailed(
+                conversation_id=self.conversation_id,
+                request_id=self.request_id,
+                code="unavailable",
+                error=str(exc) or type(exc).__name__,
+            )
+            await streaming.publish(self.runtime.cache, self.request_id, "error", msgspec.to_builtins(failed))
+
+    async def run_tools(self, request: CloudEvent) -> CloudEvent:
+        tools_url = self.runtime.settings.function_urls.get("tools")
+        if tools_url is None:  # the model named a tool it was not offered; tell it so
+            asked = decode_data(request, ToolsRequested)
+            results = [
+                ToolResult(
+                    id=c.id,
+                    name=c.name,
+                    is_error=True,
+                    content="no tools are available (VICTOR_TOOLS_URL is not set)",
+                )
+                for c in asked.calls
+            ]
+            payload = ToolsCompleted(conversation_id=asked.conversation_id, turn=asked.turn, results=results)
+            return new_event(TOOLS_COMPLETED, "/victor/chat/local", payload)
+        reply = await send_event(self.runtime.http, f"{tools_url}/", request, timeout=600.0)
+        if reply is None or reply.type != TOOLS_COMPLETED:
+            raise TransientFailure(f"the tools function did not reply with {TOOLS_COMPLETED}")
+        return reply
+
+    async def progress(self) -> AsyncIterator[streaming.StreamMessage]:
+        """Progress messages until done or error; ends with an error message at the wait timeout."""
+        deadline = time.monotonic() + self.loop.chat.wait_timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    yield streaming.StreamMessage(kind="error", data=self._timed_out())
+                    return
+                message = await self.subscription.next(min(STORE_POLL_SECONDS, remaining))
+                if message is None:
+                    message = await self._from_store()
+                if message is None:
+                    continue
+                yield message
+                if message.kind in streaming.FINAL:
+                    return
+        finally:
+            await self.subscription.close()
+
+    async def _from_store(self) -> streaming.StreamMessage | None:
+        request = await self.loop.conversations.request(self.request_id)
+        if request is None or request.status == "running":
+            return None
+        if request.status == "completed":
+            done = await self.loop.conversations.completed(request)
+            return streaming.StreamMessage(kind="done", data=msgspec.to_builtins(done))
+        return streaming.StreamMessage(
+            kind="error", data=msgspec.to_builtins(self.loop.conversations.failed(request))
+        )
+
+    def _timed_out(self) -> dict[str, Any]:
+        failed = ChatFailed(
+            conversation_id=self.conversation_id,
+            request_id=self.request_id,
+            code="wait_timeout",
+            error=f"no answer within {self.loop.chat.wait_timeout:g}s (VICTOR_CHAT_WAIT_TIMEOUT);"
+            f" the request goes on: GET /v1/conversations/{self.conversation_id}",
+        )
+        return msgspec.to_builtins(failed)  # type: ignore[no-any-return]
+
+    async def outcome(self) -> streaming.StreamMessage:
+        """The final message (done or error)."""
+        final = streaming.StreamMessage(kind="error", data=self._timed_out())
+        async for message in self.progress():
+            if message.kind in streaming.FINAL:
+                final = message
+        return final
+
+
+def failure_status(data: dict[str, Any]) -> int:
+    return FAILURE_STATUS.get(str(data.get("code")), 504 if data.get("code") == "wait_timeout" else 502)

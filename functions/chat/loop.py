@@ -1,0 +1,280 @@
+"""The agent loop as a chain of events, one persisted step at a time.
+
+`ai.victor.chat.requested` starts a request and takes its first LLM step;
+`ai.victor.tools.completed` records a tool round and takes the next. A step
+claims its LLM call in PostgreSQL, calls the model, and stores the answer,
+usage and tool calls in one transaction before its reply event
+(`tools.requested`, `chat.completed` or `chat.failed`) is returned. A step
+found already taken is answered from the store with the same reply (same
+event id), so a redelivered event never repeats an LLM call or a tool run,
+and any replica can take any step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from common.cloudevents import CloudEvent, new_event
+from common.function import EventRejected, Runtime, TransientFailure
+from eventing.chat_events import ChatCompleted, ChatFailed, ChatRequested
+from eventing.events import CHAT_COMPLETED, CHAT_FAILED, CONVERSATION_ID, TOOLS_REQUESTED
+from eventing.tools_events import ToolsCompleted, ToolsRequested
+from functions.chat import metrics, streaming
+from functions.chat.conversation_store import ConversationStore, RequestState
+from functions.chat.providers.base import (
+    Message,
+    ModelRequest,
+    ModelTurn,
+    Provider,
+    ProviderError,
+    TextBlock,
+    TextDelta,
+    TokenUsage,
+)
+from functions.chat.response_cache import ResponseCache
+from functions.chat.settings import UNCONFIGURED_MESSAGE, ChatSettings
+from functions.chat.tool_selection import ToolSelector
+
+log = logging.getLogger(__name__)
+
+
+class ChatLoop:
+    """The steps of the loop over one provider, the conversation store and the tools function."""
+
+    def __init__(self, runtime: Runtime, chat: ChatSettings, provider: Provider | None) -> None:
+        self.runtime = runtime
+        self.chat = chat
+        self.provider = provider
+        self.conversations = ConversationStore(runtime.store)
+        self.selector = ToolSelector(runtime.http, runtime.settings, chat)
+        self.responses = ResponseCache(runtime.cache, chat)
+
+    @property
+    def claim_timeout(self) -> float:
+        """How long a claimed LLM call may run before another replica may take it again."""
+        return (
+            self.chat.timeout * (self.chat.max_retries + 1)
+            + self.chat.retry_max_wait * self.chat.max_retries
+            + 30
+        )
+
+    # ------------------------------------------------------------ entry points
+
+    async def on_chat_requested(self, event: CloudEvent, payload: ChatRequested) -> CloudEvent:
+        if self.provider is None:
+            raise TransientFailure(UNCONFIGURED_MESSAGE)
+        if not payload.message.strip():
+            raise EventRejected(422, "message is empty; give the text to send to the model", "invalid_data")
+        if payload.max_tokens is not None and payload.max_tokens < 1:
+            raise EventRejected(422, "max_tokens must be at least 1", "invalid_data")
+        # Defaults derive from the event id, so a redelivery maps to the same request.
+        request_id = payload.request_id or event.id
+        conversation_id = payload.conversation_id or str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"{event.source}#{event.id}")
+        )
+        begun = await self.conversations.begin(
+            conversation_id=conversation_id,
+            request_id=request_id,
+            message=payload.message,
+            provider=self.provider.name,
+            model=payload.model or self.chat.model,
+            max_tokens=payload.max_tokens or self.chat.max_tokens,
+            system=payload.system,
+            stream=payload.stream,
+        )
+        if begun.state == "busy":
+            failed = ChatFailed(
+                conversation_id=conversation_id,
+                request_id=request_id,
+                code="conversation_busy",
+                error=f"conversation {conversation_id} is still answering request {begun.busy_with}; "
+                "send the next message when it has finished",
+            )
+            await streaming.publish(self.runtime.cache, request_id, "error", msgspec.to_builtins(failed))
+            return self._event(CHAT_FAILED, f"{request_id}.final", conversation_id, failed)
+        assert begun.request is not None
+        return await self.step(begun.request, begun.request.first_turn)
+
+    async def on_tools_completed(self, payload: ToolsCompleted) -> CloudEvent:
+        outcome, request = await self.conversations.record_results(
+            payload.conversation_id, payload.turn, payload.results, self.chat.max_tool_rounds
+        )
+        if outcome == "unknown" or request is None:
+            raise EventRejected(
+                422,
+                f"conversation {payload.conversation_id} has no tool round {payload.turn}; "
+                "the event does not answer any tools.requested",
+                "unknown_round",
+            )
+        if outcome in ("advanced", "max_rounds") and request.stream:
+            for record in await self.conversations.tool_calls(payload.conversation_id, turn=payload.turn):
+                await streaming.publish(
+                    self.runtime.cache, request.id, "tool_result", msgspec.to_builtins(record)
+                )
+        if outcome == "max_rounds":
+            return await self._final(request)
+        return await self.step(request, payload.turn + 1)
+
+    # ------------------------------------------------------------ one LLM step
+
+    async def step(self, request: RequestState, turn: int) -> CloudEvent:
+        """Take the LLM call of `turn` once; answer a step already taken from the store."""
+        conversation_id = request.conversation_id
+        if not await self.conversations.claim_llm(conversation_id, request.id, turn, self.claim_timeout):
+            return await self.replay(request, turn)
+        assert self.provider is not None
+        try:
+            model_turn, from_cache, seconds = await self.call_model(self.provider, request)
+        except ProviderError as error:
+            outcome = {"provider_rejected": "rejected", "provider_timeout": "timeout"}.get(
+                error.code, "error"
+            )
+            metrics.llm_requests.labels(self.provider.name, request.model, outcome).inc()
+            log.warning("LLM call %d of conversation %s failed: %s", turn, conversation_id, error.message)
+            await self.conversations.fail(
+                conversation_id=conversation_id,
+                request_id=request.id,
+                turn=turn,
+                code=error.code,
+                error=error.message,
+                provider_status=error.status or None,
+            )
+            return await self.replay(request, turn)
+        except BaseException:
+            await self.conversations.release_llm(conversation_id, turn)
+            raise
+        usage = model_turn.usage
+        cost = (
+            Decimal(0)
+            if from_cache
+            else self.chat.cost(
+                model_turn.model,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+            )
+        )
+        if from_cache:
+            metrics.llm_requests.labels(self.provider.name, model_turn.model, "cached").inc()
+        else:
+            metrics.record_call(self.provider.name, model_turn.model, usage, cost, seconds)
+        recorded = await self.conversations.record_turn(
+            conversation_id=conversation_id,
+            request_id=request.id,
+            turn=turn,
+            model_turn=model_turn,
+            provider=self.provider.name,
+            cost=cost,
+            duration_ms=round(seconds * 1000, 3),
+            from_cache=from_cache,
+        )
+        if not recorded:  # the claim expired and another replica finished this step first
+            log.warning("step %d of conversation %s was recorded by another replica", turn, conversation_id)
+        if request.stream and recorded:
+            for record in await self.conversations.tool_calls(conversation_id, turn=turn):
+                await streaming.publish(
+                    self.runtime.cache, request.id, "tool_call", msgspec.to_builtins(record)
+                )
+        return await self.replay(request, turn)
+
+    async def replay(self, request: RequestState, turn: int) -> CloudEvent:
+        """The reply of a step already taken, rebuilt from the store (same event id every time)."""
+        conversation_id = request.conversation_id
+        record = await self.conversations.llm_call(conversation_id, turn)
+        if record is not None and record.request_id == request.id:
+            calls = await self.conversations.calls_of_turn(conversation_id, turn)
+            if calls:
+                payload = ToolsRequested(conversation_id=conversation_id, turn=turn, calls=calls)
+                return self._event(
+                    TOOLS_REQUESTED, f"{conversation_id}.{turn}.tools", conversation_id, payload
+                )
+        current = await self.conversations.request(request.id)
+        if current is not None and current.status != "running":
+            return await self._final(current)
+        raise TransientFailure(
+            f"step {turn} of conversation {conversation_id} is being taken by another replica; retry later"
+        )
+
+    async def _final(self, request: RequestState) -> CloudEvent:
+        """chat.completed or chat.failed for a finished request; also announced on its stream channel."""
+        payload: ChatCompleted | ChatFailed
+        if request.status == "completed":
+            payload = await self.conversations.completed(request)
+            kind, event_type = "done", CHAT_COMPLETED
+        else:
+            payload = self.conversations.failed(request)
+            kind, event_type = "error", CHAT_FAILED
+        await streaming.publish(self.runtime.cache, request.id, kind, msgspec.to_builtins(payload))  # type: ignore[arg-type]
+        return self._event(event_type, f"{request.id}.final", request.conversation_id, payload)
+
+    def _event(self, event_type: str, event_id: str, conversation_id: str, payload: Any) -> CloudEvent:
+        return new_event(
+            event_type,
+            self.runtime.source,
+            payload,
+            id=event_id,
+            subject=conversation_id,
+            extensions={CONVERSATION_ID: conversation_id},
+        )
+
+    # ------------------------------------------------------------ the model call
+
+    async def call_model(self, provider: Provider, request: RequestState) -> tuple[ModelTurn, bool, float]:
+        """One LLM call for the request's conversation as stored: (turn, from the cache, seconds)."""
+        messages = await self.conversations.messages(request.conversation_id)
+        tools = await self.selector.select(_last_user_text(messages))
+        model_request = ModelRequest(
+            model=request.model,
+            messages=messages,
+            max_tokens=request.max_tokens,
+            system=request.system,
+            tools=tools,
+            temperature=self.chat.temperature,
+        )
+        started = time.perf_counter()
+        if self.responses.applies(model_request):
+            cached = await self.responses.get(provider.name, model_request)
+            if cached is not None:
+                if request.stream and cached.text:
+                    await streaming.publish(self.runtime.cache, request.id, "text", {"text": cached.text})
+                zero = msgspec.structs.replace(cached, usage=TokenUsage())
+                return zero, True, time.perf_counter() - started
+        if request.stream:
+            model_turn = await self._stream(provider, model_request, request.id, started)
+        else:
+            model_turn = await provider.complete(model_request)
+        if self.responses.applies(model_request):
+            await self.responses.put(provider.name, model_request, model_turn)
+        return model_turn, False, time.perf_counter() - started
+
+    async def _stream(
+        self, provider: Provider, model_request: ModelRequest, request_id: str, started: float
+    ) -> ModelTurn:
+        first = True
+        async for item in provider.stream(model_request):
+            if isinstance(item, TextDelta):
+                if first:
+                    metrics.llm_first_token.labels(provider.name, model_request.model).observe(
+                        time.perf_counter() - started
+                    )
+                    first = False
+                await streaming.publish(self.runtime.cache, request_id, "text", {"text": item.text})
+            else:
+                return item
+        raise ProviderError(502, f"{provider.name} stream ended without a message", retryable=False)
+
+
+def _last_user_text(messages: list[Message]) -> str:
+    for message in reversed(messages):
+        if message.role == "user":
+            for block in message.content:
+                if isinstance(block, TextBlock) and block.text.strip():
+                    return block.text
+    return ""

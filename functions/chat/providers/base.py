@@ -1,0 +1,185 @@
+"""The one interface every LLM provider implements, and the retry policy they share.
+
+Messages use Anthropic's content-block shape (text, tool_use, tool_result) as the
+neutral form: it is what the conversation store keeps, and the OpenAI-compatible
+provider translates it to chat-completions messages and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal, Protocol, TypeVar
+
+import msgspec
+
+from functions.chat.settings import ChatSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TextBlock(msgspec.Struct, kw_only=True, tag="text", tag_field="type"):
+    text: str
+
+
+class ToolUseBlock(msgspec.Struct, kw_only=True, tag="tool_use", tag_field="type"):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(msgspec.Struct, kw_only=True, tag="tool_result", tag_field="type"):
+    tool_use_id: str
+    content: str
+    is_error: bool = False
+
+
+Block = TextBlock | ToolUseBlock | ToolResultBlock
+StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "refusal", "pause_turn"]
+
+
+class Message(msgspec.Struct, kw_only=True):
+    role: Literal["user", "assistant"]
+    content: list[Block]
+
+
+class ToolSpec(msgspec.Struct, kw_only=True):
+    """A tool offered to the model: its name, description and JSON schema of its input."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class ModelRequest(msgspec.Struct, kw_only=True):
+    model: str
+    messages: list[Message]
+    max_tokens: int
+    system: str | None = None
+    tools: list[ToolSpec] = msgspec.field(default_factory=list)
+    temperature: float | None = None
+
+
+class TokenUsage(msgspec.Struct, kw_only=True):
+    """Tokens of one call; `input_tokens` excludes cached input, as Anthropic reports it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class ModelTurn(msgspec.Struct, kw_only=True):
+    """What the model said in one call."""
+
+    content: list[Block]
+    stop_reason: str
+    usage: TokenUsage
+    model: str
+
+    @property
+    def text(self) -> str:
+        return "".join(block.text for block in self.content if isinstance(block, TextBlock))
+
+    @property
+    def tool_uses(self) -> list[ToolUseBlock]:
+        return [block for block in self.content if isinstance(block, ToolUseBlock)]
+
+
+class TextDelta(msgspec.Struct, kw_only=True):
+    """A piece of streamed text."""
+
+    text: str
+
+
+class ProviderError(Exception):
+    """The provider failed for good: `status` is its HTTP status (0: no answer), `message` its error."""
+
+    def __init__(self, status: int, message: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    @property
+    def code(self) -> str:
+        if self.status == 0:
+            return "provider_unreachable"
+        if self.status == 408:
+            return "provider_timeout"
+        return "provider_rejected" if not self.retryable else "provider_error"
+
+
+class Provider(Protocol):
+    """One LLM API. `complete` returns the whole turn; `stream` yields text deltas, then the turn."""
+
+    name: str
+
+    async def complete(self, request: ModelRequest) -> ModelTurn: ...
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelTurn]: ...
+
+    async def close(self) -> None: ...
+
+
+def is_retryable_status(status: int) -> bool:
+    """429 (rate limited), 529 (overloaded) and every 5xx are worth retrying; other 4xx are not."""
+    return status == 429 or status >= 500
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The server's requested wait from retry-after-ms or retry-after (seconds), if given."""
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue  # an HTTP date: fall back to our own backoff
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+async def with_retries(
+    settings: ChatSettings,
+    provider: str,
+    attempt: Callable[[], Awaitable[T]],
+    on_retry: Callable[[ProviderError, float], None] | None = None,
+) -> T:
+    """Run `attempt`, retrying retryable `ProviderError`s with exponential backoff.
+
+    The wait is the provider's retry-after when it sends one (capped at
+    `retry_max_wait`), else 0.5 s doubling with jitter. After `max_retries`
+    retries the last error is raised. `on_retry` hears of each retry and its wait.
+    """
+    for number in range(settings.max_retries + 1):
+        try:
+            return await attempt()
+        except ProviderError as error:
+            if not error.retryable or number >= settings.max_retries:
+                raise
+            wait = error.retry_after
+            if wait is None:
+                wait = min(0.5 * 2**number, settings.retry_max_wait) * (0.5 + random.random() / 2)
+            wait = min(wait, settings.retry_max_wait)
+            log.warning(
+                "%s answered %s (%s); retry %d of %d in %.3fs",
+                provider,
+                error.status,
+                error.message[:200],
+                number + 1,
+                settings.max_retries,
+                wait,
+            )
+            if on_retry is not None:
+                on_retry(error, wait)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
