@@ -35,7 +35,7 @@ class RunCommandArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ) = None
 
 
-def _check_argument(ws: Workspace, argument: str) -> None:
+def _check_argument(ws: Workspace, cwd: str, argument: str) -> None:
     if "\0" in argument:
         raise ToolError("an argument contains a NUL byte", "invalid_argument")
     candidates = [argument]
@@ -51,6 +51,14 @@ def _check_argument(ws: Workspace, argument: str) -> None:
                 ws.relative(candidate)
             except WorkspaceError as exc:
                 raise ToolError(f"argument {argument!r}: {exc.message}", exc.code) from None
+        # An existing path that resolves outside (a symlink) is refused like an outside path.
+        candidate_path = os.path.join(cwd, candidate)
+        if (
+            candidate
+            and os.path.lexists(candidate_path)
+            and not ws.contains(os.path.realpath(candidate_path))
+        ):
+            raise ToolError(f"argument {argument!r} leads outside the workspace", "outside_workspace")
 
 
 async def run_command(args: RunCommandArgs, ctx: ToolContext) -> str:
@@ -64,10 +72,10 @@ async def run_command(args: RunCommandArgs, ctx: ToolContext) -> str:
         allowed = ", ".join(limits.run_command_allowlist) or "none"
         raise ToolError(f"{program!r} is not allowed; allowed programs: {allowed}", "not_allowed")
     ws = ctx.workspace
-    for argument in args.argv[1:]:
-        _check_argument(ws, argument)
     with ws.open_directory(args.cwd) as (_, rel):
         cwd = os.path.join(ws.root, rel)
+    for argument in args.argv[1:]:
+        _check_argument(ws, cwd, argument)
     env = scrubbed_environment(ws.root)
     executable = shutil.which(program, path=env["PATH"])
     if executable is None:

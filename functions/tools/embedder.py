@@ -82,6 +82,11 @@ class RemoteEmbedder:
         return normalized(np.asarray([item.embedding for item in ordered], dtype=np.float32))
 
 
+# Loaded models by name, shared by every embedder in the process (one copy of the weights).
+_LOADED: dict[str, Any] = {}
+_LOAD_LOCK = threading.Lock()
+
+
 class LocalEmbedder:
     """sentence-transformers in this process, loaded on first use."""
 
@@ -89,7 +94,6 @@ class LocalEmbedder:
         self.model = model
         self._model: Any = None
         self._failed: str | None = None
-        self._lock = threading.Lock()
 
     def available(self) -> bool:
         if self._failed is not None:
@@ -102,14 +106,16 @@ class LocalEmbedder:
         return True
 
     def _load(self) -> Any:
-        with self._lock:
+        with _LOAD_LOCK:
             if self._model is None:
                 if self._failed is not None:
                     raise EmbeddingsUnavailable(self._failed)
                 try:
                     from sentence_transformers import SentenceTransformer
 
-                    self._model = SentenceTransformer(self.model, device="cpu")
+                    if self.model not in _LOADED:
+                        _LOADED[self.model] = SentenceTransformer(self.model, device="cpu")
+                    self._model = _LOADED[self.model]
                 except Exception as exc:  # any load failure (missing files, offline hub) means no embeddings
                     self._failed = f"cannot load embedding model {self.model!r}: {type(exc).__name__}"
                     log.warning(self._failed)
