@@ -27,17 +27,22 @@ from typing import Any
 
 import httpx
 import msgspec
+import uvicorn
 
 from common.cloudevents import CloudEventError, new_event, to_structured
 from common.settings import FUNCTION_NAMES, Settings
 from eventing.cli import fail
 from eventing.client import DeliveryError, send_event
+from eventing.dev_dead_letters import SERVICE_NAME as DEAD_LETTER_SERVICE
+from eventing.dev_dead_letters import DeadLetterDisplay
 from eventing.dev_ping import load_ping_schedules, ping_forever
 from eventing.dev_services import DevDataError, DevServices, ServiceInfo, prepare_data_dir
 from eventing.supervisor import Backoff, ProcessSpec, Supervisor
 
 # Port offsets from --port-base; the broker first, then the functions in a fixed order.
 PORTS = {"broker": 0, "chat": 1, "tools": 2, "embeddings": 3, "health": 4}
+# The dead-letter display runs inside `victor dev` itself, on the port after the functions.
+DEAD_LETTER_OFFSET = 5
 MODULES = {
     "broker": "eventing.broker_app",
     "chat": "functions.chat.app",
@@ -60,6 +65,8 @@ class DevPlan:
     specs: list[ProcessSpec]
     skipped: dict[str, str] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
+
+    dead_letter_port: int | None = None
 
     @property
     def broker_url(self) -> str | None:
@@ -100,16 +107,31 @@ def plan_processes(
             shared[f"VICTOR_{name.upper()}_URL"] = urls[name]
     if "broker" in urls:
         shared["VICTOR_BROKER_URL"] = urls["broker"]
+    dead_letter_port = port_base + DEAD_LETTER_OFFSET if "broker" in urls else None
     specs = [
         ProcessSpec(
             name=name,
             argv=[python, "-m", "eventing.cli", "serve", name, "--host", "127.0.0.1"],
-            env={**shared, "PORT": str(port_base + PORTS[name])},
+            env={**shared, "PORT": str(port_base + PORTS[name]), **extra},
             ready_url=f"{base[name]}/health/ready",
         )
         for name in running
+        for extra in [_broker_env(port_base, environ) if name == "broker" else {}]
     ]
-    return DevPlan(specs=specs, skipped=skipped, urls=urls)
+    return DevPlan(specs=specs, skipped=skipped, urls=urls, dead_letter_port=dead_letter_port)
+
+
+def _broker_env(port_base: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """Every Trigger subscriber resolves, even to a function not running (its events dead-letter)."""
+    env = {
+        f"VICTOR_{name.upper()}_URL": f"http://127.0.0.1:{port_base + PORTS[name]}" for name in FUNCTION_NAMES
+    }
+    dead_letters = f"{DEAD_LETTER_SERVICE}=http://127.0.0.1:{port_base + DEAD_LETTER_OFFSET}"
+    # The user's own entries come last, so they win over the dev defaults.
+    env["VICTOR_SUBSCRIBER_URLS"] = ",".join(
+        filter(None, [dead_letters, environ.get("VICTOR_SUBSCRIBER_URLS")])
+    )
+    return env
 
 
 def parse_only(value: str | None) -> list[str]:
@@ -131,6 +153,8 @@ def status_table(plan: DevPlan, supervisor: Supervisor, services: Sequence[Servi
             rows.append((name, plan.urls[name], supervisor.processes[name].state))
         elif name in plan.skipped:
             rows.append((name, "-", f"skipped: {plan.skipped[name]}"))
+    if plan.dead_letter_port is not None:
+        rows.append(("dead-letters", f"http://127.0.0.1:{plan.dead_letter_port}", "in victor dev"))
     rows.extend((service.name, service.url, service.state) for service in services)
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     return "\n".join(f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
@@ -147,8 +171,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     selected = parse_only(args.only)
     if args.ping_interval is not None and args.ping_interval < 0:
         fail(f"--ping-interval must be 0 (off) or a positive number of seconds, got {args.ping_interval:g}")
-    if not 1 <= args.port_base <= 65535 - max(PORTS.values()):
-        fail(f"--port-base must be between 1 and {65535 - max(PORTS.values())}, got {args.port_base}")
+    if not 1 <= args.port_base <= 65535 - DEAD_LETTER_OFFSET:
+        fail(f"--port-base must be between 1 and {65535 - DEAD_LETTER_OFFSET}, got {args.port_base}")
     try:
         data_dir = prepare_data_dir(Path(args.data_dir), fresh=args.fresh)
     except (DevDataError, OSError) as exc:
@@ -181,6 +205,8 @@ async def _supervise(plan: DevPlan, services: DevServices, args: argparse.Namesp
     supervisor = Supervisor(plan.specs, backoff=Backoff(cap=args.max_backoff), grace=args.grace)
     pings: list[asyncio.Task[None]] = []
     http = httpx.AsyncClient()
+    dead_letters = _dead_letter_server(plan.dead_letter_port, supervisor)
+    dead_letter_task = asyncio.create_task(dead_letters.serve()) if dead_letters else None
     try:
         await supervisor.start()
         ready = asyncio.create_task(supervisor.wait_ready(args.ready_timeout))
@@ -193,6 +219,7 @@ async def _supervise(plan: DevPlan, services: DevServices, args: argparse.Namesp
                 + status_table(plan, supervisor, services.describe()),
                 flush=True,
             )
+            supervisor.announce_ready = True
             pings = _start_pings(plan, args, http)
             await stopped
         print("victor dev: stopping", flush=True)
@@ -201,11 +228,23 @@ async def _supervise(plan: DevPlan, services: DevServices, args: argparse.Namesp
             task.cancel()
         await asyncio.gather(*pings, return_exceptions=True)
         await supervisor.stop()
+        if dead_letters is not None and dead_letter_task is not None:
+            dead_letters.should_exit = True
+            await asyncio.gather(dead_letter_task, return_exceptions=True)
         await http.aclose()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     print("victor dev: stopped", flush=True)
     return 0
+
+
+def _dead_letter_server(port: int | None, supervisor: Supervisor) -> uvicorn.Server | None:
+    if port is None:
+        return None
+    supervisor.widen("dead-letters")
+    display = DeadLetterDisplay(lambda line: supervisor.say("dead-letters", line))
+    config = uvicorn.Config(display, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    return uvicorn.Server(config)
 
 
 def _start_pings(
@@ -217,7 +256,8 @@ def _start_pings(
     path = Path(os.environ.get("VICTOR_TRIGGERS_PATH") or DEFAULT_TRIGGERS_PATH)
     if not path.exists():
         return []
-    schedules = load_ping_schedules(path, interval=args.ping_interval)
+    namespace = os.environ.get("VICTOR_BROKER_NAMESPACE") or "victor"
+    schedules = load_ping_schedules(path, namespace=namespace, interval=args.ping_interval)
     for schedule in schedules:
         print(f"ping: {schedule.name} every {schedule.interval:g}s to the broker", flush=True)
     return [asyncio.create_task(ping_forever(s, plan.broker_url, http)) for s in schedules]

@@ -85,8 +85,12 @@ def _documents(path: Path) -> Iterator[dict[str, Any]]:
                 yield document
 
 
-def load_ping_schedules(path: Path, *, interval: float | None = None) -> list[PingSchedule]:
+def load_ping_schedules(
+    path: Path, *, namespace: str = "victor", interval: float | None = None
+) -> list[PingSchedule]:
     """Every PingSource under `path`; `interval` (seconds) replaces each cron schedule when given.
+
+    A PingSource without a namespace takes `namespace`, as kustomize's `namespace:` gives it.
 
     A PingSource whose schedule is not understood is logged and left out.
     """
@@ -110,7 +114,7 @@ def load_ping_schedules(path: Path, *, interval: float | None = None) -> list[Pi
         schedules.append(
             PingSchedule(
                 name=name,
-                namespace=str(metadata.get("namespace", "default")),
+                namespace=str(metadata.get("namespace") or namespace),
                 interval=every,
                 content_type=spec.get("contentType"),
                 data=data,

@@ -111,9 +111,15 @@ class Supervisor:
         self.grace = grace
         self.output = output or sys.stdout
         self.ready_poll = ready_poll
+        # Off while the caller waits for the first readiness (it prints a table instead).
+        self.announce_ready = False
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._width = max((len(spec.name) for spec in specs), default=0)
+
+    def widen(self, name: str) -> None:
+        """Align the prefixes with an extra name that will `say` lines (such as dead-letters)."""
+        self._width = max(self._width, len(name))
 
     async def start(self) -> None:
         """Start every child; returns at once (use `wait_ready` to wait for readiness)."""
@@ -168,7 +174,7 @@ class Supervisor:
             delay = policy.next_delay(loop.time() - started)
             managed.restart_delays.append(delay)
             managed.state = "restarting"
-            self._say(managed.spec.name, f"exited with status {code}; restarting in {delay:g}s")
+            self.say(managed.spec.name, f"exited with status {code}; restarting in {delay:g}s")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
@@ -193,7 +199,7 @@ class Supervisor:
     async def _relay(self, name: str, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         while line := await process.stdout.readline():
-            self._say(name, line.decode("utf-8", "replace").rstrip("\n"))
+            self.say(name, line.decode("utf-8", "replace").rstrip("\n"))
 
     async def _watch_ready(self, managed: ManagedProcess) -> None:
         url = managed.spec.ready_url
@@ -211,8 +217,8 @@ class Supervisor:
     def _mark_ready(self, managed: ManagedProcess) -> None:
         managed.state = "ready"
         managed.ready.set()
-        if managed.starts > 1:
-            self._say(managed.spec.name, "ready again")
+        if managed.starts > 1 or self.announce_ready:
+            self.say(managed.spec.name, f"ready after {managed.starts} start(s)")
 
     async def _terminate(self, managed: ManagedProcess) -> None:
         process = managed.process
@@ -223,11 +229,12 @@ class Supervisor:
             async with asyncio.timeout(self.grace):
                 await process.wait()
         except TimeoutError:
-            self._say(managed.spec.name, f"did not stop within {self.grace:g}s; killing it")
+            self.say(managed.spec.name, f"did not stop within {self.grace:g}s; killing it")
             _signal_group(process.pid, signal.SIGKILL)
             await process.wait()
 
-    def _say(self, name: str, line: str) -> None:
+    def say(self, name: str, line: str) -> None:
+        """Write one line to the output, prefixed like the children's lines."""
         self.output.write(f"{name:<{self._width}} | {line}\n")
         self.output.flush()
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from eventing.dev_commands import MODULES, parse_only, plan_processes
+from eventing.dev_dead_letters import DeadLetterDisplay
 from eventing.dev_ping import PingSchedule, ScheduleError, cron_interval, load_ping_schedules, ping_forever
 from eventing.dev_services import DevDataError, prepare_data_dir
 from tests.support.recorder import EventRecorder
@@ -30,9 +31,21 @@ def test_every_built_process_gets_its_port_and_the_urls_of_the_others() -> None:
         assert spec.env["VICTOR_BROKER_URL"] == "http://127.0.0.1:9100/victor/default"
         assert spec.env["VICTOR_HEALTH_URL"] == "http://127.0.0.1:9104"
         assert spec.env["REDIS_URL"] == "redis://r:1/0"
-        # chat is not running here, so nobody is told where it is.
-        assert "VICTOR_CHAT_URL" not in spec.env
+    # chat is not running, so health does not check it ...
+    assert "VICTOR_CHAT_URL" not in health.env
+    # ... but every Trigger subscriber resolves for the broker (chat's events dead-letter locally).
+    assert broker.env["VICTOR_CHAT_URL"] == "http://127.0.0.1:9101"
+    assert broker.env["VICTOR_SUBSCRIBER_URLS"] == "victor-dead-letters=http://127.0.0.1:9105"
     assert plan.urls == {"broker": "http://127.0.0.1:9100/victor/default", "health": "http://127.0.0.1:9104"}
+    assert plan.dead_letter_port == 9105
+
+
+def test_the_users_subscriber_urls_come_after_the_dev_defaults_so_they_win() -> None:
+    environ = dict(ENVIRON, VICTOR_SUBSCRIBER_URLS="victor-dead-letters=http://dl:1,sink=http://s:2")
+    (broker,) = plan_processes(["broker"], 8000, environ).specs
+    assert broker.env["VICTOR_SUBSCRIBER_URLS"] == (
+        "victor-dead-letters=http://127.0.0.1:8005,victor-dead-letters=http://dl:1,sink=http://s:2"
+    )
 
 
 def test_a_function_whose_package_is_missing_is_skipped_with_the_reason() -> None:
@@ -128,3 +141,26 @@ def test_fresh_wipes_only_a_directory_victor_dev_created(tmp_path: Path) -> None
     with pytest.raises(DevDataError, match="refuses to delete"):
         prepare_data_dir(foreign, fresh=True)
     assert (foreign / "keep").exists()
+
+
+async def test_the_dead_letter_display_reports_each_dead_letter_on_one_line() -> None:
+    lines: list[str] = []
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "dl-1",
+        "ce-source": "/tests",
+        "ce-type": "ai.victor.chat.requested",
+        "ce-knativeerrordest": "http://127.0.0.1:8001",
+        "ce-knativeerrorcode": "503",
+        "content-type": "application/json",
+    }
+    async with running(DeadLetterDisplay(lines.append)) as url, httpx.AsyncClient() as http:
+        accepted = await http.post(url, headers=headers, content=b"{}")
+        invalid = await http.post(url, content=b"not an event")
+        wrong_method = await http.get(url)
+    assert (accepted.status_code, invalid.status_code, wrong_method.status_code) == (202, 400, 405)
+    assert lines[0] == (
+        "dead letter ai.victor.chat.requested id=dl-1 source=/tests: http://127.0.0.1:8001 answered 503"
+    )
+    assert lines[1].startswith("dead letter that is not a valid CloudEvent: not a CloudEvent")
+    assert len(lines) == 2
