@@ -61,6 +61,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # A terminal's Ctrl-C must reach only its owner (victor dev, pytest), which stops
+            # Redis last, after the processes that still write to it.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)

@@ -177,11 +177,13 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
             ]
             assert all(r.path == "/" for r in receiver.requests)
 
-            dev.send_signal(signal.SIGINT)
+            # As a terminal's Ctrl-C does: SIGINT to victor dev's whole foreground process group.
+            os.killpg(dev.pid, signal.SIGINT)
             async with asyncio.timeout(90):
                 assert await dev.wait() == 0
             assert await wait_gone(started) == [], [psutil.Process(p).cmdline() for p in started if alive(p)]
             assert log.read_text().rstrip().endswith("victor dev: stopped")
+            assert "Traceback" not in log.read_text()
         finally:
             if dev.returncode is None:
                 dev.kill()
