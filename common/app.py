@@ -43,6 +43,8 @@ from common.function import (
 from common.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})  # ASGI header names are lowercase
+_UNTRACED_PATHS = frozenset({"/health/live", "/health/ready", "/health/startup", "/metrics"})
 
 
 def answer_response(answer: Answer) -> Response[bytes]:
@@ -118,9 +120,21 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
                 status = message["status"]
             await send(message)
 
-        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        # Only the W3C trace headers matter to the span; decoding every header cost more than the route.
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in scope["headers"]
+            if key in _TRACE_HEADERS
+        }
+        # Probes and scrapes arrive every few seconds from kubelet, Knative and Prometheus; a span for
+        # each would be noise in the traces and its export costs more than the answer, so they are
+        # traced only when the caller is tracing (sends a traceparent).
+        traced = "traceparent" in headers or scope["path"] not in _UNTRACED_PATHS
         try:
-            with tracing.server_span(f"{method} {scope['path']}", headers):
+            if traced:
+                with tracing.server_span(f"{method} {scope['path']}", headers):
+                    await app(scope, receive, send_wrapper)
+            else:
                 await app(scope, receive, send_wrapper)
         finally:
             route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]
@@ -194,7 +208,6 @@ def create_app(spec: FunctionSpec, settings: Settings | None = None) -> Litestar
         route_handlers=[live, startup, ready, health, prometheus_metrics, receive_event, public],
         dependencies={"runtime": Provide(runtime_dependency, sync_to_thread=False)},
         lifespan=[lifespan],
-        middleware=[metrics_middleware],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         openapi_config=OpenAPIConfig(title=f"Victor {spec.name} function", version=VERSION, path="/schema"),
         request_max_body_size=settings.max_event_bytes,
@@ -202,4 +215,6 @@ def create_app(spec: FunctionSpec, settings: Settings | None = None) -> Litestar
         debug=False,
     )
     app.state.runtime = runtime
+    # Around the router, not as route middleware, so 404s and 405s are counted and traced too.
+    app.asgi_handler = metrics_middleware(app.asgi_handler)
     return app

@@ -103,7 +103,7 @@ class FrameworkTarget:
         method, path = request.method.upper(), request.url.path
         runtime = await self.ensure_runtime()
         allowed = self.allowed_methods(path)
-        route = path if allowed else "unmatched"
+        route = path if method in allowed else "unmatched"
         with tracing.server_span(f"{method} {path}", dict(request.headers)):
             try:
                 answer = await self.dispatch(runtime, request, method, path, allowed)

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # Variables of the developer's shell that would change what the function reads.
 _OWN_PREFIXES = ("VICTOR_", "REDIS_URL", "DATABASE_URL", "LOG_LEVEL", "OTEL_", "K_SINK", "PORT", "FUNCTION_")
+
+
+def unique(prefix: str) -> str:
+    """A CloudEvent id no earlier run used (the idempotency record may outlive a test run)."""
+    return f"{prefix}-{uuid.uuid4()}"
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
