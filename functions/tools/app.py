@@ -66,34 +66,34 @@ def decode_body(body: bytes, model: type[T]) -> T:
 
 
 @get("/v1/tools")
-async def list_tools(runtime: Runtime) -> Catalog:
+async def list_tools(request: Request[Any, Any, Any]) -> Catalog:
     """Every tool with its JSON Schema and flags, and the catalog version."""
-    service = service_of(runtime)
+    service = service_of(request.app.state.runtime)
     return Catalog(catalog_version=service.registry.version, tools=service.registry.infos())
 
 
 @post("/v1/tools/batch", status_code=200)
-async def run_batch(request: Request[Any, Any, Any], runtime: Runtime) -> BatchResponse:
+async def run_batch(request: Request[Any, Any, Any]) -> BatchResponse:
     """Run many calls; each result carries is_error and a message instead of failing the batch."""
     batch = decode_body(await request.body(), BatchRequest)
     calls = [CallRequest(call.name, call.arguments, call.id) for call in batch.calls]
-    return BatchResponse(results=await service_of(runtime).executor.run_batch(calls))
+    return BatchResponse(results=await service_of(request.app.state.runtime).executor.run_batch(calls))
 
 
 @post("/v1/tools/select", status_code=200)
-async def select_tools(request: Request[Any, Any, Any], runtime: Runtime) -> Selection:
+async def select_tools(request: Request[Any, Any, Any]) -> Selection:
     """The k tools most relevant to the query, best first, with scores."""
     selection = decode_body(await request.body(), SelectRequest)
     try:
-        return await service_of(runtime).selector.select(selection)
+        return await service_of(request.app.state.runtime).selector.select(selection)
     except SelectionUnavailable as exc:
         raise ServiceUnavailableException(detail=str(exc)) from None
 
 
 @post("/v1/tools/{name:str}", status_code=200)
-async def run_tool(name: str, request: Request[Any, Any, Any], runtime: Runtime) -> ToolOutcome:
+async def run_tool(name: str, request: Request[Any, Any, Any]) -> ToolOutcome:
     """Run one call; the body is the arguments object."""
-    executor = service_of(runtime).executor
+    executor = service_of(request.app.state.runtime).executor
     try:
         call = executor.prepare(name, await request.body() or b"{}")
     except UnknownTool as exc:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import msgspec
@@ -109,11 +109,14 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-def matches_glob(regex: re.Pattern[str], relative: str) -> bool:
-    # A pattern without '/' matches the file name anywhere, as in `grep --include`.
-    return bool(regex.match(relative)) or (
-        "/" not in regex.pattern and bool(regex.match(relative.rsplit("/", 1)[-1]))
-    )
+def file_filter(pattern: str | None) -> Callable[[str], bool]:
+    """A predicate over relative paths; a pattern without '/' matches the name anywhere (grep --include)."""
+    if pattern is None:
+        return lambda _relative: True
+    regex = glob_regex(pattern.lstrip("/"))
+    if "/" in pattern:
+        return lambda relative: bool(regex.match(relative))
+    return lambda relative: bool(regex.match(relative.rsplit("/", 1)[-1]))
 
 
 def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.stat_result]]:
@@ -256,12 +259,12 @@ def _grep(args: GrepArgs, ctx: ToolContext) -> str:
         regex = re.compile(args.pattern, re.IGNORECASE if args.ignore_case else 0)
     except re.error as exc:
         raise ToolError(f"pattern is not a valid regular expression: {exc}", "invalid_pattern") from None
-    file_filter = glob_regex(args.glob) if args.glob else None
+    wanted = file_filter(args.glob)
     out: list[str] = []
     matches = 0
     files_matched = 0
     for relative, name, dir_fd, info in walk_files(ctx.workspace, args.path):
-        if file_filter is not None and not matches_glob(file_filter, relative):
+        if not wanted(relative):
             continue
         if info.st_size > ctx.workspace.max_file_size:
             continue

@@ -17,7 +17,7 @@ import numpy as np
 
 from functions.tools.context import ToolContext
 from functions.tools.embedder import EmbeddingsUnavailable
-from functions.tools.files import SKIPPED_DIRS, _read_at, glob_regex, matches_glob, walk_files
+from functions.tools.files import SKIPPED_DIRS, _read_at, file_filter, walk_files
 from functions.tools.registry import PathAccess, ToolDefinition, ToolError
 from functions.tools.workspace import is_binary
 
@@ -44,13 +44,13 @@ class Window(msgspec.Struct, frozen=True):
 
 def _windows(ctx: ToolContext, args: CodeSearchArgs) -> list[tuple[str, list[Window]]]:
     """(file state key, windows) per text file under the path."""
-    file_filter = glob_regex(args.glob) if args.glob else None
+    wanted = file_filter(args.glob)
     found: list[tuple[str, list[Window]]] = []
     total = 0
     for relative, name, dir_fd, info in walk_files(ctx.workspace, args.path):
         if any(part in SKIPPED_DIRS for part in relative.split("/")):
             continue
-        if file_filter is not None and not matches_glob(file_filter, relative):
+        if not wanted(relative):
             continue
         if info.st_size == 0 or info.st_size > ctx.workspace.max_file_size:
             continue
