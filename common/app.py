@@ -213,6 +213,8 @@ def create_app(spec: FunctionSpec, settings: Settings | None = None) -> Litestar
         request_max_body_size=settings.max_event_bytes,
         type_encoders={msgspec.Struct: msgspec.to_builtins},
         debug=False,
+        # Litestar's default logging config replaces the root handlers; common.logging owns them.
+        logging_config=None,
     )
     app.state.runtime = runtime
     # Around the router, not as route middleware, so 404s and 405s are counted and traced too.
