@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from litestar import Litestar
 
 from common.cloudevents import CloudEvent, from_http, new_event, to_binary
@@ -65,8 +66,11 @@ class Subscriber:
         *,
         default: Reply | None = None,
         respond: Callable[[CloudEvent], Reply] | None = None,
+        hold_until_in_flight: int = 0,
     ) -> None:
         self.script = deque(script)
+        # Each request waits (at most 10 s) until this many are in flight: proves concurrency.
+        self.hold_until_in_flight = hold_until_in_flight
         self.default = default or Reply()
         self.respond = respond
         self.received: list[Received] = []
@@ -125,9 +129,18 @@ class Subscriber:
             self.received.append(record)
             self._arrived.notify_all()
         reply = self._answer(event)
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        async with self._arrived:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self._arrived.notify_all()
         try:
+            if self.hold_until_in_flight:
+                async with self._arrived:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._arrived.wait_for(lambda: self.most_in_flight >= self.hold_until_in_flight),
+                            10,
+                        )
             if reply.delay:
                 await asyncio.sleep(reply.delay)
         finally:
@@ -161,6 +174,49 @@ def write_manifests(directory: Path, text: str) -> Path:
     return path
 
 
+def broker_manifest(delivery: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    spec = {"delivery": dict(delivery)} if delivery else {}
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": BROKER, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+def trigger_manifest(
+    name: str,
+    subscriber: str | Mapping[str, Any],
+    *,
+    broker: str = BROKER,
+    filter: Mapping[str, str] | None = None,
+    filters: list[Any] | None = None,
+    delivery: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Trigger; `subscriber` is a URI or a destination mapping (ref/uri)."""
+    spec: dict[str, Any] = {
+        "broker": broker,
+        "subscriber": {"uri": subscriber} if isinstance(subscriber, str) else dict(subscriber),
+    }
+    if filter is not None:
+        spec["filter"] = {"attributes": dict(filter)}
+    if filters is not None:
+        spec["filters"] = filters
+    if delivery is not None:
+        spec["delivery"] = dict(delivery)
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+def write_objects(directory: Path, *objects: Mapping[str, Any]) -> Path:
+    """Kubernetes objects as one multi-document YAML file in knative/base under `directory`."""
+    return write_manifests(directory, yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False))
+
+
 def broker_settings(
     settings: Settings, triggers_path: Path, stream: str | None = None, **env: str
 ) -> BrokerSettings:
@@ -176,6 +232,16 @@ def broker_settings(
 def broker_of(app: Litestar) -> Broker:
     served: Broker = app.state.runtime.state[BROKER_KEY]
     return served
+
+
+@contextlib.asynccontextmanager
+async def mesh(
+    settings: Settings, directory: Path, *objects: Mapping[str, Any], stream: str | None = None, **env: str
+) -> AsyncIterator[tuple[str, Broker]]:
+    """A broker serving these Broker/Trigger objects; yields its ingress URL and the `Broker`."""
+    config = broker_settings(settings, write_objects(directory, *objects), stream, **env)
+    async with served_broker(settings, config) as served:
+        yield served
 
 
 @contextlib.asynccontextmanager

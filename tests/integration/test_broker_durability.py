@@ -1,0 +1,94 @@
+"""At-least-once across a broker restart, and concurrent, bounded delivery that never blocks ingress."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from common.embedded import free_port
+from tests.support.broker import (
+    Reply,
+    Subscriber,
+    broker_manifest,
+    event,
+    mesh,
+    publish,
+    settled,
+    trigger_manifest,
+)
+from tests.support.servers import running
+
+
+async def test_events_pending_at_a_restart_are_delivered_by_the_next_broker(make_settings, tmp_path) -> None:
+    port = free_port()
+    stream = f"victor:test-broker:{uuid.uuid4().hex}"
+    manifests = (
+        broker_manifest(),
+        trigger_manifest(
+            "t",
+            f"http://127.0.0.1:{port}/fn",
+            delivery={"retry": 1000, "backoffPolicy": "linear", "backoffDelay": "PT0.2S"},
+        ),
+    )
+    settings = make_settings()
+    sent = [event(id=f"durable-{n}") for n in range(5)]
+    async with mesh(settings, tmp_path, *manifests, stream=stream) as (ingress, broker):
+        await publish(ingress, *sent)  # the subscriber is down: every delivery is retrying
+        for _ in range(500):
+            summary = await broker.client.xpending(stream, "trigger:t")
+            if summary["pending"] == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert summary["pending"] == 5
+    subscriber = Subscriber()
+    async with (
+        running(subscriber, port=port),
+        mesh(settings, tmp_path, *manifests, stream=stream) as (_, broker),
+    ):
+        received = await subscriber.wait_for(5)
+        await settled(broker)
+    assert sorted(r.event.id for r in received) == [e.id for e in sent]
+    assert {r.path for r in received} == {"/fn"}
+
+
+async def test_a_slow_subscriber_is_delivered_to_concurrently_within_the_worker_bound(
+    make_settings, tmp_path
+) -> None:
+    subscriber = Subscriber(hold_until_in_flight=3)
+    async with (
+        running(subscriber) as url,
+        mesh(
+            make_settings(),
+            tmp_path,
+            broker_manifest(),
+            trigger_manifest("t", url),
+            VICTOR_BROKER_WORKERS="3",
+        ) as (ingress, broker),
+    ):
+        await publish(ingress, *(event(id=f"c-{n}") for n in range(6)))
+        await subscriber.wait_for(3)
+        # Deliveries are held at the subscriber; ingress still answers at once.
+        await publish(ingress, event(id="c-6"))
+        await subscriber.wait_for(7)
+        await settled(broker)
+    assert subscriber.most_in_flight == 3
+    assert sorted(r.event.id for r in subscriber.received) == [f"c-{n}" for n in range(7)]
+
+
+async def test_an_event_is_delivered_once_to_each_matching_trigger(make_settings, tmp_path) -> None:
+    one, two = Subscriber(), Subscriber(default=Reply(202))
+    async with (
+        running(one) as one_url,
+        running(two) as two_url,
+        mesh(
+            make_settings(),
+            tmp_path,
+            broker_manifest(),
+            trigger_manifest("one", one_url),
+            trigger_manifest("two", two_url),
+        ) as (ingress, broker),
+    ):
+        await publish(ingress, *(event(id=f"fan-{n}") for n in range(20)))
+        await settled(broker)
+    assert sorted(r.event.id for r in one.received) == sorted(f"fan-{n}" for n in range(20))
+    assert sorted(r.event.id for r in two.received) == sorted(f"fan-{n}" for n in range(20))

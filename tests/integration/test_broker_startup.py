@@ -1,0 +1,60 @@
+"""Start-up refuses what the broker cannot serve, with one line naming the problem."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.embedded import free_port
+from common.settings import SettingsError, load_settings
+from eventing.broker_app import create
+from tests.support.broker import broker_manifest, broker_settings, trigger_manifest, write_objects
+
+REPO = Path(__file__).resolve().parents[2]
+CESQL_TRIGGER = trigger_manifest("sql", "http://127.0.0.1:9/x", filters=[{"cesql": "type LIKE 'ai.%'"}])
+
+
+def test_a_cesql_filter_stops_start_up_naming_the_trigger(make_settings, tmp_path) -> None:
+    settings = make_settings()
+    config = broker_settings(settings, write_objects(tmp_path, broker_manifest(), CESQL_TRIGGER))
+    with pytest.raises(SettingsError) as raised:
+        create(settings, config)
+    assert str(raised.value) == (
+        "VICTOR_TRIGGERS_PATH: Trigger victor/sql (eventing.yaml).filters[0].cesql: the cesql dialect is not "
+        "supported by the local broker; use exact, prefix, suffix, all, any, not"
+    )
+
+
+def test_victor_serve_broker_prints_one_line_and_exits_2_on_a_cesql_trigger(services, tmp_path) -> None:
+    path = write_objects(tmp_path, broker_manifest(), CESQL_TRIGGER)
+    env = {**os.environ, **services.env(VICTOR_TRIGGERS_PATH=str(path), PORT=str(free_port()))}
+    done = subprocess.run(
+        [sys.executable, "-m", "eventing.cli", "serve", "broker"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "victor: VICTOR_TRIGGERS_PATH: Trigger victor/sql (eventing.yaml).filters[0].cesql: "
+        "the cesql dialect is not supported by the local broker; use exact, prefix, suffix, all, any, not"
+    ]
+
+
+def test_the_broker_needs_redis(tmp_path) -> None:
+    settings = load_settings({})
+    config = broker_settings(settings, write_objects(tmp_path, broker_manifest()))
+    with pytest.raises(SettingsError, match=r"^REDIS_URL: the broker keeps accepted events in Redis"):
+        create(settings, config)
+
+
+def test_a_bad_subscriber_url_map_is_refused() -> None:
+    settings = load_settings({})
+    with pytest.raises(SettingsError, match=r"^VICTOR_SUBSCRIBER_URLS: expected name=http://host:port"):
+        broker_settings(settings, Path("."), VICTOR_SUBSCRIBER_URLS="victor-chat:8001")

@@ -1,0 +1,238 @@
+"""Trigger filters, the Trigger/Broker loader and delivery specs, as Knative defines them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from eventing.delivery import DeliveryConfigError, DeliverySpec, is_retryable, parse_duration
+from eventing.triggers import (
+    SubscriberDirectory,
+    TriggerConfigError,
+    load_manifests,
+    parse_filter_expression,
+    parse_trigger_filter,
+)
+
+EVENT = {
+    "specversion": "1.0",
+    "id": "1",
+    "source": "/victor/chat",
+    "type": "ai.victor.tools.requested",
+    "conversationid": "c-42",
+}
+DIRECTORY = SubscriberDirectory(
+    {"victor-tools": "http://127.0.0.1:8002", "victor-sink": "http://127.0.0.1:9999"}
+)
+
+
+def matches(spec: dict[str, object], attributes: dict[str, str] = EVENT) -> bool:
+    return parse_trigger_filter(spec, "Trigger t").matches(attributes)
+
+
+def test_no_filter_passes_every_event() -> None:
+    assert matches({}) is True
+    assert matches({"filter": {}}) is True
+    assert matches({"filters": []}) is True
+
+
+def test_attributes_filter_needs_every_attribute_equal() -> None:
+    assert matches(
+        {"filter": {"attributes": {"type": "ai.victor.tools.requested", "source": "/victor/chat"}}}
+    )
+    assert not matches(
+        {"filter": {"attributes": {"type": "ai.victor.tools.requested", "source": "/victor/x"}}}
+    )
+    assert not matches({"filter": {"attributes": {"type": "ai.victor.tools"}}})
+
+
+def test_attributes_filter_empty_value_matches_any_value_of_a_present_attribute() -> None:
+    assert matches({"filter": {"attributes": {"conversationid": ""}}})
+    assert not matches({"filter": {"attributes": {"subject": ""}}})
+
+
+def test_exact_dialect() -> None:
+    assert matches({"filters": [{"exact": {"type": "ai.victor.tools.requested"}}]})
+    assert not matches({"filters": [{"exact": {"type": "ai.victor.tools.REQUESTED"}}]})
+    assert not matches({"filters": [{"exact": {"subject": "x"}}]})
+
+
+def test_prefix_dialect() -> None:
+    assert matches({"filters": [{"prefix": {"type": "ai.victor.tools."}}]})
+    assert not matches({"filters": [{"prefix": {"type": "ai.victor.chat."}}]})
+
+
+def test_suffix_dialect() -> None:
+    assert matches({"filters": [{"suffix": {"type": ".requested"}}]})
+    assert not matches({"filters": [{"suffix": {"type": ".completed"}}]})
+
+
+def test_all_dialect_needs_every_nested_expression() -> None:
+    both = {"all": [{"prefix": {"type": "ai.victor."}}, {"exact": {"source": "/victor/chat"}}]}
+    one = {"all": [{"prefix": {"type": "ai.victor."}}, {"exact": {"source": "/victor/tools"}}]}
+    assert matches({"filters": [both]})
+    assert not matches({"filters": [one]})
+
+
+def test_any_dialect_needs_one_nested_expression() -> None:
+    assert matches({"filters": [{"any": [{"exact": {"type": "nope"}}, {"suffix": {"type": ".requested"}}]}]})
+    assert not matches({"filters": [{"any": [{"exact": {"type": "nope"}}, {"suffix": {"type": ".nope"}}]}]})
+
+
+def test_not_dialect_negates_nested_expressions() -> None:
+    assert not matches({"filters": [{"not": {"prefix": {"type": "ai.victor.tools"}}}]})
+    nested = {"not": {"any": [{"exact": {"type": "a"}}, {"not": {"exact": {"source": "/victor/chat"}}}]}}
+    assert matches({"filters": [nested]})
+
+
+def test_filters_entries_are_all_required_and_override_legacy_filter() -> None:
+    spec = {
+        "filter": {"attributes": {"type": "something.else"}},
+        "filters": [{"prefix": {"type": "ai."}}, {"exact": {"conversationid": "c-42"}}],
+    }
+    assert matches(spec)
+    spec["filters"] = [{"prefix": {"type": "ai."}}, {"exact": {"conversationid": "c-1"}}]
+    assert not matches(spec)
+
+
+def test_cesql_dialect_is_refused_naming_where() -> None:
+    with pytest.raises(
+        TriggerConfigError, match=r"Trigger t\.filters\[0\]\.any\[1\]\.cesql: the cesql dialect"
+    ):
+        parse_trigger_filter(
+            {"filters": [{"any": [{"exact": {"type": "a"}}, {"cesql": "type = 'a'"}]}]}, "Trigger t"
+        )
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ({"exact": {"type": "a"}, "prefix": {"type": "b"}}, "exactly one dialect, found 2"),
+        ({"regex": {"type": "a"}}, "unknown filter dialect 'regex'"),
+        ({"exact": {"type": ""}}, "must be a non-empty string"),
+        ({"any": []}, "non-empty list"),
+        ({"prefix": "ai."}, "non-empty mapping"),
+    ],
+)
+def test_malformed_filter_expressions_are_refused(expression: dict[str, object], problem: str) -> None:
+    with pytest.raises(TriggerConfigError, match=problem):
+        parse_filter_expression(expression, "Trigger t.filters[0]")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "eventing.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+    (tmp_path / "kustomization.yaml").write_text("resources: [eventing.yaml]\n", encoding="utf-8")
+    return tmp_path
+
+
+MANIFESTS = """
+    apiVersion: eventing.knative.dev/v1
+    kind: Broker
+    metadata: {name: default, namespace: victor}
+    spec:
+      delivery:
+        retry: 3
+        backoffPolicy: exponential
+        backoffDelay: PT0.5S
+        deadLetterSink: {ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: victor-sink}}
+    ---
+    apiVersion: eventing.knative.dev/v1
+    kind: Trigger
+    metadata: {name: tools-requested}
+    spec:
+      broker: default
+      filter: {attributes: {type: ai.victor.tools.requested}}
+      subscriber: {ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: victor-tools}}
+      delivery: {retry: 1, backoffPolicy: linear, backoffDelay: PT1S, timeout: PT2M}
+    ---
+    apiVersion: eventing.knative.dev/v1
+    kind: Trigger
+    metadata: {name: elsewhere, namespace: victor}
+    spec:
+      broker: another
+      filters: [{cesql: "type = 'x'"}]
+      subscriber: {ref: {kind: Service, name: unknown}}
+    ---
+    apiVersion: serving.knative.dev/v1
+    kind: Service
+    metadata: {name: victor-tools}
+    """
+
+
+def test_loader_reads_the_served_broker_and_its_triggers(tmp_path: Path) -> None:
+    manifests = load_manifests(write(tmp_path, MANIFESTS), DIRECTORY, namespace="victor", broker="default")
+    broker = manifests.broker("victor", "default")
+    assert broker is not None
+    assert broker.delivery == DeliverySpec(
+        retry=3, backoff_policy="exponential", backoff_delay=0.5, dead_letter_url="http://127.0.0.1:9999"
+    )
+    [trigger] = manifests.triggers
+    assert (trigger.namespace, trigger.name, trigger.broker) == ("victor", "tools-requested", "default")
+    assert trigger.subscriber_url == "http://127.0.0.1:8002"
+    assert trigger.delivery == DeliverySpec(
+        retry=1, backoff_policy="linear", backoff_delay=1.0, timeout=120.0
+    )
+    assert trigger.filter.matches(EVENT)
+
+
+def test_loader_rejects_cesql_naming_the_trigger(tmp_path: Path) -> None:
+    text = MANIFESTS.replace("broker: another", "broker: default")
+    with pytest.raises(
+        TriggerConfigError, match=r"Trigger victor/elsewhere \(eventing.yaml\)\.filters\[0\]\.cesql"
+    ):
+        load_manifests(write(tmp_path, text), DIRECTORY, namespace="victor", broker="default")
+
+
+def test_unresolvable_subscriber_ref_says_which_variable_to_set(tmp_path: Path) -> None:
+    text = MANIFESTS.replace("name: victor-tools}}", "name: victor-chat}}", 1)
+    with pytest.raises(
+        TriggerConfigError, match="set VICTOR_CHAT_URL or VICTOR_SUBSCRIBER_URLS=victor-chat="
+    ):
+        load_manifests(write(tmp_path, text), DIRECTORY, namespace="victor", broker="default")
+
+
+def test_uri_subscriber_is_used_as_given_and_relative_uri_joins_the_ref(tmp_path: Path) -> None:
+    assert DIRECTORY.resolve({"uri": "http://example.test:81/x"}, "t") == "http://example.test:81/x"
+    assert DIRECTORY.resolve({"ref": {"name": "victor-tools"}, "uri": "/hooks/a"}, "t") == (
+        "http://127.0.0.1:8002/hooks/a"
+    )
+
+
+def test_invalid_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    with pytest.raises(TriggerConfigError, match=r"eventing.yaml line 2: not valid YAML: mapping values"):
+        load_manifests(write(tmp_path, "a: 1\nb: x: y\n"), DIRECTORY, namespace="victor", broker="default")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("PT0.1S", 0.1),
+        ("PT2M", 120.0),
+        ("PT1H30M", 5400.0),
+        ("P1D", 86400.0),
+        ("P1DT2S", 86402.0),
+        ("pt5s", 5.0),
+    ],
+)
+def test_iso8601_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, "backoffDelay") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "P", "PT", "5s", "PT-1S", "1 second"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(DeliveryConfigError, match=r"backoffDelay: .* is not an ISO-8601 duration"):
+        parse_duration(text, "backoffDelay")
+
+
+def test_backoff_policies() -> None:
+    exponential = DeliverySpec(retry=4, backoff_policy="exponential", backoff_delay=0.1)
+    linear = DeliverySpec(retry=4, backoff_policy="linear", backoff_delay=0.1)
+    assert [exponential.backoff(n) for n in (1, 2, 3, 4)] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    assert [linear.backoff(n) for n in (1, 2, 3, 4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_retryable_statuses_are_knatives() -> None:
+    retried = [s for s in range(200, 600) if is_retryable(s)]
+    assert retried == [404, 408, 409, 429, *range(500, 600)]
