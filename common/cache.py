@@ -82,6 +82,37 @@ class Cache:
             self._failed(exc)
             return False
 
+    async def get_many(self, keys: list[str], *, cache: str | None = None) -> list[bytes | None]:
+        """The values at `keys` in one round trip (None for each miss, all None when Redis is down)."""
+        client = self._usable()
+        values: list[Any] = [None] * len(keys)
+        if client is not None and keys:
+            try:
+                values = list(await client.mget(keys))
+                self._ok()
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+        if cache is not None:
+            for value in values:
+                metrics.record_cache(cache, hit=value is not None)
+        return [bytes(value) if value is not None else None for value in values]
+
+    async def set_many(self, items: dict[str, bytes], *, ttl: int | None = None) -> bool:
+        """Store every item in one pipelined round trip; False when Redis is down."""
+        client = self._usable()
+        if client is None or not items:
+            return False
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for key, value in items.items():
+                    pipe.set(key, value, ex=ttl)
+                await pipe.execute()
+            self._ok()
+            return True
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return False
+
     async def delete(self, *keys: str) -> int:
         client = self._usable()
         if client is None or not keys:

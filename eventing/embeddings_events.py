@@ -1,0 +1,89 @@
+"""Payloads of the embeddings function's events: embeddings, index and search, each requested and completed.
+
+The same Structs are the HTTP bodies of `POST /v1/index` and `POST /v1/search`,
+so a request means the same thing whether it arrives as an event or over HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from eventing.events import Payload
+
+SearchMode = Literal["vector", "hybrid"]
+
+
+class Document(msgspec.Struct, kw_only=True):
+    """A document given inline; `id` plays the part of a file path in results."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class SearchFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every given field must match: an exact path, a path prefix (a directory), a language."""
+
+    path: str | None = None
+    path_prefix: str | None = None
+    language: str | None = None
+
+
+class SearchHit(msgspec.Struct, kw_only=True):
+    path: str
+    start_line: int
+    end_line: int
+    language: str
+    text: str
+    score: float
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class EmbeddingsRequested(Payload, kw_only=True):
+    input: list[str]
+    model: str | None = None
+
+
+class EmbeddingsCompleted(Payload, kw_only=True):
+    model: str
+    dimension: int
+    embeddings: list[list[float]]
+    prompt_tokens: int
+
+
+class IndexRequested(Payload, kw_only=True):
+    """Index either `documents` or a `path` (file, directory or glob inside WORKSPACE_DIR)."""
+
+    collection: str = "default"
+    path: str | None = None
+    documents: list[Document] | None = None
+
+
+class IndexCompleted(Payload, kw_only=True):
+    collection: str
+    model: str
+    files_indexed: int
+    files_unchanged: int
+    chunks_added: int
+    chunks_removed: int
+    total_chunks: int
+    vector_index: bool
+    skipped: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class SearchRequested(Payload, kw_only=True):
+    query: str
+    k: int = 10
+    collection: str = "default"
+    mode: SearchMode = "vector"
+    filter: SearchFilter | None = None
+
+
+class SearchCompleted(Payload, kw_only=True):
+    query: str
+    collection: str
+    mode: SearchMode
+    model: str
+    results: list[SearchHit]

@@ -1,0 +1,176 @@
+"""Indexing: files under WORKSPACE_DIR or inline documents become chunks with vectors in a collection.
+
+Each source (a file's workspace-relative path, or a document's id) is hashed
+with the chunking settings; a source whose hash is already stored is skipped,
+and a changed one has all its old chunks replaced, so search never returns
+stale text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from common.function import EventRejected
+from eventing.embeddings_events import IndexCompleted, IndexRequested
+from functions.embeddings import metrics
+from functions.embeddings.chunking import Chunk, chunk_text
+from functions.embeddings.service import EmbeddingService
+from functions.embeddings.vector_store import ModelMismatch, check_collection_name
+from functions.embeddings.workspace_files import WorkspaceError, select_files
+
+
+@dataclass
+class Source:
+    path: str
+    text: str
+    metadata: dict[str, Any]
+
+
+def content_hash(service: EmbeddingService, text: str, metadata: dict[str, Any]) -> str:
+    settings = service.settings
+    digest = hashlib.sha256(
+        f"{settings.chunk_lines}:{settings.chunk_overlap}:{settings.chunk_max_chars}\0".encode()
+    )
+    digest.update(text.encode())
+    digest.update(msgspec.json.encode(metadata, order="sorted"))
+    return digest.hexdigest()
+
+
+def read_sources(
+    workspace: Path, requested: str, service: EmbeddingService
+) -> tuple[list[Source], dict[str, str]]:
+    """Blocking: the text files `requested` names, and the ones skipped with why."""
+    selection = select_files(
+        workspace,
+        requested,
+        max_file_bytes=service.settings.max_file_bytes,
+        max_files=service.settings.max_files,
+    )
+    sources = []
+    for path in selection.files:
+        relative = path.relative_to(workspace).as_posix()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            selection.skipped[relative] = "not UTF-8 text"
+            continue
+        except OSError as exc:
+            selection.skipped[relative] = f"unreadable: {type(exc).__name__}"
+            continue
+        sources.append(Source(relative, text, {}))
+    return sources, selection.skipped
+
+
+def document_sources(request: IndexRequested, service: EmbeddingService) -> list[Source]:
+    documents = request.documents or []
+    if not documents:
+        raise EventRejected(422, "documents is empty; give at least one {id, text}", "invalid_request")
+    if len(documents) > service.settings.max_files:
+        raise EventRejected(
+            413,
+            f"{len(documents)} documents exceed VICTOR_INDEX_MAX_FILES={service.settings.max_files}",
+            "too_large",
+        )
+    seen: set[str] = set()
+    for number, document in enumerate(documents):
+        if not document.id.strip():
+            raise EventRejected(422, f"documents[{number}].id is empty", "invalid_request")
+        if document.id in seen:
+            raise EventRejected(
+                422, f"documents[{number}].id {document.id!r} appears twice", "invalid_request"
+            )
+        if len(document.text.encode()) > service.settings.max_file_bytes:
+            raise EventRejected(
+                413,
+                f"documents[{number}].text is larger than "
+                f"VICTOR_INDEX_MAX_FILE_BYTES={service.settings.max_file_bytes}",
+                "too_large",
+            )
+        seen.add(document.id)
+    return [Source(d.id, d.text, d.metadata) for d in documents]
+
+
+def _chunks(service: EmbeddingService, source: Source) -> list[Chunk]:
+    settings = service.settings
+    return chunk_text(
+        source.path,
+        source.text,
+        max_lines=settings.chunk_lines,
+        overlap=settings.chunk_overlap,
+        max_chars=settings.chunk_max_chars,
+    )
+
+
+async def index(service: EmbeddingService, workspace: Path, request: IndexRequested) -> IndexCompleted:
+    """Index the request's files or documents; unchanged sources are skipped, changed ones replaced."""
+    started = time.perf_counter()
+    try:
+        check_collection_name(request.collection)
+    except ValueError as exc:
+        raise EventRejected(422, str(exc), "invalid_request") from None
+    if (request.path is None) == (request.documents is None):
+        raise EventRejected(
+            422, "give exactly one of path (inside WORKSPACE_DIR) or documents", "invalid_request"
+        )
+    skipped: dict[str, str] = {}
+    if request.path is not None:
+        try:
+            sources, skipped = await asyncio.to_thread(read_sources, workspace, request.path, service)
+        except WorkspaceError as exc:
+            raise EventRejected(exc.status, exc.message, "invalid_path") from None
+    else:
+        sources = document_sources(request, service)
+    store = service.store
+    try:
+        table = await asyncio.to_thread(store.table, request.collection, create=True)
+    except ModelMismatch as exc:
+        raise EventRejected(409, str(exc), "model_mismatch") from None
+    hashes = {s.path: content_hash(service, s.text, s.metadata) for s in sources}
+    stored = await asyncio.to_thread(store.stored_hashes, table, list(hashes))
+    changed = [s for s in sources if stored.get(s.path) != hashes[s.path]]
+    chunks = [(source, chunk) for source in changed for chunk in _chunks(service, source)]
+    vectors = await service.embed([chunk.text for _, chunk in chunks]) if chunks else np.zeros((0, 0))
+    rows = [
+        {
+            "id": f"{chunk.path}:{chunk.start_line}-{chunk.end_line}",
+            "path": chunk.path,
+            "start_line": chunk.start_line,
+            "end_line": chunk.end_line,
+            "language": chunk.language,
+            "text": chunk.text,
+            "metadata": msgspec.json.encode(source.metadata).decode(),
+            "content_hash": hashes[source.path],
+            "vector": vector.tolist(),
+        }
+        for (source, chunk), vector in zip(chunks, vectors, strict=True)
+    ]
+
+    def write() -> tuple[int, int, bool]:
+        with store.write_lock(request.collection):
+            removed = store.replace(table, [s.path for s in changed], rows) if changed else 0
+            store.maintain(table)
+            return removed, table.count_rows(), store.has_vector_index(table)
+
+    removed, total, indexed = await asyncio.to_thread(write)
+    metrics.chunks_indexed.labels("added").inc(len(rows))
+    metrics.chunks_indexed.labels("removed").inc(removed)
+    metrics.index_duration.observe(time.perf_counter() - started)
+    return IndexCompleted(
+        collection=request.collection,
+        model=service.model.name,
+        files_indexed=len(changed),
+        files_unchanged=len(sources) - len(changed),
+        chunks_added=len(rows),
+        chunks_removed=removed,
+        total_chunks=total,
+        vector_index=indexed,
+        skipped=skipped,
+    )

@@ -1,0 +1,129 @@
+"""The sentence-transformers model: where it comes from, the device it runs on, and encoding.
+
+`VICTOR_EMBEDDING_MODEL` is a hub name (read from the local Hugging Face cache when
+offline) or a local directory. `check_model_source` is cheap and runs before the
+server starts, so a model that cannot be found stops start-up with one line;
+the heavy load (torch) happens later, off the liveness path, in `load_model`.
+Loaded models are shared per process, so several apps in one process load once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.settings import SettingsError
+
+MODEL_VARIABLE = "VICTOR_EMBEDDING_MODEL"
+_loaded: dict[tuple[str, str], EmbeddingModel] = {}
+_load_lock = threading.Lock()
+
+
+def _offline() -> bool:
+    return any(
+        os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().is_dir()
+
+
+def check_model_source(source: str) -> None:
+    """Raise `SettingsError` naming VICTOR_EMBEDDING_MODEL when the model surely cannot be loaded."""
+    if _looks_like_path(source):
+        directory = Path(source).expanduser()
+        if not directory.is_dir():
+            raise SettingsError(MODEL_VARIABLE, f"{source!r} is not a directory holding a model")
+        if not any((directory / name).is_file() for name in ("modules.json", "config.json")):
+            raise SettingsError(MODEL_VARIABLE, f"{source!r} holds no modules.json or config.json")
+        return
+    if source.count("/") > 1 or not source.strip():
+        raise SettingsError(
+            MODEL_VARIABLE, f"{source!r} is neither a directory nor a hub name like org/model"
+        )
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(source, "config.json")
+        if not isinstance(found, str):
+            raise SettingsError(
+                MODEL_VARIABLE,
+                f"{source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE forbids"
+                " downloading it; pre-cache it or give a local model directory",
+            )
+
+
+def best_device(preference: str = "auto") -> str:
+    """`preference` unless "auto": CUDA when present, else Apple MPS, else the CPU."""
+    if preference != "auto":
+        return preference
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class EmbeddingModel:
+    """A loaded model; `encode` is blocking and returns unit-length float32 rows."""
+
+    name: str
+    device: str
+    dimension: int
+    max_tokens: int
+    model: Any
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            texts,
+            batch_size=max(1, len(texts)),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as the model sees them, special tokens included, before truncation."""
+        encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+
+def load_model(source: str, device: str = "auto") -> EmbeddingModel:
+    """Load (once per process) and warm the model; raises RuntimeError naming VICTOR_EMBEDDING_MODEL."""
+    device = best_device(device)
+    key = (source, device)
+    with _load_lock:
+        if key in _loaded:
+            return _loaded[key]
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(
+                str(Path(source).expanduser()) if _looks_like_path(source) else source, device=device
+            )
+        except Exception as exc:  # every loader failure becomes one line naming the setting
+            raise RuntimeError(
+                f"{MODEL_VARIABLE}={source!r} cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from None
+        dimension = int(model.get_embedding_dimension() or 0)
+        loaded = EmbeddingModel(
+            name=source,
+            device=device,
+            dimension=dimension,
+            max_tokens=int(model.max_seq_length or 512),
+            model=model,
+        )
+        loaded.encode(["warm up the model so the first request is not slow"])
+        _loaded[key] = loaded
+        return loaded

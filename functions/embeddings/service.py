@@ -1,0 +1,74 @@
+"""What the embeddings function holds once started: model, batcher, cache and vector store.
+
+`EmbeddingService.start` is the slow part of start-up (loading and warming the
+model); it runs off the liveness path. Until it has finished, requests that
+need the model are answered 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.function import Runtime, TransientFailure
+from functions.embeddings.batcher import MicroBatcher
+from functions.embeddings.embedding_cache import EmbeddingCache
+from functions.embeddings.model import EmbeddingModel, load_model
+from functions.embeddings.settings import EmbeddingSettings
+from functions.embeddings.vector_store import IndexPlan, VectorStore
+
+STATE_KEY = "embeddings"
+
+
+@dataclass
+class EmbeddingService:
+    settings: EmbeddingSettings
+    model: EmbeddingModel
+    batcher: MicroBatcher
+    cache: EmbeddingCache
+    store: VectorStore
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.settings.max_input_tokens or self.model.max_tokens
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return await self.cache.embed(texts, self.batcher)
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        return await asyncio.to_thread(self.model.count_tokens, texts)
+
+
+async def start_service(runtime: Runtime, settings: EmbeddingSettings) -> EmbeddingService:
+    model = await asyncio.to_thread(load_model, runtime.settings.embedding_model, settings.device)
+    batcher = MicroBatcher(
+        model.encode, max_batch_size=settings.max_batch_size, max_wait=settings.max_wait_ms / 1000
+    )
+    batcher.start()
+    db = await asyncio.to_thread(runtime.lancedb)
+    service = EmbeddingService(
+        settings=settings,
+        model=model,
+        batcher=batcher,
+        cache=EmbeddingCache(runtime.cache, model.name, model.dimension, runtime.settings.cache_ttl),
+        store=VectorStore(
+            db,
+            model.name,
+            model.dimension,
+            IndexPlan(settings.vector_index_threshold, settings.vector_index_type),
+        ),
+    )
+    runtime.state[STATE_KEY] = service
+    return service
+
+
+def service_of(runtime: Runtime) -> EmbeddingService:
+    """The started service; raises `TransientFailure` (503) while the model is still loading."""
+    service = runtime.state.get(STATE_KEY)
+    if service is None:
+        reason = runtime.startup_error or "the embedding model is still loading"
+        raise TransientFailure(f"embeddings are not available yet: {reason}")
+    assert isinstance(service, EmbeddingService)
+    return service

@@ -1,0 +1,174 @@
+"""Collections of chunks in LanceDB, one table per collection under LANCEDB_URI.
+
+Each table records in its schema metadata the model and dimension its vectors
+came from; opening it with another model raises `ModelMismatch`, so vectors of
+two models are never mixed. A full-text index on `text` serves hybrid search.
+When a table grows past the threshold an ANN vector index is built; rows added
+later are searched flat until `optimize` folds them into the index.
+All methods are blocking: callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+MODEL_KEY = b"victor.model"
+DIMENSION_KEY = b"victor.dimension"
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+VECTOR_INDEX = "vector_idx"
+TEXT_INDEX = "text_idx"
+
+
+class ModelMismatch(Exception):
+    """The collection was built with another model (answered 409)."""
+
+
+class UnknownCollection(Exception):
+    """Searching a collection that was never indexed (answered 404)."""
+
+
+def check_collection_name(name: str) -> str:
+    if not COLLECTION_NAME.match(name):
+        raise ValueError(
+            f"collection {name!r} is not a valid name: use 1-64 letters, digits, '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def quote(value: str) -> str:
+    """A SQL string literal for LanceDB filters."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def schema(model: str, dimension: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("path", pa.string()),
+            pa.field("start_line", pa.int32()),
+            pa.field("end_line", pa.int32()),
+            pa.field("language", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field("metadata", pa.string()),
+            pa.field("content_hash", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dimension)),
+        ],
+        metadata={MODEL_KEY: model.encode(), DIMENSION_KEY: str(dimension).encode()},
+    )
+
+
+@dataclass
+class IndexPlan:
+    threshold: int
+    index_type: str
+
+
+class VectorStore:
+    def __init__(self, db: Any, model: str, dimension: int, plan: IndexPlan) -> None:
+        self.db = db
+        self.model = model
+        self.dimension = dimension
+        self.plan = plan
+        self._tables: dict[str, Any] = {}
+        self._write_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def write_lock(self, collection: str) -> threading.Lock:
+        with self._guard:
+            return self._write_locks.setdefault(collection, threading.Lock())
+
+    def _check(self, collection: str, table: Any) -> Any:
+        metadata = table.schema.metadata or {}
+        model = metadata.get(MODEL_KEY, b"").decode()
+        dimension = int(metadata.get(DIMENSION_KEY, b"0") or 0)
+        if model != self.model or dimension != self.dimension:
+            raise ModelMismatch(
+                f"collection {collection!r} holds vectors of model {model!r} ({dimension} dimensions),"
+                f" but this function embeds with {self.model!r} ({self.dimension} dimensions);"
+                " use another collection or re-index it under the same model"
+            )
+        return table
+
+    def table(self, collection: str, *, create: bool) -> Any:
+        """The collection's table (checked against the model); created empty when `create`."""
+        check_collection_name(collection)
+        with self._guard:
+            cached = self._tables.get(collection)
+        if cached is not None:
+            return cached
+        try:
+            table = self.db.open_table(collection)
+        except (ValueError, FileNotFoundError):
+            if not create:
+                raise UnknownCollection(
+                    f"collection {collection!r} does not exist; index something into it first"
+                ) from None
+            try:
+                table = self.db.create_table(collection, schema=schema(self.model, self.dimension))
+            except ValueError:  # created meanwhile by another request or replica
+                table = self.db.open_table(collection)
+        self._check(collection, table)
+        with self._guard:
+            self._tables[collection] = table
+        return table
+
+    def stored_hashes(self, table: Any, paths: Sequence[str]) -> dict[str, str]:
+        """The content hash of each of `paths` already stored."""
+        found: dict[str, str] = {}
+        for start in range(0, len(paths), 200):
+            part = paths[start : start + 200]
+            where = "path IN (" + ", ".join(quote(p) for p in part) + ")"
+            rows = table.search().where(where).select(["path", "content_hash"]).limit(None).to_arrow()
+            for path, digest in zip(rows["path"].to_pylist(), rows["content_hash"].to_pylist(), strict=True):
+                found[path] = digest
+        return found
+
+    def replace(self, table: Any, paths: Sequence[str], rows: list[dict[str, Any]]) -> int:
+        """Drop every chunk of `paths`, add `rows`; returns how many chunks were removed."""
+        removed = 0
+        for start in range(0, len(paths), 200):
+            where = "path IN (" + ", ".join(quote(p) for p in paths[start : start + 200]) + ")"
+            removed += table.count_rows(where)
+            table.delete(where)
+        if rows:
+            table.add(rows)
+        return removed
+
+    def maintain(self, table: Any) -> None:
+        """Keep the FTS index and, past the threshold, the vector index current."""
+        names = {index.name for index in table.list_indices()}
+        rows = table.count_rows()
+        if TEXT_INDEX not in names and rows:
+            table.create_fts_index("text", replace=True)
+        if VECTOR_INDEX not in names and rows >= self.plan.threshold:
+            self.build_vector_index(table, rows)
+            return
+        stale = 0
+        for name in names & {TEXT_INDEX, VECTOR_INDEX}:
+            stale = max(stale, table.index_stats(name).num_unindexed_rows)
+        # Unindexed rows are searched flat: fold them in once there are enough to slow search.
+        if stale >= max(1000, self.plan.threshold // 10):
+            table.optimize()
+
+    def build_vector_index(self, table: Any, rows: int) -> None:
+        partitions = max(1, int(np.sqrt(rows)))
+        options: dict[str, Any] = {
+            "metric": "cosine",
+            "index_type": self.plan.index_type,
+            "num_partitions": partitions,
+            "name": VECTOR_INDEX,
+        }
+        if self.plan.index_type == "IVF_PQ":
+            options["num_sub_vectors"] = max(1, self.dimension // 8)
+        table.create_index(**options)
+
+    def has_vector_index(self, table: Any) -> bool:
+        return any(index.name == VECTOR_INDEX for index in table.list_indices())

@@ -1,0 +1,171 @@
+"""Which files under WORKSPACE_DIR a path or glob names, under the tools' confinement rules.
+
+A request names a path or glob relative to the workspace. It may not be
+absolute outside the workspace or contain `..`; every match is resolved with
+realpath and must stay inside the workspace (so no symlink leads out); files
+over the size limit or that look binary are skipped; `.gitignore` files at
+every level are honoured (with `pathspec`, git's own pattern rules), and `.git`
+is never read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pathspec
+
+SNIFF_BYTES = 8192
+
+
+class WorkspaceError(ValueError):
+    """The requested path cannot be used; the message says why (answered as 4xx)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Selection:
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def relative_pattern(workspace: Path, requested: str) -> str:
+    """The request as a workspace-relative POSIX pattern; refuses `..` and outside absolutes."""
+    text = requested.strip().replace("\\", "/")
+    if not text:
+        raise WorkspaceError(422, "path is empty; give a file, directory or glob inside WORKSPACE_DIR")
+    if "\x00" in text:
+        raise WorkspaceError(422, "path contains a NUL byte")
+    if text.startswith("/"):
+        root = str(workspace).rstrip("/") + "/"
+        if text.rstrip("/") == str(workspace):
+            return "."
+        if not text.startswith(root):
+            raise WorkspaceError(403, f"path {requested!r} is outside WORKSPACE_DIR")
+        text = text[len(root) :]
+    if ".." in PurePosixPath(text).parts:
+        raise WorkspaceError(403, f"path {requested!r} contains '..'; give a path inside WORKSPACE_DIR")
+    return text or "."
+
+
+def _inside(workspace: Path, candidate: Path) -> Path | None:
+    real = Path(os.path.realpath(candidate))
+    return real if real == workspace or workspace in real.parents else None
+
+
+class GitIgnore:
+    """The `.gitignore` rules of a workspace, per directory, read once each."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+        self._specs: dict[Path, pathspec.GitIgnoreSpec | None] = {}
+
+    def _spec(self, directory: Path) -> pathspec.GitIgnoreSpec | None:
+        if directory not in self._specs:
+            ignore = directory / ".gitignore"
+            spec = None
+            if ignore.is_file():
+                lines = ignore.read_text(encoding="utf-8", errors="replace").splitlines()
+                spec = pathspec.GitIgnoreSpec.from_lines(lines)
+            self._specs[directory] = spec
+        return self._specs[directory]
+
+    def ignored(self, relative: PurePosixPath, is_dir: bool = False) -> bool:
+        """Whether git would ignore the workspace-relative path (a deeper .gitignore decides last)."""
+        if ".git" in relative.parts:
+            return True
+        verdict = False
+        directory = self.workspace
+        parts = relative.parts
+        for depth in range(len(parts)):
+            spec = self._spec(directory)
+            if spec is not None:
+                rest = "/".join(parts[depth:]) + ("/" if is_dir else "")
+                result = spec.check_file(rest)
+                if result.include is not None:
+                    verdict = bool(result.include)
+            directory = directory / parts[depth]
+        return verdict
+
+    def ignored_path(self, relative: PurePosixPath) -> bool:
+        """Ignored itself or through any ignored parent directory."""
+        for depth in range(1, len(relative.parts)):
+            if self.ignored(PurePosixPath(*relative.parts[:depth]), is_dir=True):
+                return True
+        return self.ignored(relative)
+
+
+def looks_binary(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return b"\x00" in handle.read(SNIFF_BYTES)
+
+
+def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_files: int) -> Selection:
+    """The readable text files `requested` names inside `workspace`, and why others were skipped."""
+    workspace = Path(os.path.realpath(workspace))
+    pattern = relative_pattern(workspace, requested)
+    ignore = GitIgnore(workspace)
+    direct = workspace / pattern
+    has_magic = any(ch in pattern for ch in "*?[")
+    if has_magic:
+        candidates = sorted(workspace.glob(pattern))
+    elif direct.is_dir() or direct.is_symlink() or direct.exists():
+        candidates = [direct]
+    else:
+        raise WorkspaceError(404, f"path {requested!r} does not exist in WORKSPACE_DIR")
+    selection = Selection()
+    seen: set[Path] = set()
+
+    def consider(candidate: Path) -> None:
+        relative = PurePosixPath(candidate.relative_to(workspace).as_posix())
+        real = _inside(workspace, candidate)
+        if real is None:
+            selection.skipped[str(relative)] = "leads outside WORKSPACE_DIR"
+            return
+        if real in seen or not real.is_file():
+            return
+        if ignore.ignored_path(relative):
+            return
+        if real.stat().st_size > max_file_bytes:
+            selection.skipped[str(relative)] = f"larger than {max_file_bytes} bytes"
+            return
+        if looks_binary(real):
+            selection.skipped[str(relative)] = "binary"
+            return
+        seen.add(real)
+        selection.files.append(workspace / relative)
+
+    for candidate in candidates:
+        if len(selection.files) >= max_files:
+            break
+        if candidate.is_dir() and not candidate.is_symlink():
+            real = _inside(workspace, candidate)
+            if real is None:
+                continue
+            for root, dirs, names in os.walk(candidate, followlinks=False):
+                base = Path(root)
+                rel_root = PurePosixPath(base.relative_to(workspace).as_posix())
+                dirs[:] = sorted(
+                    d
+                    for d in dirs
+                    if not ignore.ignored(
+                        rel_root / d if str(rel_root) != "." else PurePosixPath(d), is_dir=True
+                    )
+                    and d != ".git"
+                )
+                for name in sorted(names):
+                    if len(selection.files) >= max_files:
+                        break
+                    consider(base / name)
+        elif candidate.is_symlink() and candidate.is_dir():
+            selection.skipped[candidate.relative_to(workspace).as_posix()] = "symlinked directory"
+        else:
+            consider(candidate)
+    if len(selection.files) >= max_files:
+        selection.skipped["..."] = f"stopped at VICTOR_INDEX_MAX_FILES={max_files} files"
+    return selection

@@ -1,0 +1,311 @@
+"""The embeddings function over real HTTP, with the real model, Redis, PostgreSQL and LanceDB."""
+
+# ruff: noqa: F811 - pytest fixtures imported from tests.support.embeddings
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from common.cloudevents import from_http, new_event, to_binary
+from eventing.embeddings_events import EmbeddingsRequested, IndexRequested, SearchRequested
+from eventing.events import EMBEDDINGS_REQUESTED, INDEX_REQUESTED, SEARCH_REQUESTED
+from tests.support.embeddings import (  # noqa: F401 - fixtures
+    copy_code_repo,
+    embedding_settings,
+    embeddings_app,
+    minilm,
+    model_batch_count,
+    model_texts,
+    wait_started,
+)
+from tests.support.servers import running
+
+pytestmark = pytest.mark.slow
+
+
+def workspace_of(settings) -> Path:
+    return settings.workspace_dir
+
+
+async def test_openai_client_gets_the_models_vectors_in_float_and_base64(embeddings_app, minilm) -> None:
+    app, _settings = embeddings_app()
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
+        await wait_started(http)
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        texts = ["def add(a, b): return a + b", "the cat sat on the mat"]
+        expected = minilm.encode(texts)
+        as_base64 = await client.embeddings.create(model=minilm.name, input=texts)  # the client's default
+        as_float = await client.embeddings.create(model=minilm.name, input=texts, encoding_format="float")
+        for response in (as_base64, as_float):
+            assert response.model == minilm.name
+            assert [d.index for d in response.data] == [0, 1]
+            assert np.allclose(np.array([d.embedding for d in response.data]), expected, atol=1e-5)
+            assert response.usage.prompt_tokens == sum(minilm.count_tokens(texts))
+            assert response.usage.total_tokens == response.usage.prompt_tokens
+        single = await client.embeddings.create(model=minilm.name, input="one text", encoding_format="float")
+        assert len(single.data) == 1 and len(single.data[0].embedding) == 384
+        raw = (await http.post("/v1/embeddings", json={"input": "hello"})).json()
+        assert raw["object"] == "list" and raw["data"][0]["object"] == "embedding"
+
+
+async def test_bad_embedding_requests_are_refused_naming_the_limit(embeddings_app, minilm) -> None:
+    app, _settings = embeddings_app(VICTOR_EMBEDDING_MAX_INPUTS="3")
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
+        await wait_started(http)
+
+        async def refused(body: object) -> tuple[int, str]:
+            response = await http.post("/v1/embeddings", json=body)
+            return response.status_code, response.json().get("detail", response.text)
+
+        assert await refused({"input": []}) == (
+            400,
+            "input is empty; give a string or a list of at least one string",
+        )
+        assert await refused({"input": ""}) == (
+            400,
+            "input[0] is an empty string; every input must hold text",
+        )
+        status, detail = await refused({"input": ["a", "b", "c", "d"]})
+        assert (status, detail) == (
+            400,
+            "input has 4 items; at most 3 are allowed (VICTOR_EMBEDDING_MAX_INPUTS)",
+        )
+        status, detail = await refused({"input": "word " * 300})
+        assert status == 400 and detail.startswith("input[0] has 302 tokens; at most 256 are allowed")
+        status, detail = await refused({"input": "x", "model": "text-embedding-3-small"})
+        assert status == 400 and detail.startswith("model 'text-embedding-3-small' is not served here")
+        status, _ = await refused({"input": "x", "encoding_format": "int8"})
+        assert status == 400
+        status, _ = await refused({"input": [1, 2, 3]})
+        assert status == 400
+
+
+async def test_plain_word_queries_find_the_right_file_first(embeddings_app) -> None:
+    app, settings = embeddings_app()
+    copy_code_repo(workspace_of(settings))
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
+        await wait_started(http)
+        indexed = (await http.post("/v1/index", json={"path": ".", "collection": "shop"})).json()
+        # Every fixture file; not what its .gitignore excludes (build/, *.log, secrets/*), nor the binary.
+        assert indexed["files_indexed"] == 35
+        assert indexed["skipped"] == {"shopfront/media/logo.png": "binary"}
+        expectations = {
+            "where are passwords hashed": "shopfront/auth/passwords.py",
+            "parse the config file": "shopfront/config/loader.py",
+            "retry failed HTTP requests with backoff": "shopfront/net/retry.py",
+            "send a welcome email to new users": "shopfront/notifications/email.py",
+            "limit how many requests a client can make": "shopfront/middleware/rate_limit.py",
+            "resize uploaded images into thumbnails": "shopfront/media/thumbnails.py",
+            "refund a card payment": "shopfront/payments/stripe_client.py",
+        }
+        for mode in ("vector", "hybrid"):
+            for query, path in expectations.items():
+                body = {"query": query, "collection": "shop", "k": 5, "mode": mode}
+                results = (await http.post("/v1/search", json=body)).json()["results"]
+                assert results[0]["path"] == path, (mode, query, [r["path"] for r in results])
+        found = (await http.post("/v1/search", json={"query": "hash password", "collection": "shop"})).json()
+        paths = {r["path"] for r in found["results"]}
+        assert not any(p.startswith(("build/", "secrets/api")) or p.endswith(".log") for p in paths)
+        top = found["results"][0]
+        assert (top["path"], top["start_line"], top["language"]) == (
+            "shopfront/auth/passwords.py",
+            1,
+            "python",
+        )
+        assert top["end_line"] == 21 and "def hash_password" in top["text"]
+        filtered = await http.post(
+            "/v1/search",
+            json={
+                "query": "hash password",
+                "collection": "shop",
+                "filter": {"path_prefix": "shopfront/payments/"},
+            },
+        )
+        assert {r["path"] for r in filtered.json()["results"]} == {
+            "shopfront/payments/stripe_client.py",
+            "shopfront/payments/invoices.py",
+        }
+        again = (await http.post("/v1/index", json={"path": ".", "collection": "shop"})).json()
+        assert (again["files_indexed"], again["files_unchanged"], again["chunks_added"]) == (0, 35, 0)
+
+
+async def test_reindexing_an_edited_file_replaces_its_stale_chunks(embeddings_app) -> None:
+    app, settings = embeddings_app(VICTOR_EMBEDDING_CHUNK_LINES="10", VICTOR_EMBEDDING_CHUNK_OVERLAP="2")
+    workspace = workspace_of(settings)
+    notes = workspace / "notes.md"
+    notes.write_text("\n".join(f"Line {n}: the quarterly zebra migration report." for n in range(1, 26)))
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        first = (await http.post("/v1/index", json={"path": "notes.md"})).json()
+        assert (first["chunks_added"], first["total_chunks"]) == (3, 3)  # lines 1-10, 9-18, 17-25
+        notes.write_text("Our office plants need watering every Tuesday.\nThe ficus prefers shade.\n")
+        second = (await http.post("/v1/index", json={"path": "notes.md"})).json()
+        assert (second["files_indexed"], second["chunks_removed"], second["chunks_added"]) == (1, 3, 1)
+        assert second["total_chunks"] == 1
+        results = (await http.post("/v1/search", json={"query": "zebra migration report", "k": 10})).json()
+        assert [(r["path"], r["start_line"], r["end_line"]) for r in results["results"]] == [
+            ("notes.md", 1, 2)
+        ]
+        assert "zebra" not in results["results"][0]["text"]
+
+
+async def test_a_collection_built_by_another_model_is_refused(embeddings_app, minilm, tmp_path) -> None:
+    app, settings = embeddings_app()
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        body = {"documents": [{"id": "a", "text": "alpha"}], "collection": "docs"}
+        assert (await http.post("/v1/index", json=body)).status_code == 200
+    # The same weights under another name is, for the store, another model: its vectors must not mix.
+    other = tmp_path / "other-model"
+    other.symlink_to(minilm.name, target_is_directory=True)
+    other_app, settings = embeddings_app(
+        VICTOR_EMBEDDING_MODEL=str(other), LANCEDB_URI=str(settings.lancedb_uri)
+    )
+    async with running(other_app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        refused = await http.post(
+            "/v1/index", json={"documents": [{"id": "b", "text": "beta"}], "collection": "docs"}
+        )
+        assert refused.status_code == 409
+        assert refused.json()["detail"].startswith(
+            f"collection 'docs' holds vectors of model {minilm.name!r}"
+        )
+        search = await http.post("/v1/search", json={"query": "alpha", "collection": "docs"})
+        assert search.status_code == 409
+        fresh = await http.post(
+            "/v1/index", json={"documents": [{"id": "b", "text": "beta"}], "collection": "new"}
+        )
+        assert fresh.status_code == 200
+
+
+async def test_lancedb_answers_after_a_restart_on_the_same_uri(embeddings_app) -> None:
+    app, _settings = embeddings_app()
+    docs = [
+        {
+            "id": "kb/vpn.md",
+            "text": "Connect to the office VPN with the WireGuard client.",
+            "metadata": {"team": "it"},
+        },
+        {"id": "kb/lunch.md", "text": "The canteen serves lunch from noon until two."},
+    ]
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        assert (await http.post("/v1/index", json={"documents": docs, "collection": "kb"})).status_code == 200
+    async with running(embeddings_app()[0]) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        found = (
+            await http.post("/v1/search", json={"query": "remote network access", "collection": "kb"})
+        ).json()
+        assert [r["path"] for r in found["results"]] == ["kb/vpn.md", "kb/lunch.md"]
+        assert found["results"][0]["metadata"] == {"team": "it"}
+        missing = await http.post("/v1/search", json={"query": "x", "collection": "nothing-here"})
+        assert missing.status_code == 404
+
+
+async def test_concurrent_single_texts_are_coalesced_and_match_one_batch_call(embeddings_app, minilm) -> None:
+    app, _settings = embeddings_app()
+    texts = [f"request {n} about topic {uuid.uuid4().hex}" for n in range(64)]
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        texts_before, batches_before = model_texts(), model_batch_count()
+        responses = await asyncio.gather(*(http.post("/v1/embeddings", json={"input": t}) for t in texts))
+        texts_after, batches_after = model_texts(), model_batch_count()
+        concurrent = np.array([r.json()["data"][0]["embedding"] for r in responses], dtype=np.float32)
+        batch = np.array(
+            [
+                d["embedding"]
+                for d in (await http.post("/v1/embeddings", json={"input": texts})).json()["data"]
+            ]
+        )
+    assert np.allclose(concurrent, batch, atol=1e-6)
+    assert np.allclose(concurrent, minilm.encode(texts), atol=1e-5)
+    assert texts_after - texts_before == 64
+    assert batches_after - batches_before < 64  # coalesced: fewer model batches than requests
+
+
+def event_request(event) -> tuple[dict[str, str], bytes]:
+    return to_binary(event)
+
+
+async def test_each_requested_event_gets_its_completed_reply_and_redelivery_does_no_work(
+    embeddings_app, minilm
+) -> None:
+    app, _settings = embeddings_app()
+    texts = [f"event text {uuid.uuid4().hex}", f"another {uuid.uuid4().hex}"]
+    source = "/tests/embeddings"
+    requests = [
+        new_event(EMBEDDINGS_REQUESTED, source, EmbeddingsRequested(input=texts)),
+        new_event(INDEX_REQUESTED, source, IndexRequested(documents=[], collection="ev")),
+    ]
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        before = model_texts()
+        headers, body = to_binary(requests[0])
+        first = await http.post("/", headers=headers, content=body)
+        assert first.status_code == 200
+        reply = from_http(first.headers, first.content, max_bytes=1 << 24)
+        assert (reply.type, reply.subject) == ("ai.victor.embeddings.completed", requests[0].id)
+        data = reply.json()
+        assert np.allclose(np.array(data["embeddings"]), minilm.encode(texts), atol=1e-5)
+        assert model_texts() - before == 2
+        redelivered = await http.post("/", headers=headers, content=body)
+        assert from_http(redelivered.headers, redelivered.content, max_bytes=1 << 24).id == reply.id
+        assert model_texts() - before == 2
+
+        headers, body = to_binary(requests[1])
+        poison = await http.post("/", headers=headers, content=body)
+        assert poison.status_code == 422 and "documents is empty" in poison.json()["detail"]
+
+        index_event = new_event(
+            INDEX_REQUESTED,
+            source,
+            IndexRequested(
+                documents=[{"id": "d1", "text": f"solar panels {uuid.uuid4().hex}"}], collection="ev"
+            ),
+        )
+        headers, body = to_binary(index_event)
+        indexed = await http.post("/", headers=headers, content=body)
+        index_reply = from_http(indexed.headers, indexed.content, max_bytes=1 << 24)
+        assert index_reply.type == "ai.victor.index.completed" and index_reply.subject == index_event.id
+        assert index_reply.json()["chunks_added"] == 1
+        after_index = model_texts()
+        again = await http.post("/", headers=headers, content=body)
+        assert from_http(again.headers, again.content, max_bytes=1 << 24).id == index_reply.id
+        assert model_texts() == after_index
+
+        search_event = new_event(
+            SEARCH_REQUESTED, source, SearchRequested(query="renewable energy", collection="ev")
+        )
+        headers, body = to_binary(search_event)
+        searched = await http.post("/", headers=headers, content=body)
+        search_reply = from_http(searched.headers, searched.content, max_bytes=1 << 24)
+        assert search_reply.type == "ai.victor.search.completed" and search_reply.subject == search_event.id
+        assert [r["path"] for r in search_reply.json()["results"]] == ["d1"]
+
+
+async def test_startup_probe_reports_a_model_that_cannot_load(embeddings_app, tmp_path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    app, _settings = embeddings_app(VICTOR_EMBEDDING_MODEL=str(broken))
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/health/live")).status_code == 200
+        body: dict[str, str] = {}
+        for _ in range(400):
+            response = await http.get("/health/startup")
+            body = response.json()
+            if body.get("status") == "failed":
+                break
+            assert response.status_code == 503
+            await asyncio.sleep(0.05)
+        assert body["status"] == "failed"
+        assert f"VICTOR_EMBEDDING_MODEL={str(broken)!r} cannot be loaded" in body["error"]
+        refused = await http.post("/v1/embeddings", json={"input": "x"})
+        assert refused.status_code == 503
