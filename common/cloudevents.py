@@ -32,6 +32,8 @@ _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 T = TypeVar("T")
+# msgspec reports invalid UTF-8 inside a JSON document as UnicodeDecodeError, not DecodeError.
+_NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 class CloudEventError(Exception):
@@ -79,7 +81,7 @@ class CloudEvent(msgspec.Struct, frozen=True, kw_only=True):
             return None
         try:
             return msgspec.json.decode(self.data)
-        except msgspec.DecodeError as exc:
+        except _NOT_JSON as exc:
             raise CloudEventError(400, f"event data is not valid JSON: {exc}") from None
 
     def with_extensions(self, **extensions: str | None) -> CloudEvent:
@@ -129,7 +131,7 @@ def decode_data(event: CloudEvent, model: type[T]) -> T:
         return msgspec.json.decode(event.data, type=model)
     except msgspec.ValidationError as exc:
         raise CloudEventError(422, f"event data does not fit {event.type}: {exc}", "invalid_data") from None
-    except msgspec.DecodeError as exc:
+    except _NOT_JSON as exc:
         raise CloudEventError(400, f"event data is not valid JSON: {exc}", "invalid_data") from None
 
 
@@ -217,7 +219,7 @@ def from_http(
 def _from_structured(body: bytes) -> CloudEvent:
     try:
         document = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except _NOT_JSON as exc:
         raise CloudEventError(400, f"structured event body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise CloudEventError(400, "structured event body must be a JSON object")
@@ -257,9 +259,10 @@ def _is_json(media: str) -> bool:
 
 
 def _build(attrs: dict[str, str], data: bytes | None) -> CloudEvent:
-    specversion = attrs.pop("specversion", "")
-    if not specversion:
-        raise CloudEventError(400, "required attribute specversion is missing")
+    if not attrs.get("specversion"):
+        state = "empty" if "specversion" in attrs else "missing"
+        raise CloudEventError(400, f"required attribute specversion is {state}")
+    specversion = attrs.pop("specversion")
     if specversion not in SPEC_VERSIONS:
         raise CloudEventError(
             400, f"unsupported specversion {specversion!r}; expected {' or '.join(SPEC_VERSIONS)}"
@@ -317,7 +320,7 @@ def to_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
         if _is_json(media):
             try:
                 document["data"] = msgspec.json.decode(event.data)
-            except msgspec.DecodeError:
+            except _NOT_JSON:
                 document["data_base64"] = base64.b64encode(event.data).decode("ascii")
         else:
             try:

@@ -124,3 +124,33 @@ def test_reply_headers_carry_the_content_type_and_no_ce_datacontenttype() -> Non
         "content-type": "application/json",
     }
     assert body == b"{}"
+
+
+def test_invalid_utf8_inside_json_is_a_400_not_a_crash() -> None:
+    # msgspec raises UnicodeDecodeError (not DecodeError) for these bytes; each path must answer 400.
+    with pytest.raises(CloudEventError) as structured:
+        from_http(
+            {"content-type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "\xff"}',
+            max_bytes=LIMIT,
+        )
+    assert (structured.value.status, structured.value.message.split(":")[0]) == (
+        400,
+        "structured event body is not valid JSON",
+    )
+    event = CloudEvent(
+        id="1", source="/s", type="t", datacontenttype="application/json", data=b'{"k": "\xff"}'
+    )
+    with pytest.raises(CloudEventError) as data:
+        event.json()
+    assert data.value.status == 400
+
+    class Anything(msgspec.Struct):
+        k: str
+
+    with pytest.raises(CloudEventError) as decoded:
+        decode_data(event, Anything)
+    assert decoded.value.status == 400
+    # Writing such an event out in structured mode keeps the bytes as base64 instead of failing.
+    headers, body = to_structured(event)
+    assert from_http(headers, body, max_bytes=LIMIT).data == b'{"k": "\xff"}'
