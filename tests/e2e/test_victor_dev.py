@@ -177,6 +177,15 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
             ]
             assert all(r.path == "/" for r in receiver.requests)
 
+            # A function that dies is started again, and becomes ready again.
+            health = next(p for p in psutil.Process(dev.pid).children() if "health" in p.cmdline())
+            health.kill()
+            assert await wait_for_line(log, "health       | ready after 2 start(s)", dev, limit=60), (
+                log.read_text()
+            )
+            assert "health       | exited with status -9; restarting in 0.5s" in log.read_text()
+            started += [p.pid for p in psutil.Process(dev.pid).children(recursive=True)]
+
             # As a terminal's Ctrl-C does: SIGINT to victor dev's whole foreground process group.
             os.killpg(dev.pid, signal.SIGINT)
             async with asyncio.timeout(90):
