@@ -16,9 +16,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 import msgspec
 
 from common import metrics, tracing
@@ -28,6 +27,9 @@ from common.idempotency import ProcessedEvents
 from common.logging import event_id
 from common.settings import Settings
 from common.store import Store, StoreUnavailable, open_lancedb
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -84,11 +86,11 @@ class Runtime:
     cache: Cache
     store: Store
     processed: ProcessedEvents
-    http: httpx.AsyncClient
     state: dict[str, Any] = field(default_factory=dict)
     started: bool = False
     startup_error: str | None = None
     _lancedb: Any = None
+    _http: Any = None  # an httpx.AsyncClient; typed loosely since Litestar resolves these hints at run time
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
@@ -100,8 +102,18 @@ class Runtime:
             cache=Cache(settings.redis_url),
             store=store,
             processed=ProcessedEvents(spec.name, store),
-            http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)),
         )
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The shared HTTP client, made on first use: importing httpx and loading CA certificates
+        took about a tenth of a second of cold start, and some functions never call out."""
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        client: httpx.AsyncClient = self._http
+        return client
 
     @property
     def source(self) -> str:
@@ -148,7 +160,9 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         await self.cache.close()
         await self.store.close()
 
@@ -276,9 +290,12 @@ async def readiness(runtime: Runtime) -> tuple[int, dict[str, str]]:
     ok, statuses = await is_ready(runtime)
     if ok:
         return 200, {"status": "ready"}
+    if runtime.startup_error:
+        return 503, {"status": "not ready", "reason": "start failed; see /health/startup"}
+    if not runtime.started:
+        return 503, {"status": "not ready", "reason": "starting"}
     down = [s.name for s in statuses if s.state != "up"]
-    reason = "starting" if not runtime.started else "waiting for " + ", ".join(down)
-    return 503, {"status": "not ready", "reason": reason}
+    return 503, {"status": "not ready", "reason": "waiting for " + ", ".join(down)}
 
 
 async def health_state(runtime: Runtime) -> tuple[int, HealthReport]:

@@ -7,13 +7,14 @@ extensions and goes out on every request and event this process sends.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cache
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from common.cloudevents import CloudEvent
@@ -23,6 +24,34 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _configured = False
 
 
+class _DeferredOTLPExporter(SpanExporter):
+    """The OTLP/HTTP exporter, imported on its first export (in the batch thread), not at start.
+
+    Its imports (requests, protobuf) took about a tenth of a second of every cold start.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._exporter: SpanExporter | None = None
+
+    def _real(self) -> SpanExporter:
+        if self._exporter is None:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            self._exporter = OTLPSpanExporter(endpoint=self.endpoint)
+        return self._exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._real().export(spans)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis) if self._exporter is not None else True
+
+    def shutdown(self) -> None:
+        if self._exporter is not None:
+            self._exporter.shutdown()
+
+
 def configure_tracing(settings: Settings, service: str) -> None:
     """Install the SDK tracer provider once per process."""
     global _configured
@@ -30,16 +59,16 @@ def configure_tracing(settings: Settings, service: str) -> None:
         return
     provider = TracerProvider(resource=Resource.create({"service.name": f"victor-{service}"}))
     if settings.otel_exporter_otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
         endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        provider.add_span_processor(BatchSpanProcessor(_DeferredOTLPExporter(endpoint)))
     trace.set_tracer_provider(provider)
     propagate.set_global_textmap(_PROPAGATOR)
     _configured = True
 
 
+@cache
 def tracer(name: str) -> trace.Tracer:
+    """The tracer for `name`, made once: making one per request cost as much as the span itself."""
     return trace.get_tracer(name)
 
 
