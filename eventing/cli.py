@@ -74,7 +74,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="victor", description="Victor Functions: serve and use the functions."
     )
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_parser = commands.add_parser("migrate", help="apply PostgreSQL schema migrations")
     migrate_parser.set_defaults(run=cmd_migrate)
 
-    for register in _extensions():
+    for register in _extensions() if extensions else ():
         register(commands)
     return parser
 
@@ -114,7 +114,10 @@ def _extensions() -> list[Callable[[Any], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `victor serve` is every function's cold start: the other commands' modules (the dev
+    # supervisor, the clients and whatever they import) are not loaded for it.
+    args = build_parser(extensions=argv[:1] != ["serve"]).parse_args(argv)
     try:
         settings = get_settings()
     except SettingsError as exc:
