@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 from tests.integration.test_send import victor_send
 from tests.support.processes import alive, wait_gone
@@ -201,3 +202,50 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
                 with contextlib.suppress(psutil.NoSuchProcess):
                     psutil.Process(pid).kill()
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_sigterm_stops_victor_dev_and_leaves_configured_services_running(
+    services, tmp_path: Path
+) -> None:
+    log = tmp_path / "dev.log"
+    port_base = free_port_range(6)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VICTOR_")}
+    env.update(DATABASE_URL=services.database_url, REDIS_URL=services.redis_url)
+    with log.open("wb") as output:
+        dev = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "eventing.cli", "dev", "--only", "health"),
+            *("--port-base", str(port_base), "--data-dir", str(tmp_path / "data")),
+            cwd=str(ROOT),
+            env=env,
+            stdout=output,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    started: list[int] = []
+    try:
+        assert await wait_for_line(log, "victor dev is running", dev, limit=60), log.read_text()
+        rows = {
+            line.split()[0]: line.split()[1:]
+            for line in log.read_text().splitlines()
+            if line.startswith("  ")
+        }
+        assert rows["health"] == [f"http://127.0.0.1:{port_base + 4}", "ready"]
+        assert rows["postgres"][-1] == rows["redis"][-1] == "configured"
+        assert "broker" not in rows and "dead-letters" not in rows
+        started = [p.pid for p in psutil.Process(dev.pid).children(recursive=True)]
+        assert len(started) == 1
+
+        dev.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            assert await dev.wait() == 0
+        assert await wait_gone(started) == []
+        assert log.read_text().rstrip().endswith("victor dev: stopped")
+        # victor dev did not start these, so it does not stop them.
+        assert redis.Redis.from_url(services.redis_url).ping() is True
+    finally:
+        if dev.returncode is None:
+            dev.kill()
+            await dev.wait()
+        for pid in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
