@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Response, get, post
+from litestar import Litestar, MediaType, Response, get, post
 from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -29,9 +29,12 @@ from functions.chat.providers import build_provider
 from functions.chat.settings import UNCONFIGURED_MESSAGE, ChatSettings, load_chat_settings
 
 
+# The handler's media type is the SSE one because Litestar lets it override a streamed response's own;
+# the JSON answer sets its media type explicitly.
 @post(
     "/v1/chat",
     status_code=200,
+    media_type="text/event-stream",
     summary="Send a message; JSON answer, or Server-Sent Events with stream: true",
 )
 async def chat(data: ChatBody, runtime: Runtime) -> Any:
@@ -55,7 +58,12 @@ async def chat(data: ChatBody, runtime: Runtime) -> Any:
     status = 200 if final.kind == "done" else failure_status(final.data)
     if status != 200:
         raise HTTPException(status_code=status, detail=str(final.data.get("error")), extra=final.data)
-    return Response(final.data, status_code=200, headers={"x-conversation-id": run.conversation_id})
+    return Response(
+        final.data,
+        status_code=200,
+        media_type=MediaType.JSON,
+        headers={"x-conversation-id": run.conversation_id},
+    )
 
 
 async def _events(run: ChatRun) -> AsyncIterator[ServerSentEventMessage]:

@@ -14,7 +14,7 @@
 | VICTOR_LLM_PRICES | built-in | JSON {model-prefix: {input, output, cache_read, cache_write}}, USD/MTok |
 | VICTOR_CHAT_MAX_TOOL_ROUNDS | 8 | tool rounds one request may take before it fails |
 | VICTOR_CHAT_TOOLS_TOP_K | 8 | tools selected by the tools function and sent with each LLM call |
-| VICTOR_CHAT_TOOLS_STRATEGY | hybrid | selection strategy passed to /v1/tools/select |
+| VICTOR_CHAT_TOOLS_STRATEGY | auto | selection strategy passed to /v1/tools/select |
 | VICTOR_CHAT_WAIT_TIMEOUT | 300 | seconds POST /v1/chat waits for the loop to finish |
 """
 
@@ -74,7 +74,7 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     prices: dict[str, Price] = msgspec.field(default_factory=lambda: dict(DEFAULT_PRICES))
     max_tool_rounds: int = 8
     tools_top_k: int = 8
-    tools_strategy: str = "hybrid"
+    tools_strategy: str = "auto"
     wait_timeout: float = 300.0
 
     def price(self, model: str) -> Price | None:
@@ -155,6 +155,8 @@ def load_chat_settings(environ: Mapping[str, str], settings: Settings) -> ChatSe
         prices=_prices(env),
         max_tool_rounds=env.integer("VICTOR_CHAT_MAX_TOOL_ROUNDS", 8, minimum=1, maximum=1000),
         tools_top_k=env.integer("VICTOR_CHAT_TOOLS_TOP_K", 8, minimum=1, maximum=1000),
-        tools_strategy=env.string("VICTOR_CHAT_TOOLS_STRATEGY", "hybrid"),
+        tools_strategy=env.choice(
+            "VICTOR_CHAT_TOOLS_STRATEGY", "auto", ("auto", "keyword", "semantic", "hybrid")
+        ),
         wait_timeout=env.number("VICTOR_CHAT_WAIT_TIMEOUT", 300.0, minimum=0.001),
     )

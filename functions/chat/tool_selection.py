@@ -1,8 +1,11 @@
-"""Asks the tools function which tools fit a request (POST /v1/tools/select), to send only those.
+"""Asks the tools function which tools fit a request, to send the model only those.
 
-With no tools function configured (VICTOR_TOOLS_URL), the model gets no tools;
-that is logged once. An unreachable tools function is a transient failure:
-the step is retried rather than run without the tools the model may need.
+`POST /v1/tools/select` ranks tools by name; their JSON schemas come from
+`GET /v1/tools`, fetched once per catalog version (the selection names the
+version it ranked, so a changed catalog is fetched again). With no tools
+function configured (VICTOR_TOOLS_URL) the model gets no tools, which is
+logged once. An unreachable tools function is a transient failure: the step
+is retried rather than run without the tools the model may need.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 from typing import Any
 
 import httpx
+import msgspec
 
 from common.function import TransientFailure
 from common.settings import Settings
@@ -19,7 +23,20 @@ from functions.chat.providers.base import ToolSpec
 from functions.chat.settings import ChatSettings
 
 log = logging.getLogger(__name__)
-_SCHEMA_KEYS = ("input_schema", "inputSchema", "parameters", "schema")
+
+
+class _Ranked(msgspec.Struct):
+    name: str
+
+
+class _Selection(msgspec.Struct):
+    catalog_version: str
+    tools: list[_Ranked]
+
+
+class _Catalog(msgspec.Struct):
+    catalog_version: str
+    tools: list[ToolSpec]
 
 
 class ToolSelector:
@@ -28,6 +45,8 @@ class ToolSelector:
         self.url = settings.function_urls.get("tools")
         self.chat = chat
         self._warned = False
+        self._catalog_version: str | None = None
+        self._schemas: dict[str, ToolSpec] = {}
 
     async def select(self, query: str) -> list[ToolSpec]:
         """The top-k tools for `query`, best first, each with its JSON schema."""
@@ -36,35 +55,28 @@ class ToolSelector:
                 log.warning("VICTOR_TOOLS_URL is not set: the model is offered no tools")
                 self._warned = True
             return []
-        body = {"query": query, "k": self.chat.tools_top_k, "strategy": self.chat.tools_strategy}
+        body = {
+            "query": query[:4000] or "tools",
+            "k": self.chat.tools_top_k,
+            "strategy": self.chat.tools_strategy,
+        }
+        selection = await self._get(_Selection, "POST", "/v1/tools/select", body)
+        if selection.catalog_version != self._catalog_version:
+            catalog = await self._get(_Catalog, "GET", "/v1/tools")
+            self._schemas = {tool.name: tool for tool in catalog.tools}
+            self._catalog_version = catalog.catalog_version
+        return [self._schemas[ranked.name] for ranked in selection.tools if ranked.name in self._schemas]
+
+    async def _get(self, model: type[Any], method: str, path: str, body: Any = None) -> Any:
         try:
-            response = await self.http.post(
-                f"{self.url}/v1/tools/select", json=body, headers=current_headers(), timeout=30.0
+            response = await self.http.request(
+                method, f"{self.url}{path}", json=body, headers=current_headers(), timeout=30.0
             )
         except httpx.HTTPError as exc:
-            raise TransientFailure(
-                f"cannot reach the tools function to select tools: {type(exc).__name__}"
-            ) from exc
+            raise TransientFailure(f"cannot reach the tools function ({path}): {type(exc).__name__}") from exc
         if response.status_code != 200:
-            raise TransientFailure(f"the tools function answered {response.status_code} to /v1/tools/select")
-        return parse_selection(response.json())[: self.chat.tools_top_k]
-
-
-def parse_selection(document: Any) -> list[ToolSpec]:
-    """Tool specs from a selection answer: a list, or an object with `tools`/`results`, of tools
-    (or of {tool, score} entries) carrying name, description and a JSON schema."""
-    if isinstance(document, dict):
-        document = next((document[k] for k in ("tools", "results", "selected") if k in document), [])
-    specs = []
-    for entry in document if isinstance(document, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("tool"), dict):
-            entry = entry["tool"]
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            continue
-        schema = next((entry[k] for k in _SCHEMA_KEYS if isinstance(entry.get(k), dict)), None)
-        if schema is None:
-            schema = {"type": "object", "properties": {}}
-        specs.append(
-            ToolSpec(name=entry["name"], description=str(entry.get("description", "")), input_schema=schema)
-        )
-    return specs
+            raise TransientFailure(f"the tools function answered {response.status_code} to {method} {path}")
+        try:
+            return msgspec.json.decode(response.content, type=model)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise TransientFailure(f"the tools function's answer to {path} does not fit: {exc}") from exc

@@ -65,7 +65,8 @@ class AnthropicProvider:
             tools[-1]["cache_control"] = EPHEMERAL
             arguments["tools"] = tools
         if request.temperature is not None:
-            arguments["temperature"] = request.temperature
+            # This SDK version has no `temperature` parameter; the API field is sent as is.
+            arguments["extra_body"] = {"temperature": request.temperature}
         return arguments
 
     async def complete(self, request: ModelRequest) -> ModelTurn:
