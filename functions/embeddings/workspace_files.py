@@ -138,7 +138,8 @@ def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_fi
             selection.skipped[str(relative)] = "binary"
             return
         seen.add(real)
-        selection.files.append(workspace / relative)
+        # A link inside the workspace is indexed under the file it points to, once.
+        selection.files.append(real)
 
     for candidate in candidates:
         if len(selection.files) >= max_files:
@@ -150,14 +151,16 @@ def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_fi
             for root, dirs, names in os.walk(candidate, followlinks=False):
                 base = Path(root)
                 rel_root = PurePosixPath(base.relative_to(workspace).as_posix())
-                dirs[:] = sorted(
-                    d
-                    for d in dirs
-                    if not ignore.ignored(
-                        rel_root / d if str(rel_root) != "." else PurePosixPath(d), is_dir=True
-                    )
-                    and d != ".git"
-                )
+                kept = []
+                for name in sorted(dirs):
+                    relative = rel_root / name if str(rel_root) != "." else PurePosixPath(name)
+                    if name == ".git" or ignore.ignored(relative, is_dir=True):
+                        continue
+                    if (base / name).is_symlink():  # os.walk does not follow it; say so
+                        selection.skipped[relative.as_posix()] = "symlinked directory"
+                        continue
+                    kept.append(name)
+                dirs[:] = kept
                 for name in sorted(names):
                     if len(selection.files) >= max_files:
                         break

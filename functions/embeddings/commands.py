@@ -1,0 +1,109 @@
+"""`victor index PATH` and `victor search QUERY`: HTTP clients of the embeddings function.
+
+The function's URL is VICTOR_EMBEDDINGS_URL (default http://127.0.0.1:8003, where
+`victor dev` serves it); VICTOR_API_KEY is sent when set. A PATH that exists
+here is sent as an absolute path, which the function accepts when it lies
+inside its WORKSPACE_DIR; anything else (a glob, say) is sent as written,
+relative to WORKSPACE_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from common.settings import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8003"
+
+
+def _url(settings: Settings) -> str:
+    return settings.function_urls.get("embeddings", DEFAULT_URL)
+
+
+def _post(settings: Settings, route: str, body: dict[str, Any], timeout: float) -> Any | None:
+    """The JSON answer, or None after printing one line saying what went wrong."""
+    headers = {"authorization": f"Bearer {settings.api_key.reveal()}"} if settings.api_key else {}
+    url = _url(settings)
+    try:
+        response = httpx.post(f"{url}{route}", json=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        print(f"victor: cannot reach the embeddings function at {url} ({type(exc).__name__});"
+              " start it with `victor dev` or set VICTOR_EMBEDDINGS_URL", file=sys.stderr)  # fmt: skip
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"detail": response.text[:200]}
+    if response.status_code != 200:
+        detail = answer.get("detail", answer) if isinstance(answer, dict) else answer
+        print(f"victor: {route} answered {response.status_code}: {detail}", file=sys.stderr)
+        return None
+    return answer
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    local = Path(args.path).expanduser()
+    path = str(local.resolve()) if local.exists() else args.path
+    answer = _post(settings, "/v1/index", {"path": path, "collection": args.collection}, args.timeout)
+    if answer is None:
+        return 1
+    if args.json:
+        print(msgspec.json.encode(answer).decode())
+        return 0
+    print(
+        f"{answer['collection']}: {answer['files_indexed']} files indexed,"
+        f" {answer['files_unchanged']} unchanged;"
+        f" {answer['chunks_added']} chunks added, {answer['chunks_removed']} removed;"
+        f" {answer['total_chunks']} chunks in all"
+    )
+    for skipped, reason in sorted(answer.get("skipped", {}).items()):
+        print(f"  skipped {skipped}: {reason}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    body: dict[str, Any] = {
+        "query": args.query,
+        "k": args.k,
+        "collection": args.collection,
+        "mode": args.mode,
+    }
+    if args.path_prefix or args.language:
+        body["filter"] = {"path_prefix": args.path_prefix, "language": args.language}
+    answer = _post(settings, "/v1/search", body, args.timeout)
+    if answer is None:
+        return 1
+    if args.json:
+        print(msgspec.json.encode(answer).decode())
+        return 0
+    if not answer["results"]:
+        print("no results")
+    for hit in answer["results"]:
+        print(f"{hit['score']:.3f}  {hit['path']}:{hit['start_line']}-{hit['end_line']}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    index = subparsers.add_parser("index", help="index files of the workspace into a collection")
+    index.add_argument("path", help="a file, directory or glob inside the function's WORKSPACE_DIR")
+    index.add_argument("--collection", default="default")
+    index.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    index.add_argument("--json", action="store_true", help="print the function's JSON answer")
+    index.set_defaults(run=cmd_index)
+
+    search = subparsers.add_parser("search", help="search an indexed collection")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    search.add_argument("--collection", default="default")
+    search.add_argument("--mode", choices=("vector", "hybrid"), default="vector")
+    search.add_argument("--path-prefix", help="only results under this path")
+    search.add_argument("--language", help="only results in this language (python, go, markdown, ...)")
+    search.add_argument("--timeout", type=float, default=60.0)
+    search.add_argument("--json", action="store_true", help="print the function's JSON answer")
+    search.set_defaults(run=cmd_search)
