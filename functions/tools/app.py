@@ -14,93 +14,73 @@ Routes (besides the shared ones):
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
-import msgspec
 from litestar import Litestar, Request, get, post
-from litestar.exceptions import NotFoundException, ServiceUnavailableException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    NotFoundException,
+    ServiceUnavailableException,
+    ValidationException,
+)
 
 from common.app import create_app
 from common.function import FunctionSpec, Runtime
 from common.settings import Settings
 from eventing.events import TOOLS_REQUESTED
-from functions.tools.execution import CallRequest, ToolOutcome
+from functions.tools import api
+from functions.tools.execution import ToolOutcome
 from functions.tools.handlers import on_tools_requested
 from functions.tools.mcp_server import mcp_endpoint, start_mcp, stop_mcp
-from functions.tools.registry import InvalidArguments, ToolInfo, UnknownTool
-from functions.tools.selection import Selection, SelectionUnavailable, SelectRequest
-from functions.tools.service import STATE_KEY, ToolsService, service_of
+from functions.tools.selection import Selection
+from functions.tools.service import STATE_KEY, ToolsService
 from functions.tools.settings import ToolsSettings
 
 T = TypeVar("T")
-MAX_BATCH = 100
 
 
-class Catalog(msgspec.Struct, kw_only=True):
-    catalog_version: str
-    tools: list[ToolInfo]
+def _runtime(request: Request[Any, Any, Any]) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
-class BatchCall(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
-    id: str | None = None
-
-
-class BatchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    calls: Annotated[list[BatchCall], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
-
-
-class BatchResponse(msgspec.Struct, kw_only=True):
-    results: list[ToolOutcome]
-
-
-def decode_body(body: bytes, model: type[T]) -> T:
-    """The JSON body as `model`; 422 naming the field, 400 when it is not JSON."""
+async def _answer(result: Awaitable[T]) -> T:
+    """The API's result, or its refusal as the matching Litestar exception (JSON error body)."""
     try:
-        return msgspec.json.decode(body or b"{}", type=model)
-    except msgspec.ValidationError as exc:
-        raise ValidationException(detail=f"invalid request body: {exc}", status_code=422) from None
-    except msgspec.DecodeError as exc:
-        raise ValidationException(detail=f"the request body is not valid JSON: {exc}") from None
+        return await result
+    except api.RequestRejected as exc:
+        if exc.status == 404:
+            raise NotFoundException(detail=exc.message) from None
+        if exc.status == 503:
+            raise ServiceUnavailableException(detail=exc.message) from None
+        if exc.status == 422:
+            raise ValidationException(detail=exc.message, status_code=422) from None
+        raise HTTPException(detail=exc.message, status_code=exc.status) from None
 
 
 @get("/v1/tools")
-async def list_tools(request: Request[Any, Any, Any]) -> Catalog:
+async def list_tools(request: Request[Any, Any, Any]) -> api.Catalog:
     """Every tool with its JSON Schema and flags, and the catalog version."""
-    service = service_of(request.app.state.runtime)
-    return Catalog(catalog_version=service.registry.version, tools=service.registry.infos())
+    return api.catalog(_runtime(request))
 
 
 @post("/v1/tools/batch", status_code=200)
-async def run_batch(request: Request[Any, Any, Any]) -> BatchResponse:
+async def run_batch(request: Request[Any, Any, Any]) -> api.BatchResponse:
     """Run many calls; each result carries is_error and a message instead of failing the batch."""
-    batch = decode_body(await request.body(), BatchRequest)
-    calls = [CallRequest(call.name, call.arguments, call.id) for call in batch.calls]
-    return BatchResponse(results=await service_of(request.app.state.runtime).executor.run_batch(calls))
+    return await _answer(api.run_many(_runtime(request), await request.body()))
 
 
 @post("/v1/tools/select", status_code=200)
 async def select_tools(request: Request[Any, Any, Any]) -> Selection:
     """The k tools most relevant to the query, best first, with scores."""
-    selection = decode_body(await request.body(), SelectRequest)
-    try:
-        return await service_of(request.app.state.runtime).selector.select(selection)
-    except SelectionUnavailable as exc:
-        raise ServiceUnavailableException(detail=str(exc)) from None
+    return await _answer(api.select(_runtime(request), await request.body()))
 
 
 @post("/v1/tools/{name:str}", status_code=200)
 async def run_tool(name: str, request: Request[Any, Any, Any]) -> ToolOutcome:
     """Run one call; the body is the arguments object."""
-    executor = service_of(request.app.state.runtime).executor
-    try:
-        call = executor.prepare(name, await request.body() or b"{}")
-    except UnknownTool as exc:
-        raise NotFoundException(detail=str(exc)) from None
-    except InvalidArguments as exc:
-        raise ValidationException(detail=str(exc), status_code=422) from None
-    return await executor.execute(call)
+    return await _answer(api.run_one(_runtime(request), name, await request.body()))
 
 
 def build_spec(tools_settings: ToolsSettings | None = None) -> FunctionSpec:

