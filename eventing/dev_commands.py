@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -145,7 +147,9 @@ def parse_only(value: str | None) -> list[str]:
     return names
 
 
-def status_table(plan: DevPlan, supervisor: Supervisor, services: Sequence[ServiceInfo]) -> str:
+def status_table(
+    plan: DevPlan, supervisor: Supervisor, services: Sequence[ServiceInfo], dead_letters_up: bool = False
+) -> str:
     """The table `victor dev` prints once the processes are up: name, URL, state."""
     rows = [("NAME", "URL", "STATE")]
     for name in PORTS:
@@ -154,7 +158,8 @@ def status_table(plan: DevPlan, supervisor: Supervisor, services: Sequence[Servi
         elif name in plan.skipped:
             rows.append((name, "-", f"skipped: {plan.skipped[name]}"))
     if plan.dead_letter_port is not None:
-        rows.append(("dead-letters", f"http://127.0.0.1:{plan.dead_letter_port}", "in victor dev"))
+        state = "ready (in victor dev)" if dead_letters_up else "not listening"
+        rows.append(("dead-letters", f"http://127.0.0.1:{plan.dead_letter_port}", state))
     rows.extend((service.name, service.url, service.state) for service in services)
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     return "\n".join(f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
@@ -185,8 +190,9 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     try:
         try:
             services.start()
-        except (RuntimeError, OSError) as exc:
-            fail(f"cannot start the dev services: {exc}", 1)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            fail(f"cannot start the dev services: {first_line}; see the logs under {data_dir}", 1)
         environ.update(services.env())
         if services.applied:
             print("migrations applied: " + ", ".join(services.applied), flush=True)
@@ -206,7 +212,9 @@ async def _supervise(plan: DevPlan, services: DevServices, args: argparse.Namesp
     pings: list[asyncio.Task[None]] = []
     http = httpx.AsyncClient()
     dead_letters = _dead_letter_server(plan.dead_letter_port, supervisor)
-    dead_letter_task = asyncio.create_task(dead_letters.serve()) if dead_letters else None
+    dead_letter_task = (
+        asyncio.create_task(_serve_dead_letters(dead_letters, supervisor)) if dead_letters else None
+    )
     try:
         await supervisor.start()
         ready = asyncio.create_task(supervisor.wait_ready(args.ready_timeout))
@@ -216,7 +224,9 @@ async def _supervise(plan: DevPlan, services: DevServices, args: argparse.Namesp
         if not stop.is_set():
             print(
                 "victor dev is running; Ctrl-C stops everything\n"
-                + status_table(plan, supervisor, services.describe()),
+                + status_table(
+                    plan, supervisor, services.describe(), dead_letters is not None and dead_letters.started
+                ),
                 flush=True,
             )
             supervisor.announce_ready = True
@@ -238,13 +248,30 @@ async def _supervise(plan: DevPlan, services: DevServices, args: argparse.Namesp
     return 0
 
 
+class _InProcessServer(uvicorn.Server):
+    """A server inside `victor dev`, which owns SIGINT/SIGTERM: it must not capture them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def _dead_letter_server(port: int | None, supervisor: Supervisor) -> uvicorn.Server | None:
     if port is None:
         return None
     supervisor.widen("dead-letters")
     display = DeadLetterDisplay(lambda line: supervisor.say("dead-letters", line))
     config = uvicorn.Config(display, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    return uvicorn.Server(config)
+    return _InProcessServer(config)
+
+
+async def _serve_dead_letters(server: uvicorn.Server, supervisor: Supervisor) -> None:
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn exits when it cannot bind; victor dev carries on without it
+        supervisor.say(
+            "dead-letters", f"cannot listen on port {server.config.port}; dead letters are dropped"
+        )
 
 
 def _start_pings(

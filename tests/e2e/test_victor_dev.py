@@ -144,7 +144,7 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
             }
             assert rows["broker"] == [broker_url, "ready"]
             assert rows["health"] == [f"http://127.0.0.1:{port_base + 4}", "ready"]
-            assert rows["dead-letters"] == [f"http://127.0.0.1:{port_base + 5}", "in victor dev"]
+            assert rows["dead-letters"] == [f"http://127.0.0.1:{port_base + 5}", "ready (in victor dev)"]
             assert rows["postgres"][1] == rows["redis"][1] == "embedded"
             assert "chat" not in rows
             started = [p.pid for p in psutil.Process(dev.pid).children(recursive=True)]
