@@ -5,13 +5,13 @@ from __future__ import annotations
 import httpx
 
 from functions.health.app import create
-from tests.support.foundation import unique
+from tests.support.foundation import MakeSettings, unique
 from tests.support.servers import running
 
 KEY = "victor-api-key-0123456789"
 
 
-async def test_v1_status_needs_the_key_when_one_is_set(make_settings) -> None:
+async def test_v1_status_needs_the_key_when_one_is_set(make_settings: MakeSettings) -> None:
     async with (
         running(create(make_settings(VICTOR_API_KEY=KEY))) as url,
         httpx.AsyncClient(base_url=url) as client,
@@ -33,7 +33,7 @@ async def test_v1_status_needs_the_key_when_one_is_set(make_settings) -> None:
         assert (await client.get("/v1/status", headers={"x-api-key": KEY})).status_code == 200
 
 
-async def test_probes_metrics_and_events_need_no_key(make_settings) -> None:
+async def test_probes_metrics_and_events_need_no_key(make_settings: MakeSettings) -> None:
     async with (
         running(create(make_settings(VICTOR_API_KEY=KEY))) as url,
         httpx.AsyncClient(base_url=url) as client,
@@ -53,6 +53,6 @@ async def test_probes_metrics_and_events_need_no_key(make_settings) -> None:
         assert KEY not in (await client.get("/metrics")).text
 
 
-async def test_without_a_key_configured_v1_status_is_open(make_settings) -> None:
+async def test_without_a_key_configured_v1_status_is_open(make_settings: MakeSettings) -> None:
     async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/v1/status")).status_code == 200

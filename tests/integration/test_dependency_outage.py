@@ -12,7 +12,7 @@ from common.app import create_app
 from common.cloudevents import from_http
 from common.embedded import EmbeddedRedis
 from functions.health.app import SPEC
-from tests.support.foundation import unique
+from tests.support.foundation import MakeSettings, unique
 from tests.support.servers import running
 
 PING = {
@@ -29,7 +29,7 @@ async def redis_state(client: httpx.AsyncClient) -> tuple[int, str]:
 
 
 async def test_the_function_keeps_serving_while_redis_is_down_and_sees_it_return(
-    make_settings, tmp_path: Path
+    make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     redis = EmbeddedRedis(tmp_path / "private-redis")
     redis.start()

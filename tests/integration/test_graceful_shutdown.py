@@ -9,12 +9,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import Services
 from tests.support.foundation import FakeFunction, clean_env, serving, victor_serve
 from tests.support.servers import running
 
 
 async def test_an_in_flight_request_finishes_after_sigterm_then_the_process_exits_0(
-    services, tmp_path: Path
+    services: Services, tmp_path: Path
 ) -> None:
     # /v1/status waits on the chat function's readiness, which this fake holds open until told.
     chat = FakeFunction(hold=True)

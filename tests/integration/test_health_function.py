@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import httpx
 
@@ -11,7 +12,8 @@ from common.cloudevents import from_http
 from common.embedded import free_port
 from common.settings import load_settings
 from functions.health.app import SPEC, create
-from tests.support.foundation import FakeFunction
+from tests.conftest import Services
+from tests.support.foundation import FakeFunction, MakeSettings
 from tests.support.servers import running
 
 PING_HEADERS = {
@@ -23,7 +25,7 @@ PING_HEADERS = {
 }
 
 
-async def test_probes_answer_when_dependencies_are_up(make_settings) -> None:
+async def test_probes_answer_when_dependencies_are_up(make_settings: MakeSettings) -> None:
     async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health/live")).json() == {"status": "alive"}
         assert (await client.get("/health/startup")).status_code == 200
@@ -36,7 +38,7 @@ async def test_probes_answer_when_dependencies_are_up(make_settings) -> None:
         ]
 
 
-async def test_ping_is_answered_with_one_health_reported_event(make_settings) -> None:
+async def test_ping_is_answered_with_one_health_reported_event(make_settings: MakeSettings) -> None:
     async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         response = await client.post("/", headers=PING_HEADERS, content=b'{"message":"tick"}')
         assert response.status_code == 200
@@ -49,7 +51,7 @@ async def test_ping_is_answered_with_one_health_reported_event(make_settings) ->
         assert from_http(again.headers, again.content, max_bytes=1 << 20).id == reply.id
 
 
-async def test_health_reports_each_dependency_with_state_and_latency(make_settings) -> None:
+async def test_health_reports_each_dependency_with_state_and_latency(make_settings: MakeSettings) -> None:
     async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         response = await client.get("/health")
         assert response.status_code == 200
@@ -67,7 +69,9 @@ async def test_health_reports_each_dependency_with_state_and_latency(make_settin
             assert isinstance(dependency["latency_ms"], float) and dependency["latency_ms"] >= 0
 
 
-async def test_a_missing_required_dependency_makes_readiness_503_but_liveness_200(make_settings) -> None:
+async def test_a_missing_required_dependency_makes_readiness_503_but_liveness_200(
+    make_settings: MakeSettings,
+) -> None:
     # The same function, but declaring that its readiness needs Redis and PostgreSQL.
     spec = dataclasses.replace(SPEC, requires=("redis", "postgres"))
     nobody = f"redis://127.0.0.1:{free_port()}/0"
@@ -88,7 +92,7 @@ async def test_a_missing_required_dependency_makes_readiness_503_but_liveness_20
 
 
 async def test_an_unconfigured_required_dependency_is_reported_and_blocks_readiness(
-    services, tmp_path
+    services: Services, tmp_path: Path
 ) -> None:
     spec = dataclasses.replace(SPEC, requires=("postgres",))
     settings = load_settings({"REDIS_URL": services.redis_url, "WORKSPACE_DIR": str(tmp_path)})
@@ -101,7 +105,7 @@ async def test_an_unconfigured_required_dependency_is_reported_and_blocks_readin
         assert (await client.get("/v1/status")).status_code == 200
 
 
-async def test_v1_status_reports_dependencies_and_other_functions(make_settings) -> None:
+async def test_v1_status_reports_dependencies_and_other_functions(make_settings: MakeSettings) -> None:
     up, down = FakeFunction(status=200), FakeFunction(status=503)
     async with running(up.app()) as up_url, running(down.app()) as down_url:
         settings = make_settings(
@@ -126,13 +130,13 @@ async def test_v1_status_reports_dependencies_and_other_functions(make_settings)
     assert all(c["latency_ms"] >= 0 for c in report["components"])
 
 
-async def test_openapi_schema_lists_the_routes(make_settings) -> None:
+async def test_openapi_schema_lists_the_routes(make_settings: MakeSettings) -> None:
     async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         schema = (await client.get("/schema/openapi.json")).json()
     assert {"/v1/status", "/health", "/"} <= set(schema["paths"])
 
 
-async def test_unknown_routes_and_methods_get_json_errors(make_settings) -> None:
+async def test_unknown_routes_and_methods_get_json_errors(make_settings: MakeSettings) -> None:
     async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         missing = await client.get("/v2/nothing")
         assert (missing.status_code, missing.json()["error"]) == (404, "not_found")

@@ -6,7 +6,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from functions.health.app import create
-from tests.support.foundation import unique
+from tests.support.foundation import MakeSettings, unique
 from tests.support.servers import running
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -32,7 +32,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-async def test_requests_errors_durations_events_and_cache_ratio_are_exposed(make_settings) -> None:
+async def test_requests_errors_durations_events_and_cache_ratio_are_exposed(
+    make_settings: MakeSettings,
+) -> None:
     app = create(make_settings())
     async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
         before = await scrape(client)

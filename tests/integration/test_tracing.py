@@ -6,7 +6,7 @@ import httpx
 
 from common.cloudevents import from_http
 from functions.health.app import create
-from tests.support.foundation import FakeFunction, unique
+from tests.support.foundation import FakeFunction, MakeSettings, unique
 from tests.support.servers import running
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -24,7 +24,9 @@ def trace_id(traceparent: str) -> str:
     return trace
 
 
-async def test_a_ping_with_a_traceparent_extension_gets_a_reply_in_the_same_trace(make_settings) -> None:
+async def test_a_ping_with_a_traceparent_extension_gets_a_reply_in_the_same_trace(
+    make_settings: MakeSettings,
+) -> None:
     peer = FakeFunction()
     async with running(peer.app()) as peer_url:
         settings = make_settings(VICTOR_TOOLS_URL=peer_url)
@@ -49,7 +51,7 @@ async def test_a_ping_with_a_traceparent_extension_gets_a_reply_in_the_same_trac
 
 
 async def test_a_ping_with_only_an_http_traceparent_header_gets_a_reply_in_the_same_trace(
-    make_settings,
+    make_settings: MakeSettings,
 ) -> None:
     async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         response = await client.post(
@@ -60,7 +62,7 @@ async def test_a_ping_with_only_an_http_traceparent_header_gets_a_reply_in_the_s
     assert trace_id(reply.extensions["traceparent"]) == TRACE_ID
 
 
-async def test_a_ping_without_trace_context_starts_a_new_trace(make_settings) -> None:
+async def test_a_ping_without_trace_context_starts_a_new_trace(make_settings: MakeSettings) -> None:
     async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         first = await client.post("/", headers={**PING, "ce-id": unique("trace-none")})
         second = await client.post("/", headers={**PING, "ce-id": unique("trace-none")})
@@ -72,7 +74,7 @@ async def test_a_ping_without_trace_context_starts_a_new_trace(make_settings) ->
     assert TRACE_ID not in traces
 
 
-async def test_v1_status_carries_the_callers_trace_to_other_functions(make_settings) -> None:
+async def test_v1_status_carries_the_callers_trace_to_other_functions(make_settings: MakeSettings) -> None:
     tools, chat = FakeFunction(), FakeFunction()
     async with running(tools.app()) as tools_url, running(chat.app()) as chat_url:
         settings = make_settings(VICTOR_TOOLS_URL=tools_url, VICTOR_CHAT_URL=chat_url)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,10 @@ import httpx
 from litestar import Litestar, Request, Response, get
 
 from common.embedded import free_port
+from common.settings import Settings
+
+# The type of the `make_settings` fixture in tests/conftest.py.
+MakeSettings = Callable[..., Settings]
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
