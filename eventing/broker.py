@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
 import msgspec
 import redis.asyncio as redis
 from prometheus_client import Counter, Histogram
@@ -27,7 +26,7 @@ from common import metrics
 from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc3339
 from common.function import Answer, error_answer
 from eventing.broker_settings import BrokerSettings
-from eventing.delivery import DeliveryResult, DeliverySpec, dead_letter, deliver
+from eventing.delivery import DeliveryResult, DeliverySpec, SubscriberClient, dead_letter, deliver
 from eventing.triggers import BrokerConfig, Trigger
 
 log = logging.getLogger(__name__)
@@ -295,13 +294,7 @@ class Broker:
         self.client = client
         self.stream = EventStream(client, settings.stream)
         self.max_event_bytes = max_event_bytes
-        self.http = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=settings.workers * max(1, len(self.triggers)),
-                max_keepalive_connections=settings.workers * max(1, len(self.triggers)),
-            ),
-            timeout=httpx.Timeout(settings.default_timeout),
-        )
+        self.http = SubscriberClient(max_idle_per_origin=settings.workers * max(1, len(self.triggers)))
         self.dispatchers = [TriggerDispatcher(self, t, self._delivery_of(t)) for t in self.triggers]
         self._tasks: list[asyncio.Task[None]] = []
 

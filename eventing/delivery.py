@@ -17,8 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import httpx
+from urllib.parse import urlsplit
 
 from common.cloudevents import CloudEvent, CloudEventError, from_http, is_cloudevent, to_binary
 
@@ -134,39 +133,169 @@ class DeliveryResult:
         return self.last.succeeded
 
 
+class TransportError(Exception):
+    """A POST got no usable HTTP answer (refused, reset, timed out, malformed)."""
+
+
+@dataclass
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+    netloc: str
+
+
+class SubscriberClient:
+    """HTTP/1.1 POSTs with keep-alive connections per origin, over plain asyncio streams.
+
+    The broker POSTs thousands of small events a second to a handful of
+    subscribers. httpx's pool scans every pooled connection on each request,
+    which measured ~28 ms per event at 64 concurrent deliveries on two cores;
+    this client pops an idle connection from a per-origin list instead.
+    """
+
+    def __init__(self, *, max_idle_per_origin: int = 256, max_header_bytes: int = 64 * 1024) -> None:
+        self.max_idle = max_idle_per_origin
+        self.max_header_bytes = max_header_bytes
+        self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._origins: dict[str, tuple[_Origin, str]] = {}
+
+    def _origin(self, url: str) -> tuple[_Origin, str]:
+        known = self._origins.get(url)
+        if known is None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise TransportError(f"cannot POST to {url!r}: not an http(s) URL")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            known = (_Origin(parts.scheme, parts.hostname, port, parts.netloc), target)
+            self._origins[url] = known
+        return known
+
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout: float | None, max_body: int
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Status, lower-cased headers and body of one POST; `TransportError` when there is no answer."""
+        origin, target = self._origin(url)
+        key = (origin.scheme, origin.host, origin.port)
+        lines = [f"POST {target} HTTP/1.1", f"host: {origin.netloc}", f"content-length: {len(body)}"]
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    reused, (reader, writer) = await self._connection(key, origin)
+                    try:
+                        writer.write(request)
+                        status, response_headers, content, keep = await self._response(reader, max_body)
+                        break
+                    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                        writer.close()
+                        # A kept-alive connection the server closed meanwhile: try once on a fresh one.
+                        if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                            raise
+                    except BaseException:
+                        writer.close()
+                        raise
+        except TimeoutError:
+            raise TransportError(f"no answer within {timeout}s") from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        if keep and len(self._idle.setdefault(key, [])) < self.max_idle:
+            self._idle[key].append((reader, writer))
+        else:
+            writer.close()
+        return status, response_headers, content
+
+    async def _connection(
+        self, key: tuple[str, str, int], origin: _Origin
+    ) -> tuple[bool, tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        idle = self._idle.get(key)
+        while idle:
+            reader, writer = idle.pop()
+            if not writer.is_closing() and not reader.at_eof():
+                return True, (reader, writer)
+            writer.close()
+        opened = await asyncio.open_connection(
+            origin.host, origin.port, ssl=origin.scheme == "https", limit=self.max_header_bytes
+        )
+        return False, opened
+
+    @staticmethod
+    async def _response(
+        reader: asyncio.StreamReader, max_body: int
+    ) -> tuple[int, dict[str, str], bytes, bool]:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+            version, _, rest = status_line.partition(" ")
+            status = int(rest[:3])
+            if status >= 200 or status == 101:
+                break  # 1xx interim answers (100 Continue) come before the real one
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
+        keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        if status in (204, 304):
+            return status, headers, b"", keep
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            chunks = bytearray()
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+                if size == 0:
+                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                        pass  # trailers
+                    break
+                if len(chunks) + size > max_body:
+                    raise ValueError(f"the answer is larger than {max_body} bytes")
+                chunks += (await reader.readexactly(size + 2))[:-2]
+            return status, headers, bytes(chunks), keep
+        if "content-length" in headers:
+            length = int(headers["content-length"])
+            if length > max_body:
+                raise ValueError(f"the answer is larger than {max_body} bytes")
+            return status, headers, await reader.readexactly(length), keep
+        content = await reader.read(max_body + 1)  # no length: the body ends when the server closes
+        return status, headers, content, False
+
+    async def aclose(self) -> None:
+        for connections in self._idle.values():
+            for _, writer in connections:
+                writer.close()
+        self._idle.clear()
+
+
 async def attempt(
-    http: httpx.AsyncClient, url: str, event: CloudEvent, timeout: float | None, max_reply_bytes: int
+    client: SubscriberClient, url: str, event: CloudEvent, timeout: float | None, max_reply_bytes: int
 ) -> Attempt:
     """POST `event` once in binary mode asking for a reply; never raises for HTTP or network trouble."""
     headers, body = to_binary(event)
     headers["prefer"] = "reply"
     try:
-        response = await http.post(url, headers=headers, content=body, timeout=timeout)
-    except httpx.TimeoutException as exc:
-        return Attempt(
-            NETWORK_ERROR_STATUS, f"dispatch error: {type(exc).__name__} after {timeout}s".encode()
+        status, response_headers, content = await client.post(
+            url, headers, body, timeout=timeout, max_body=max_reply_bytes
         )
-    except httpx.HTTPError as exc:
-        return Attempt(NETWORK_ERROR_STATUS, f"dispatch error: {type(exc).__name__}: {exc}".encode())
-    content = response.content
-    if not 200 <= response.status_code < 300:
-        return Attempt(response.status_code, content)
-    response_headers = dict(response.headers)
+    except TransportError as exc:
+        return Attempt(NETWORK_ERROR_STATUS, f"dispatch error: {exc}".encode())
+    if not 200 <= status < 300:
+        return Attempt(status, content)
     if is_cloudevent(response_headers):
         try:
             reply = from_http(response_headers, content, max_bytes=max_reply_bytes)
         except CloudEventError as exc:
             message = f"the reply is not a valid CloudEvent: {exc.message}"
             return Attempt(NOT_A_CLOUDEVENT_STATUS, message.encode())
-        return Attempt(response.status_code, content, reply)
+        return Attempt(status, content, reply)
     if content:
         # Knative: a response MUST be empty or a valid CloudEvent; anything else is a 502.
         return Attempt(NOT_A_CLOUDEVENT_STATUS, content)
-    return Attempt(response.status_code, b"")
+    return Attempt(status, b"")
 
 
 async def deliver(
-    http: httpx.AsyncClient,
+    client: SubscriberClient,
     url: str,
     event: CloudEvent,
     spec: DeliverySpec,
@@ -176,7 +305,7 @@ async def deliver(
     """Send `event` to `url`, retrying as `spec` says; returns the last attempt."""
     retries = 0
     while True:
-        last = await attempt(http, url, event, spec.timeout, max_reply_bytes)
+        last = await attempt(client, url, event, spec.timeout, max_reply_bytes)
         if last.succeeded or not is_retryable(last.status) or retries >= spec.retry:
             return DeliveryResult(url, last, retries + 1)
         retries += 1

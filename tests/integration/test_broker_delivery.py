@@ -137,7 +137,7 @@ async def test_unreachable_subscriber_is_retried_then_dead_lettered_as_a_dispatc
     assert dead.event.extensions["knativeerrordest"] == dead_url
     assert dead.event.extensions["knativeerrorcode"] == "500"
     assert base64.b64decode(dead.event.extensions["knativeerrordata"]).startswith(
-        b"dispatch error: ConnectError"
+        b"dispatch error: ConnectionRefusedError"
     )
 
 
