@@ -397,6 +397,18 @@ def reference_problems(resources: list[Resource]) -> Iterator[tuple[Resource, st
             yield from check(resource, (spec.get("sink") or {}).get("ref"), "spec.sink.ref")
 
 
+def configmap_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """The API server refuses non-string ConfigMap data (YAML turns `true` and `10` into other types)."""
+    for key, value in (body.get("data") or {}).items():
+        if not isinstance(value, str):
+            yield "configmap-string", f"data.{key} is {type(value).__name__} {value!r}; quote it as a string"
+
+
+def secret_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    if body.get("data") or body.get("stringData"):
+        yield "no-secret-values", "Secret values never go in the repository; create the Secret out of band"
+
+
 def broker_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
     yield from delivery_problems((body.get("spec") or {}).get("delivery"), "spec.delivery")
 
@@ -407,6 +419,8 @@ KIND_RULES: dict[tuple[str, str], KindRules] = {
     ("eventing.knative.dev", "Trigger"): trigger_problems,
     ("sources.knative.dev", "PingSource"): pingsource_problems,
     ("eventing.knative.dev", "Broker"): broker_problems,
+    ("", "ConfigMap"): configmap_problems,
+    ("", "Secret"): secret_problems,
 }
 
 

@@ -45,6 +45,8 @@ def test_stores_have_healthchecks_and_volumes(compose: dict[str, Any]) -> None:
 def test_functions_and_broker_wait_for_healthy_stores(compose: dict[str, Any], name: str) -> None:
     service = services(compose)[name]
     assert service["command"] == ["serve", name]
+    assert service["image"] == "victor-functions:${VICTOR_VERSION:-0.1.0}"
+    assert service["build"]["context"] == "."
     assert service["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}

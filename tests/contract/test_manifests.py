@@ -352,6 +352,12 @@ BROKEN: list[tuple[str, tuple[str, str, str], Change, str]] = [
         "dangling-ref: spec.subscriber.ref names Service/victor-chatt, which is not in the build",
     ),
     (
+        "configmap-not-string",
+        ("configmap.yaml", "ConfigMap", "victor-config"),
+        lambda c: c["data"].__setitem__("VICTOR_DEBUG", False),
+        "ConfigMap/victor-config: configmap-string: data.VICTOR_DEBUG is bool False; quote it as a string",
+    ),
+    (
         "backoff-delay",
         ("broker.yaml", "Broker", "default"),
         lambda b: b["spec"]["delivery"].__setitem__("backoffDelay", "500ms"),
@@ -373,6 +379,21 @@ def test_broken_copy_is_rejected_with_one_line_naming_file_object_and_rule(
     assert len(matching) == 1, errors
     assert matching[0].startswith(f"{knative / 'base' / file} ({knative / 'base'}): {kind}/{name}: ")
     assert errors[-1].startswith("validate: ") and "problem(s) in 1 build(s)" in errors[-1]
+
+
+def test_a_secret_with_values_is_rejected(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: victor-secrets, namespace: victor}\n"
+        "stringData: {ANTHROPIC_API_KEY: sk-test}\n"
+    )
+    status, errors, _ = validate(secret)
+    assert status == 1
+    assert errors[0] == (
+        f"{secret}: Secret/victor-secrets: no-secret-values: "
+        "Secret values never go in the repository; create the Secret out of band"
+    )
+    assert "sk-test" not in "\n".join(errors)
 
 
 def test_a_patch_for_a_missing_object_fails_the_overlay_build(tmp_path: Path) -> None:
