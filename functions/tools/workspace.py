@@ -22,8 +22,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +163,12 @@ class Workspace:
                 last = index == len(parts) - 1
                 step_flags = flags if last else _DIR_FLAGS
                 next_fd = self._step(
-                    fd, parts[: index + 1], step_flags, rel, create_dir=create_dirs and not last, mode=mode
+                    fd,
+                    parts[: index + 1],
+                    step_flags,
+                    rel,
+                    create_dir=create_dirs and (not last or step_flags == _DIR_FLAGS),
+                    mode=mode,
                 )
                 os.close(fd)
                 fd = -1
@@ -222,7 +228,13 @@ class Workspace:
         return FileContent(rel, len(data), data.decode("utf-8"))
 
     def write(self, path: str, data: bytes) -> str:
-        """Create or replace a regular file inside the root (parents created); returns its relative path."""
+        """Create or replace a regular file inside the root (parents created); returns its relative path.
+
+        The bytes go to a temporary file beside the target, which is then renamed over it, so a
+        crash never leaves a half-written file. Both happen relative to a verified descriptor of
+        the parent directory, and a rename replaces a directory entry without following it, so
+        a symlink swapped in at the last moment is replaced, never written through.
+        """
         rel = self.relative(path)
         if rel == ".":
             raise WorkspaceError("is_directory", "the workspace root is a directory, not a file")
@@ -230,22 +242,66 @@ class Workspace:
             raise WorkspaceError(
                 "too_large", f"{len(data)} bytes is over the {self.max_file_size}-byte limit"
             )
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = self._open(rel, flags, create_dirs=True)
+        parent, _, name = rel.rpartition("/")
+        dir_fd = self._open(parent or ".", _DIR_FLAGS, create_dirs=True)
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise WorkspaceError("special_file", f"{rel!r} is not a regular file")
-            os.ftruncate(fd, 0)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            dir_fd, name = self._write_target(dir_fd, name, rel)
+            existing = self._existing_mode(dir_fd, name, rel)
+            temporary = f".{name[:200]}.{uuid.uuid4().hex[:12]}.victor-tmp"
+            try:
+                fd = os.open(
+                    temporary,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    existing if existing is not None else 0o644,
+                    dir_fd=dir_fd,
+                )
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(temporary, dir_fd=dir_fd)
+                raise
         except OSError as exc:
             raise _os_error(exc, rel) from None
         finally:
-            os.close(fd)
+            os.close(dir_fd)
         return rel
+
+    def _write_target(self, dir_fd: int, name: str, rel: str) -> tuple[int, str]:
+        """The directory and name to write: a symlink inside the root is written through to its target."""
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return dir_fd, name
+        if not stat.S_ISLNK(info.st_mode):
+            return dir_fd, name
+        target = os.path.realpath(os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), name))
+        if not self.contains(target):
+            raise WorkspaceError(
+                "outside_workspace", f"{rel!r} is a symlink that leads outside the workspace"
+            )
+        target_dir = os.open(os.path.dirname(target), _DIR_FLAGS)
+        self._verify(target_dir, rel)
+        os.close(dir_fd)
+        return target_dir, os.path.basename(target)
+
+    def _existing_mode(self, dir_fd: int, name: str, rel: str) -> int | None:
+        """The permission bits of the file being replaced (kept), or None for a new file."""
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(info.st_mode):
+            raise WorkspaceError("is_directory", f"{rel!r} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise WorkspaceError("special_file", f"{rel!r} is not a regular file")
+        return stat.S_IMODE(info.st_mode)
 
 
 def read_all(fd: int, limit: int) -> bytes:

@@ -158,3 +158,23 @@ def test_reciprocal_rank_fusion_adds_one_over_k_plus_rank() -> None:
     assert fused == pytest.approx(
         [1 / (RRF_K + 2) + 1 / (RRF_K + 1), 1 / (RRF_K + 2), 1 / (RRF_K + 1) + 1 / (RRF_K + 3)]
     )
+
+
+def test_writes_replace_files_whole_keep_their_mode_and_go_through_inside_symlinks(tmp_path: Path) -> None:
+    (tmp_path / "run.sh").write_text("old")
+    (tmp_path / "run.sh").chmod(0o750)
+    (tmp_path / "real.txt").write_text("old")
+    (tmp_path / "alias.txt").symlink_to("real.txt")
+    ws = Workspace(tmp_path, max_file_size=100)
+    ws.write("run.sh", b"new")
+    ws.write("alias.txt", b"through the link")
+    ws.write("a/b/c.txt", b"deep")
+    assert (tmp_path / "run.sh").read_text() == "new"
+    assert (tmp_path / "run.sh").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "alias.txt").is_symlink()
+    assert (tmp_path / "real.txt").read_text() == "through the link"
+    assert (tmp_path / "a/b/c.txt").read_text() == "deep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "alias.txt", "real.txt", "run.sh"]
+    with pytest.raises(WorkspaceError) as refused:
+        ws.write("a", b"x")
+    assert refused.value.code == "is_directory"
