@@ -69,7 +69,9 @@ async def test_victor_tools_commands_talk_to_victor_serve(services, tmp_path: Pa
                 victor, client_env, "run", "read_file", "--args", '{"path": "docs/guide.txt", "offset": 3}'
             ),
             asyncio.to_thread(victor, client_env, "run", "read_file", "--args", '{"path": "../x"}'),
-            asyncio.to_thread(victor, client_env, "select", "show the commit history", "-k", "2"),
+            asyncio.to_thread(
+                victor, client_env, "select", "show the commit history", "-k", "2", "--strategy", "keyword"
+            ),
             asyncio.to_thread(victor, client_env, "run", "nope"),
         )
     assert listed.returncode == 0 and listed.stdout.splitlines()[0].startswith("read_file ")
