@@ -147,7 +147,10 @@ class EnvReader:
         used, value = self.raw(name, *aliases)
         if not value:
             return None
-        parts = urlsplit(value.strip())
+        try:
+            parts = urlsplit(value.strip())
+        except ValueError:  # for example an unclosed IPv6 bracket
+            raise SettingsError(used, f"is not a valid URL; expected a {'/'.join(schemes)} URL") from None
         try:
             parts.port  # noqa: B018 - validates the port
         except ValueError:

@@ -99,6 +99,10 @@ class Store:
                 )
             except (OSError, asyncpg.PostgresError) as exc:
                 raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+            except asyncpg.InterfaceError as exc:  # e.g. a bad sslmode; asyncpg's text names the option only
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+            except ValueError as exc:  # a DSN asyncpg cannot parse; its text may quote the DSN, so not shown
+                raise StoreUnavailable("cannot connect to PostgreSQL: DATABASE_URL cannot be parsed") from exc
         return self._pool
 
     async def ping(self) -> None:

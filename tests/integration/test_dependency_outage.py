@@ -71,3 +71,20 @@ async def test_the_function_keeps_serving_while_redis_is_down_and_sees_it_return
             assert await runtime.cache.get("outage:key") == b"kept"
     finally:
         redis.stop()
+
+
+async def test_a_database_url_asyncpg_refuses_is_reported_not_a_crash(make_settings: MakeSettings) -> None:
+    # Valid as a URL, so settings accept it; asyncpg refuses the option only when it connects.
+    settings = make_settings(
+        DATABASE_URL="postgresql://victor:pw-not-shown@127.0.0.1:5432/victor?sslmode=sometimes"
+    )
+    async with running(create_app(SPEC, settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        health = (await client.get("/health")).json()
+        postgres = next(d for d in health["dependencies"] if d["name"] == "postgres")
+        assert postgres["state"] == "down"
+        assert postgres["error"].startswith(
+            "cannot connect to PostgreSQL: `sslmode` parameter must be one of"
+        )
+        ping = await client.post("/", headers={**PING, "ce-id": unique("bad-dsn")})
+        assert (ping.status_code, ping.json()["error"]) == (503, "store_unavailable")
+        assert "pw-not-shown" not in ping.text + str(health)

@@ -42,6 +42,12 @@ def test_defaults_are_the_documented_ones() -> None:
         ({"REDIS_URL": "http://cache:6379"}, "REDIS_URL", "redis or rediss or unix"),
         ({"REDIS_URL": "redis://cache:port/0"}, "REDIS_URL", "invalid port"),
         ({"REDIS_URL": "redis://"}, "REDIS_URL", "with a host"),
+        (
+            {"REDIS_URL": "redis://[::1/0"},
+            "REDIS_URL",
+            "is not a valid URL; expected a redis/rediss/unix URL",
+        ),
+        ({"DATABASE_URL": "postgresql://u:pw@[::1/db"}, "DATABASE_URL", "is not a valid URL"),
         ({"DATABASE_URL": "mysql://db/victor"}, "DATABASE_URL", "postgresql or postgres"),
         ({"VICTOR_DEBUG": "maybe"}, "VICTOR_DEBUG", "true, false, 1, 0, yes, no, on, off"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
