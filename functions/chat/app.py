@@ -6,23 +6,25 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 from litestar import Litestar, MediaType, Response, get, post
-from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.response import Stream
 
 from common.app import create_app
-from common.function import FunctionSpec, Runtime, TransientFailure, Unconfigured
+from common.function import FunctionSpec, Runtime, Unconfigured
 from common.settings import Settings, get_settings
 from eventing.events import CHAT_REQUESTED, TOOLS_COMPLETED
 from functions.chat.conversation_store import ConversationView
 from functions.chat.handlers import (
     ChatBody,
+    ChatRejected,
     ChatRun,
     failure_status,
     loop_of,
     on_chat_requested,
     on_tools_completed,
+    sse_frame,
+    start_chat,
 )
 from functions.chat.loop import ChatLoop
 from functions.chat.providers import build_provider
@@ -40,35 +42,26 @@ from functions.chat.settings import UNCONFIGURED_MESSAGE, ChatSettings, load_cha
 async def chat(data: ChatBody, runtime: Runtime) -> Any:
     """The final answer with the tool calls made and the usage; with `stream: true`, SSE events
     `text`, `tool_call`, `tool_result`, then `done` (the same JSON as the plain answer) or `error`."""
-    loop = loop_of(runtime)
-    if loop.provider is None:
-        raise ServiceUnavailableException(UNCONFIGURED_MESSAGE)
-    if data.conversation_id is not None and not await loop.conversations.exists(data.conversation_id):
-        raise NotFoundException(
-            f"conversation {data.conversation_id} does not exist; omit conversation_id to start one"
-        )
-    run = ChatRun(runtime, data)
     try:
-        await run.start()
-    except TransientFailure as exc:
-        raise ServiceUnavailableException(str(exc)) from exc
+        run = await start_chat(runtime, data)
+    except ChatRejected as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.message) from exc
+    headers = {"x-conversation-id": run.conversation_id, "x-request-id": run.request_id}
     if data.stream:
-        return ServerSentEvent(_events(run), headers={"x-conversation-id": run.conversation_id})
+        return Stream(
+            _frames(run), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
+        )
     final = await run.outcome()
-    status = 200 if final.kind == "done" else failure_status(final.data)
-    if status != 200:
-        raise HTTPException(status_code=status, detail=str(final.data.get("error")), extra=final.data)
-    return Response(
-        final.data,
-        status_code=200,
-        media_type=MediaType.JSON,
-        headers={"x-conversation-id": run.conversation_id},
-    )
+    if final.kind != "done":
+        raise HTTPException(
+            status_code=failure_status(final.data), detail=str(final.data.get("error")), extra=final.data
+        )
+    return Response(final.data, status_code=200, media_type=MediaType.JSON, headers=headers)
 
 
-async def _events(run: ChatRun) -> AsyncIterator[ServerSentEventMessage]:
+async def _frames(run: ChatRun) -> AsyncIterator[bytes]:
     async for message in run.progress():
-        yield ServerSentEventMessage(event=message.kind, data=msgspec.json.encode(message.data).decode())
+        yield sse_frame(message)
 
 
 @get("/v1/conversations/{conversation_id:str}")

@@ -28,6 +28,7 @@ from eventing.events import CHAT_REQUESTED, CONVERSATION_ID, TOOLS_COMPLETED, TO
 from eventing.tools_events import ToolResult, ToolsCompleted, ToolsRequested
 from functions.chat import streaming
 from functions.chat.loop import ChatLoop
+from functions.chat.settings import UNCONFIGURED_MESSAGE
 
 log = logging.getLogger(__name__)
 # How often a waiter with no news checks the store (covers lost pub/sub messages and Redis outages).
@@ -199,3 +200,34 @@ class ChatRun:
 
 def failure_status(data: dict[str, Any]) -> int:
     return FAILURE_STATUS.get(str(data.get("code")), 504 if data.get("code") == "wait_timeout" else 502)
+
+
+class ChatRejected(Exception):
+    """POST /v1/chat cannot start: `status` and a one-line `message` for the caller."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def start_chat(runtime: Runtime, body: ChatBody) -> ChatRun:
+    """Check the request and start its loop; raises `ChatRejected` (503 unconfigured, 404, 503 broker)."""
+    loop = loop_of(runtime)
+    if loop.provider is None:
+        raise ChatRejected(503, UNCONFIGURED_MESSAGE)
+    if body.conversation_id is not None and not await loop.conversations.exists(body.conversation_id):
+        raise ChatRejected(
+            404, f"conversation {body.conversation_id} does not exist; omit conversation_id to start one"
+        )
+    run = ChatRun(runtime, body)
+    try:
+        await run.start()
+    except TransientFailure as exc:
+        raise ChatRejected(503, str(exc)) from exc
+    return run
+
+
+def sse_frame(message: streaming.StreamMessage) -> bytes:
+    """One Server-Sent Event: the message kind as the event name, its JSON as the data."""
+    return b"event: " + message.kind.encode() + b"\ndata: " + msgspec.json.encode(message.data) + b"\n\n"

@@ -205,9 +205,13 @@ def provider_error(exc: openai.APIError) -> ProviderError:
         return ProviderError(0, f"cannot reach the OpenAI-compatible server: {exc.message}", retryable=True)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
+        detail = exc.message
+        # The SDK keeps the body's `error` object; its message is the server's own words.
+        if isinstance(exc.body, dict) and isinstance(exc.body.get("message"), str):
+            detail = exc.body["message"]
         return ProviderError(
             status,
-            f"the OpenAI-compatible server answered {status}: {exc.message}",
+            f"the OpenAI-compatible server answered {status}: {detail}",
             retryable=is_retryable_status(status),
             retry_after=retry_after_seconds(exc.response.headers),
         )
