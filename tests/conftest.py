@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,9 +28,11 @@ class Services:
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+def services() -> Iterator[Services]:
     """PostgreSQL and Redis for the whole run: the configured URLs, else embedded servers."""
-    root = tmp_path_factory.mktemp("services")
+    # Not under pytest's temp root: each pytest run resets that to mode 0700, and as root pgserver
+    # runs PostgreSQL as its own user, which then could not reach a data directory inside it.
+    root = Path(tempfile.mkdtemp(prefix="victor-test-services-"))
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     database_url = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
@@ -46,6 +50,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     finally:
         for server in reversed(started):
             server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
