@@ -11,6 +11,7 @@ so a dot product is the cosine similarity.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import threading
 from typing import Any, Protocol
@@ -98,9 +99,8 @@ class LocalEmbedder:
     def available(self) -> bool:
         if self._failed is not None:
             return False
-        try:
-            import sentence_transformers  # noqa: F401
-        except ImportError:
+        # find_spec, not import: importing torch takes seconds and must not block the event loop.
+        if importlib.util.find_spec("sentence_transformers") is None:
             self._failed = "sentence-transformers is not installed"
             return False
         return True
