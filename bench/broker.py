@@ -37,6 +37,7 @@ import msgspec
 
 from bench.support import (
     PYTHON,
+    cpu_seconds,
     free_port,
     percentile,
     print_header,
@@ -307,8 +308,10 @@ def _measure(
             broker_port,
             directory,
             "/health/ready",
-        ),
+        ) as broker,
     ):
+        assert broker.process is not None
+        pid = broker.process.pid
         # Warm-up: connections, imports, the Redis stream and consumer groups.
         run_load(broker_port, "/victor/default", connections=4, events=500, seconds=5)
         wait_for_sink(sink_port, 500, 20)
@@ -330,10 +333,12 @@ def _measure(
         }
 
         _http(sink_port, "DELETE", "/stats")
+        cpu_before = cpu_seconds(pid)
         saturated = run_load(
             broker_port, "/victor/default", connections=connections, events=10**9, seconds=seconds
         )
         latencies, last = wait_for_sink(sink_port, saturated.sent, 60)
+        cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, len(latencies))
         through = len(latencies) / (last - saturated.first_sent) if latencies else 0.0
         rows.append(
             [
@@ -350,6 +355,7 @@ def _measure(
             "p50_ms": percentile(latencies, 0.5) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000,
             "lost": saturated.sent - len(latencies),
+            "broker_cpu_ms_per_event": cpu_ms,
         }
         for rate in rates:
             _http(sink_port, "DELETE", "/stats")
@@ -376,6 +382,11 @@ def _measure(
             )
             figures[f"paced_{int(rate)}"] = {"events_per_s": through, "p50_ms": p50, "p99_ms": p99}
     print(table(["run", "events/s", "p50 ms", "p99 ms", "errors/lost"], rows))
+    cpu_ms = figures["saturated"]["broker_cpu_ms_per_event"]
+    print(
+        f"\nbroker CPU per event (ingress + 2 deliveries + reply): {cpu_ms:.2f} ms "
+        f"= {1000 / cpu_ms:,.0f} events per broker CPU-second"
+    )
     print(
         f"\ngoal: >= {GOAL_EVENTS_PER_SECOND:,} events/s with p99 < {GOAL_P99_MS:.0f} ms end to end "
         f"(direct = one HTTP hop; the broker path is ingress + 2 deliveries + 1 reply hop)"

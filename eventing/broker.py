@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import redis.asyncio as redis
@@ -39,6 +39,7 @@ _REDIS_RETRY_SECONDS = 1.0
 _TRIM_INTERVAL_SECONDS = 5.0
 _BLOCK_MS = 1000
 _FIELD = b"e"
+T = TypeVar("T")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(CloudEvent)
 
@@ -63,6 +64,46 @@ delivery_duration = Histogram(
 )
 
 
+class Coalescer(Generic[T]):
+    """Hands every item submitted while a flush is in flight to the next flush, in one call.
+
+    Under load many ingress requests (or settled deliveries) wait on Redis at
+    once; one pipelined round trip for all of them costs far less than one each.
+    `submit` returns when the flush holding its item succeeded, and raises what it raised.
+    """
+
+    def __init__(self, flush: Callable[[list[T]], Awaitable[None]]) -> None:
+        self._flush = flush
+        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, done))
+        if not self._running:
+            self._running = True
+            self._task = asyncio.create_task(self._drain(), name="redis batch")
+        await done
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._flush([item for item, _ in batch])
+                except Exception as exc:  # every waiter learns the outcome of its own flush
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._running = False
+
+
 def _stream_id(value: bytes | str) -> tuple[int, int]:
     text = value.decode() if isinstance(value, bytes) else value
     milliseconds, _, sequence = text.partition("-")
@@ -79,10 +120,18 @@ class EventStream:
     def __init__(self, client: redis.Redis, key: str) -> None:
         self.client = client
         self.key = key
+        self._appends: Coalescer[bytes] = Coalescer(self._append_all)
+        self._acks: dict[str, Coalescer[str]] = {}
 
-    async def append(self, event: CloudEvent) -> str:
-        entry_id = await self.client.xadd(self.key, {_FIELD: _encoder.encode(event)})
-        return _text(entry_id)
+    async def append(self, event: CloudEvent) -> None:
+        """Add an event; durable in Redis once this returns."""
+        await self._appends.submit(_encoder.encode(event))
+
+    async def _append_all(self, payloads: list[bytes]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for payload in payloads:
+                pipe.xadd(self.key, {_FIELD: payload})
+            await pipe.execute()
 
     async def ensure_group(self, group: str) -> None:
         """Create the group at the stream's end (a new Trigger sees events from now on), or keep it."""
@@ -140,8 +189,19 @@ class EventStream:
         return _text(reply[0]), self._decode([entry for entry in reply[1] if entry is not None])
 
     async def ack(self, group: str, *entry_ids: str) -> None:
-        if entry_ids:
+        """Acknowledge entries of `group` (batched with concurrent acknowledgements of the group)."""
+        if not entry_ids:
+            return
+        if len(entry_ids) > 1:
             await self.client.xack(self.key, group, *entry_ids)
+            return
+        coalescer = self._acks.get(group)
+        if coalescer is None:
+            coalescer = self._acks[group] = Coalescer(lambda ids: self._ack_all(group, ids))
+        await coalescer.submit(entry_ids[0])
+
+    async def _ack_all(self, group: str, entry_ids: list[str]) -> None:
+        await self.client.xack(self.key, group, *entry_ids)
 
     async def trim(self) -> None:
         """Drop entries every group has settled: below each group's oldest pending or last-read entry."""

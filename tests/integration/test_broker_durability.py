@@ -92,3 +92,24 @@ async def test_an_event_is_delivered_once_to_each_matching_trigger(make_settings
         await settled(broker)
     assert sorted(r.event.id for r in one.received) == sorted(f"fan-{n}" for n in range(20))
     assert sorted(r.event.id for r in two.received) == sorted(f"fan-{n}" for n in range(20))
+
+
+async def test_settled_entries_are_trimmed_from_the_stream(make_settings, tmp_path) -> None:
+    one, two = Subscriber(), Subscriber()
+    async with (
+        running(one) as one_url,
+        running(two) as two_url,
+        mesh(
+            make_settings(),
+            tmp_path,
+            broker_manifest(),
+            trigger_manifest("a", one_url),
+            trigger_manifest("b", two_url),
+        ) as (ingress, broker),
+    ):
+        await publish(ingress, *(event(id=f"trim-{n}") for n in range(10)))
+        await settled(broker)
+        assert await broker.client.xlen(broker.stream.key) == 10
+        await broker.stream.trim()
+        # Everything below the groups' last-read entry goes; that entry is kept as the floor.
+        assert await broker.client.xlen(broker.stream.key) == 1

@@ -111,3 +111,17 @@ async def test_broker_serves_health_and_metrics(make_settings, tmp_path) -> None
         assert (await client.post(ingress, headers=headers, content=body)).status_code == 202
         exposition = (await client.get(base + "/metrics")).text
         assert 'victor_broker_events_total{broker="/victor/default",outcome="accepted"}' in exposition
+
+
+async def test_an_event_over_the_size_limit_is_413(make_settings, tmp_path) -> None:
+    async with (
+        mesh(make_settings(VICTOR_MAX_EVENT_BYTES="1KB"), tmp_path, broker_manifest()) as (
+            ingress,
+            _,
+        ),
+        httpx.AsyncClient() as client,
+    ):
+        headers, _ = to_binary(event())
+        response = await client.post(ingress, headers=headers, content=b'{"x":"' + b"a" * 2000 + b'"}')
+        assert response.status_code == 413
+        assert response.json()["error"] == "too_large"

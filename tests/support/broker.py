@@ -20,12 +20,11 @@ from typing import Any
 
 import httpx
 import yaml
-from litestar import Litestar
 
 from common.cloudevents import CloudEvent, from_http, new_event, to_binary
 from common.settings import Settings
 from eventing.broker import Broker
-from eventing.broker_app import BROKER_KEY, create
+from eventing.broker_app import BROKER_KEY, BrokerApp, create
 from eventing.broker_settings import BrokerSettings, load_broker_settings
 from tests.support.servers import running
 
@@ -229,7 +228,7 @@ def broker_settings(
     return load_broker_settings(settings, environ)
 
 
-def broker_of(app: Litestar) -> Broker:
+def broker_of(app: BrokerApp) -> Broker:
     served: Broker = app.state.runtime.state[BROKER_KEY]
     return served
 
