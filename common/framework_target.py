@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -67,9 +69,9 @@ class FrameworkTarget:
     ) -> None:
         self.spec = spec
         self._settings = settings
-        self.extra_routes = {
-            (method.upper(), path): handler for (method, path), handler in extra_routes.items()
-        }
+        self.routes = [
+            _Route.compile(method, template, handler) for (method, template), handler in extra_routes.items()
+        ]
         self.runtime: Runtime | None = None
         self._lock = asyncio.Lock()
 
@@ -90,48 +92,78 @@ class FrameworkTarget:
                 self.runtime = runtime
         return self.runtime
 
-    def allowed_methods(self, path: str) -> list[str]:
-        methods = {method for method, known in self.extra_routes if known == path}
+    def resolve(self, path: str) -> tuple[str | None, dict[str, _Route], dict[str, str]]:
+        """The route template `path` matches (None if none), its routes by method, and path parameters."""
         if path in _SHARED_GET:
-            methods.add("GET")
+            return path, {}, {}
         if path == "/":
-            methods.add("POST")
-        return sorted(methods)
+            return path, {}, {}
+        for route in self.routes:
+            found = route.pattern.fullmatch(path)
+            if found is not None:
+                by_method = {r.method: r for r in self.routes if r.template == route.template}
+                return route.template, by_method, found.groupdict()
+        return None, {}, {}
 
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
         method, path = request.method.upper(), request.url.path
         runtime = await self.ensure_runtime()
-        allowed = self.allowed_methods(path)
-        route = path if method in allowed else "unmatched"
+        template, routes, params = self.resolve(path)
+        allowed = (
+            sorted(routes) if routes else ["GET"] if path in _SHARED_GET else ["POST"] if path == "/" else []
+        )
+        route = template if template is not None and method in allowed else "unmatched"
         with tracing.server_span(f"{method} {path}", dict(request.headers)):
             try:
-                answer = await self.dispatch(runtime, request, method, path, allowed)
+                if template is None:
+                    answer = error_answer(404, "not_found", f"no route {path}")
+                elif method not in allowed:
+                    answer = error_answer(405, "method_not_allowed", f"{path} accepts {', '.join(allowed)}")
+                    answer = Answer(
+                        answer.status, {**answer.headers, "allow": ", ".join(allowed)}, answer.body
+                    )
+                elif routes:
+                    request.scope["path_params"] = params
+                    answer = await self.own_route(runtime, request, routes[method])
+                else:
+                    answer = await self.shared_route(runtime, request, path)
             except Exception:  # the same JSON 500 as the Litestar app, never functions-framework's text page
                 log.exception("unhandled error on %s %s", method, path)
                 answer = error_answer(500, "internal_error", "the request failed; see the function's logs")
         metrics.record_request(self.spec.name, method, route, answer.status, time.perf_counter() - started)
         return Response(answer.body, status_code=answer.status, headers=answer.headers)
 
-    async def dispatch(
-        self, runtime: Runtime, request: Request, method: str, path: str, allowed: list[str]
-    ) -> Answer:
-        if not allowed:
-            return error_answer(404, "not_found", f"no route {path}")
-        if method not in allowed:
-            answer = error_answer(405, "method_not_allowed", f"{path} accepts {', '.join(allowed)}")
-            return Answer(answer.status, {**answer.headers, "allow": ", ".join(allowed)}, answer.body)
-        if method == "POST" and path == "/":
+    async def own_route(self, runtime: Runtime, request: Request, route: _Route) -> Answer:
+        if not api_key_accepted(runtime.settings, request.headers):
+            return error_answer(401, "unauthorized", API_KEY_REQUIRED)
+        return await route.handler(request, runtime)
+
+    async def shared_route(self, runtime: Runtime, request: Request, path: str) -> Answer:
+        if path == "/":
             body = await read_body(request, runtime.settings.max_event_bytes)
             if body is None:
                 return too_large_answer(runtime.settings.max_event_bytes)
             return await handle_event_request(runtime, dict(request.headers), body)
-        handler = self.extra_routes.get((method, path))
-        if handler is not None:
-            if not api_key_accepted(runtime.settings, request.headers):
-                return error_answer(401, "unauthorized", API_KEY_REQUIRED)
-            return await handler(request, runtime)
         return await shared_answer(runtime, path)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One of the function's own routes; `{name}` in the template matches one path segment."""
+
+    method: str
+    template: str
+    pattern: re.Pattern[str]
+    handler: RouteHandler
+
+    @classmethod
+    def compile(cls, method: str, template: str, handler: RouteHandler) -> _Route:
+        pattern = "".join(
+            f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") and part.endswith("}") else re.escape(part)
+            for part in re.split(r"(\{[a-z_][a-z0-9_]*\})", template)
+        )
+        return cls(method.upper(), template, re.compile(pattern), handler)
 
 
 async def shared_answer(runtime: Runtime, path: str) -> Answer:
@@ -169,9 +201,10 @@ def make_target(
 ) -> Target:
     """An async functions-framework HTTP target serving `spec` like the Litestar app does.
 
-    `extra_routes` maps (method, path) to the function's own routes; they need
-    VICTOR_API_KEY when one is set, as in the Litestar app. Settings default to
-    the process's, read on the first request.
+    `extra_routes` maps (method, path template) to the function's own routes; a
+    `{name}` segment matches one path segment and reaches the handler as
+    `request.path_params["name"]`. They need VICTOR_API_KEY when one is set, as
+    in the Litestar app. Settings default to the process's, read on the first request.
     """
     dispatcher = FrameworkTarget(spec, settings, extra_routes or {})
 

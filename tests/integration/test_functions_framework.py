@@ -13,11 +13,12 @@ import httpx
 import pytest
 from functions_framework.aio import _create_asgi_app_with_function
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
 
 from common.app import create_app
 from common.cloudevents import from_http
-from common.framework_target import make_target
-from common.function import Runtime
+from common.framework_target import json_answer, make_target
+from common.function import Answer, Runtime
 from common.settings import load_settings
 from eventing.events import HEALTH_REPORTED, PING
 from functions.health.app import SPEC
@@ -188,3 +189,27 @@ def test_a_bad_setting_stops_functions_framework_with_one_line(tmp_path: Path) -
     assert result.stderr.splitlines() == [
         "victor: VICTOR_PROFILE: expected one of development, production; got 'staging'"
     ]
+
+
+async def test_own_routes_match_path_templates(services: Any, tmp_path: Path) -> None:
+    async def item(request: Request, runtime: Runtime) -> Answer:
+        return json_answer(200, {"method": request.method, **request.path_params})
+
+    routes = {("GET", "/v1/items/{item_id}"): item, ("post", "/v1/items/{item_id}/parts/{part}"): item}
+    target = make_target(SPEC, load_settings(services.env(WORKSPACE_DIR=str(tmp_path))), extra_routes=routes)
+    app = _create_asgi_app_with_function(target, "http", False)  # type: ignore[no-untyped-call]
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+        found = await client.get("/v1/items/a%20b")
+        assert (found.status_code, found.json()) == (200, {"method": "GET", "item_id": "a b"})
+        nested = await client.post("/v1/items/7/parts/wheel")
+        assert nested.json() == {"method": "POST", "item_id": "7", "part": "wheel"}
+        wrong = await client.delete("/v1/items/7")
+        assert (wrong.status_code, wrong.headers["allow"], wrong.json()["error"]) == (
+            405,
+            "GET",
+            "method_not_allowed",
+        )
+        assert (await client.get("/v1/items/7/extra")).status_code == 404
+        assert (await client.get("/v1/items/")).status_code == 404
+        text = (await client.get("/metrics")).text
+    assert 'route="/v1/items/{item_id}",status="200"' in text
