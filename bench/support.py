@@ -1,0 +1,380 @@
+"""What every benchmark shares: server processes, cold-start timing, a load generator, tables.
+
+The load generator runs in its own process (`python -m bench.support load ...`)
+so that its work does not share an interpreter (and a GIL) with the server it
+measures. It speaks HTTP/1.1 with keep-alive over raw asyncio streams, which
+costs far less per request than an HTTP client library, and it is bounded both
+in requests and in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def quick() -> bool:
+    """True for a short run: BENCH_QUICK=1 in the environment or --quick on the command line."""
+    return os.environ.get("BENCH_QUICK", "").strip().lower() in {"1", "true", "yes"} or "--quick" in sys.argv
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of `values` (fraction in 0..1); NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# ---------------------------------------------------------------- server processes
+
+
+def probe_status(port: int, path: str, timeout: float = 1.0) -> int | None:
+    """The HTTP status of one GET on 127.0.0.1:port, or None while nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+            connection.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+            )
+            head = connection.recv(64)
+    except OSError:
+        return None
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+class ServerProcess:
+    """A server started as its own process, its output kept in a log file for failures."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], port: int, log_dir: Path) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.port = port
+        self.log_path = log_dir / f"server-{port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        log = self.log_path.open("wb")
+        self.started_at = time.perf_counter()
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+
+    def wait_ok(self, path: str, timeout: float = 60.0) -> float:
+        """Seconds from process start to the first 200 on `path`."""
+        assert self.process is not None
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if probe_status(self.port, path) == 200:
+                return time.perf_counter() - self.started_at
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.argv[0]} exited early; see {self.log_path}:\n{self.tail()}")
+            time.sleep(0.002)
+        raise RuntimeError(f"no 200 on {path} within {timeout}s; see {self.log_path}:\n{self.tail()}")
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@contextlib.contextmanager
+def serving(
+    argv: Sequence[str], env: Mapping[str, str], port: int, log_dir: Path, ready_path: str
+) -> Iterator[ServerProcess]:
+    """A started server, answering 200 on `ready_path`, stopped when the block ends."""
+    server = ServerProcess(argv, env, port, log_dir)
+    server.start()
+    try:
+        server.wait_ok(ready_path)
+        yield server
+    finally:
+        server.stop()
+
+
+def cold_start(
+    argv: Sequence[str], env: Mapping[str, str], port: int, log_dir: Path, ready_path: str
+) -> float:
+    """Seconds from starting the process to its first 200 on `ready_path`; the process is stopped after."""
+    server = ServerProcess(argv, env, port, log_dir)
+    server.start()
+    try:
+        return server.wait_ok(ready_path)
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
+        yield Path(directory)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds used so far by process `pid` and its live descendants (Linux /proc).
+
+    Requests per CPU second is a steadier figure than requests per wall second on a
+    machine shared with other work: it does not count time the server spent waiting for a CPU.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    seen: set[int] = set()
+    while pending and len(seen) < 1000:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+# ---------------------------------------------------------------- load generator
+
+
+class LoadResult(msgspec.Struct, kw_only=True):
+    """One load run: how many requests completed, errors, elapsed seconds, latency percentiles."""
+
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length or chunked body); returns its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = 0
+    chunked = False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value.strip())
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif length:
+        await reader.readexactly(length)
+    return status
+
+
+_read_response = read_response  # the name bench/broker.py first imported
+
+
+async def _connection(
+    port: int, request: bytes, stop_at: float, budget: list[int], latencies: list[float], errors: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    clock = time.perf_counter
+    try:
+        while budget[0] > 0 and clock() < stop_at:
+            budget[0] -= 1
+            started = clock()
+            writer.write(request)
+            status = await read_response(reader)
+            latencies.append(clock() - started)
+            if status != 200:
+                errors[0] += 1
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def drive(
+    port: int, path: str, *, connections: int, requests: int, seconds: float, headers: Sequence[str] = ()
+) -> LoadResult:
+    """Send up to `requests` GETs over `connections` keep-alive connections for at most `seconds`."""
+    extra = "".join(f"{header}\r\n" for header in headers)
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode()
+    latencies: list[float] = []
+    errors = [0]
+    budget = [requests]
+    started = time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(
+        *(_connection(port, request, stop_at, budget, latencies, errors) for _ in range(connections))
+    )
+    elapsed = time.perf_counter() - started
+    return LoadResult(
+        requests=len(latencies),
+        errors=errors[0],
+        seconds=elapsed,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+    )
+
+
+def run_load(
+    port: int,
+    path: str,
+    *,
+    connections: int,
+    requests: int,
+    seconds: float,
+    warmup_seconds: float = 1.0,
+    headers: Sequence[str] = (),
+) -> LoadResult:
+    """Load `path` from a separate process (after a warm-up) and return what it measured."""
+    argv = [PYTHON, "-m", "bench.support", "load", "--port", str(port), "--path", path]
+    for header in headers:
+        argv += ["--header", header]
+    argv += ["--connections", str(connections), "--requests", str(requests), "--seconds", str(seconds)]
+    argv += ["--warmup", str(warmup_seconds)]
+    done = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, timeout=seconds + warmup_seconds + 60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    return msgspec.json.decode(done.stdout.strip().splitlines()[-1], type=LoadResult)
+
+
+def _load_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.support load")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", default="/")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
+    args = parser.parse_args(argv)
+
+    async def both() -> LoadResult:
+        common = {"connections": args.connections, "headers": args.header}
+        if args.warmup > 0:
+            await drive(args.port, args.path, requests=10**9, seconds=args.warmup, **common)
+        return await drive(args.port, args.path, requests=args.requests, seconds=args.seconds, **common)
+
+    result = asyncio.run(both())
+    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def machine() -> dict[str, str]:
+    """The machine a benchmark ran on, for the report."""
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": memory,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (readable in a terminal and pasteable into docs/benchmarks.md)."""
+    cells = [[str(h) for h in headers], *[[_cell(value) for value in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |" for row in cells]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)
+
+
+def print_header(title: str) -> None:
+    info = machine()
+    print(f"\n## {title}\n")
+    print(f"machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']},", end=" ")
+    print(f"Python {info['python']}, {info['os']}")
+    print(f"mode: {'quick' if quick() else 'full'}; started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+
+
+def print_json(name: str, figures: object) -> None:
+    """One machine-readable line after the table, for whoever collects results."""
+    print(f"BENCH-RESULT {name} {json.dumps(figures, default=str)}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "load":
+        raise SystemExit(_load_main(sys.argv[2:]))
+    print("usage: python -m bench.support load --port PORT [--path /] [...]", file=sys.stderr)
+    raise SystemExit(2)
