@@ -96,3 +96,26 @@ async def test_each_call_reports_its_own_error_without_failing_the_batch(make_se
     ]
     assert results[0]["content"] == "1\t# Demo\n[2 more lines; read on with offset=2]"
     assert results[2]["content"] == "invalid arguments for read_file: Expected `str`, got `int` - at `$.path`"
+
+
+async def test_tools_keep_answering_while_redis_is_down(make_settings, tmp_path) -> None:
+    from common.embedded import EmbeddedRedis
+
+    redis = EmbeddedRedis(tmp_path / "private-redis")
+    url = redis.start()
+    try:
+        async with tools_server(make_settings, REDIS_URL=url, VICTOR_EMBEDDING_MODEL="/none") as server:
+            await server.call("read_file", {"path": "README.md"})
+            cached = await server.call("read_file", {"path": "README.md"})
+            redis.stop()
+            uncached = await server.call("read_file", {"path": "README.md"})
+            wrote = await server.call("write_file", {"path": "during-outage.txt", "content": "ok"})
+            selected = await server.client.post(
+                "/v1/tools/select", json={"query": "commit history", "k": 1, "strategy": "keyword"}
+            )
+    finally:
+        redis.stop()
+    assert (cached["cached"], uncached["cached"]) == (True, False)
+    assert uncached["content"] == cached["content"]
+    assert wrote["is_error"] is False
+    assert selected.status_code == 200 and selected.json()["tools"][0]["name"] == "git_log"
