@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.embedded import free_port
 from functions.health.app import create
-from tests.support.foundation import MakeSettings, unique
+from tests.conftest import Services
+from tests.support.foundation import MakeSettings, clean_env, serving, unique, victor_serve
 from tests.support.servers import running
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -17,15 +21,19 @@ PING = {
 }
 
 
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 async def scrape(client: httpx.AsyncClient) -> Samples:
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+    return parse(response.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -85,3 +93,21 @@ async def test_requests_errors_durations_events_and_cache_ratio_are_exposed(
     assert delta("victor_events_total", function="health", type="unsupported", outcome="rejected") == 1
     assert value(after, "victor_cache_hit_ratio", cache="metrics_test") == 0.5
     assert value(after, "victor_dependency_up", function="health", dependency="redis") == 1
+
+
+async def test_victor_serve_also_exposes_metrics_on_the_separate_port(
+    services: Services, tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    env = clean_env(**services.env(), VICTOR_METRICS_PORT=str(metrics_port), WORKSPACE_DIR=str(tmp_path))
+    async with (
+        serving(victor_serve(), env, tmp_path / "serve.log") as served,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        assert (await client.get(f"{served.url}/health/live")).status_code == 200
+        main_port = (await client.get(f"{served.url}/metrics")).text
+        separate = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    live = {"function": "health", "method": "GET", "route": "/health/live", "status": "200"}
+    on_main = value(parse(main_port), "victor_api_requests_total", **live)
+    assert on_main >= 2  # the start-up wait's probes and the one above
+    assert value(parse(separate), "victor_api_requests_total", **live) == on_main
