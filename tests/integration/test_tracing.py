@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+
 import httpx
 
 from common.cloudevents import from_http
+from common.logging import JsonFormatter
 from functions.health.app import create
 from tests.support.foundation import FakeFunction, MakeSettings, unique
 from tests.support.servers import running
@@ -82,3 +87,30 @@ async def test_v1_status_carries_the_callers_trace_to_other_functions(make_setti
             response = await client.get("/v1/status", headers={"traceparent": TRACEPARENT})
     assert response.status_code == 200
     assert [trace_id(seen["traceparent"]) for seen in tools.seen + chat.seen] == [TRACE_ID, TRACE_ID]
+
+
+async def test_log_lines_written_while_handling_an_event_carry_its_id_and_trace(
+    make_settings: MakeSettings,
+) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    function_log = logging.getLogger("common.function")
+    function_log.addHandler(handler)
+    previous = function_log.level
+    function_log.setLevel(logging.INFO)
+    event_id = unique("logged")
+    try:
+        async with running(create(make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
+            headers = {**PING, "ce-id": event_id, "ce-traceparent": TRACEPARENT}
+            for _ in range(2):  # the redelivery is logged as a duplicate
+                assert (await client.post("/", headers=headers)).status_code == 200
+    finally:
+        function_log.removeHandler(handler)
+        function_log.setLevel(previous)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    duplicate = [line for line in lines if "already handled" in line["message"]]
+    assert len(duplicate) == 1
+    assert duplicate[0]["event_id"] == event_id
+    assert duplicate[0]["trace_id"] == TRACE_ID
+    assert len(duplicate[0]["span_id"]) == 16
