@@ -3,16 +3,15 @@
     functions-framework --asgi --target handle --source functions/tools/main.py --port 8080
 
 Serves the shared routes, `POST /` (CloudEvents), `GET /v1/tools`,
-`POST /v1/tools/batch`, `POST /v1/tools/select` and `POST /v1/tools/<name>`
-for every tool in the catalog. MCP (`/mcp`) needs the session manager's
-lifespan, which functions-framework does not run: use `victor serve tools`
-for MCP clients.
+`POST /v1/tools/batch`, `POST /v1/tools/select` and `POST /v1/tools/{name}`.
+MCP (`/mcp`) needs the session manager's lifespan, which functions-framework
+does not run: use `victor serve tools` for MCP clients.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.requests import Request
@@ -22,7 +21,6 @@ from common.function import Answer, Runtime, error_answer
 from common.settings import SettingsError, get_settings
 from functions.tools import api
 from functions.tools.app import SPEC
-from functions.tools.catalog import build_catalog
 
 
 async def _answered(result: Awaitable[Any]) -> Answer:
@@ -44,22 +42,17 @@ async def select_tools(request: Request, runtime: Runtime) -> Answer:
     return await _answered(api.select(runtime, await request.body()))
 
 
-def run_tool(name: str) -> Callable[[Request, Runtime], Awaitable[Answer]]:
-    async def route(request: Request, runtime: Runtime) -> Answer:
-        return await _answered(api.run_one(runtime, name, await request.body()))
-
-    return route
+async def run_tool(request: Request, runtime: Runtime) -> Answer:
+    return await _answered(api.run_one(runtime, request.path_params["name"], await request.body()))
 
 
-def routes() -> dict[tuple[str, str], RouteHandler]:
-    found: dict[tuple[str, str], RouteHandler] = {
-        ("GET", "/v1/tools"): list_tools,
-        ("POST", "/v1/tools/batch"): run_batch,
-        ("POST", "/v1/tools/select"): select_tools,
-    }
-    for tool in build_catalog():
-        found[("POST", f"/v1/tools/{tool.name}")] = run_tool(tool.name)
-    return found
+# Matched in order: the fixed paths come before the {name} template.
+ROUTES: dict[tuple[str, str], RouteHandler] = {
+    ("GET", "/v1/tools"): list_tools,
+    ("POST", "/v1/tools/batch"): run_batch,
+    ("POST", "/v1/tools/select"): select_tools,
+    ("POST", "/v1/tools/{name}"): run_tool,
+}
 
 
 try:
@@ -68,4 +61,4 @@ except SettingsError as exc:
     print(f"victor: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
-handle = make_target(SPEC, settings, extra_routes=routes())
+handle = make_target(SPEC, settings, extra_routes=ROUTES)

@@ -37,6 +37,7 @@ async def test_functions_framework_serves_the_same_api(services, tmp_path: Path)
         catalog = (await client.get("/v1/tools")).json()
         read = (await client.post("/v1/tools/read_file", json={"path": "docs/guide.txt", "limit": 1})).json()
         unknown = await client.post("/v1/tools/format_disk", json={})
+        outside = await client.post("/v1/tools/a/b", json={})
         invalid = await client.post("/v1/tools/read_file", json={"path": 1})
         batch = (
             await client.post("/v1/tools/batch", json={"calls": [{"name": "git_log", "arguments": {}}]})
@@ -50,7 +51,11 @@ async def test_functions_framework_serves_the_same_api(services, tmp_path: Path)
         reply = await client.post("/", headers=headers, content=body)
     assert len(catalog["tools"]) == 11
     assert read["content"] == "1\tline one\n[2 more lines; read on with offset=2]"
-    assert unknown.status_code == 404
+    assert (unknown.status_code, unknown.json()["detail"]) == (
+        404,
+        "no tool named 'format_disk'; GET /v1/tools lists them",
+    )
+    assert outside.status_code == 404
     assert invalid.status_code == 422 and "$.path" in invalid.json()["detail"]
     assert batch["results"][0]["content"].endswith("Ada Add the readme and guide\n")
     event = from_http(reply.headers, reply.content, max_bytes=1 << 20)
