@@ -12,7 +12,7 @@ import sys
 
 from starlette.requests import Request
 
-from common.framework_target import json_answer, make_target
+from common.framework_target import exit_cleanly_after_graceful_shutdown, json_answer, make_target
 from common.function import Answer, Runtime
 from common.settings import SettingsError, get_settings
 from functions.health.app import SPEC
@@ -29,4 +29,5 @@ except SettingsError as exc:
     print(f"victor: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
+exit_cleanly_after_graceful_shutdown()
 handle = make_target(SPEC, settings, extra_routes={("GET", "/v1/status"): v1_status})
