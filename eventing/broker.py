@@ -27,7 +27,7 @@ from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc33
 from common.function import Answer, error_answer
 from eventing.broker_settings import BrokerSettings
 from eventing.delivery import DeliveryResult, DeliverySpec, SubscriberClient, dead_letter, deliver
-from eventing.triggers import BrokerConfig, Trigger
+from eventing.triggers import LOCAL_DEAD_LETTER_SINK, BrokerConfig, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ TTL = "knativebrokerttl"
 ARRIVAL_TIME = "knativearrivaltime"
 DEFAULT_TTL = 255
 GROUP_PREFIX = "trigger:"
+DEAD_LETTERS_KEPT = 100_000
 _REDIS_RETRY_SECONDS = 1.0
 _TRIM_INTERVAL_SECONDS = 5.0
 _BLOCK_MS = 1000
@@ -188,6 +189,19 @@ class EventStream:
         reply = await self.client.xautoclaim(self.key, group, consumer, 0, start_id=start, count=count)
         return _text(reply[0]), self._decode([entry for entry in reply[1] if entry is not None])
 
+    @property
+    def dead_letters_key(self) -> str:
+        return f"{self.key}:dead-letters"
+
+    async def keep_dead_letter(self, event: CloudEvent) -> None:
+        """Keep a dead letter in the broker's own stream (bounded, the oldest dropped first)."""
+        await self.client.xadd(
+            self.dead_letters_key,
+            {_FIELD: _encoder.encode(event)},
+            maxlen=DEAD_LETTERS_KEPT,
+            approximate=True,
+        )
+
     async def ack(self, group: str, *entry_ids: str) -> None:
         """Acknowledge entries of `group` (batched with concurrent acknowledgements of the group)."""
         if not entry_ids:
@@ -250,6 +264,10 @@ class TriggerDispatcher:
                 )
                 recover = True  # entries whose ack failed are pending again
                 await asyncio.sleep(_REDIS_RETRY_SECONDS)
+            except Exception:  # a dispatcher that dies silently would stop a Trigger for good
+                log.exception("trigger %s: dispatching failed; retrying", self.trigger.name)
+                recover = True
+                await asyncio.sleep(_REDIS_RETRY_SECONDS)
 
     async def _recover(self) -> None:
         stream = self.broker.stream
@@ -301,6 +319,8 @@ class TriggerDispatcher:
         except (RedisError, OSError) as exc:
             # Not acknowledged: the entry stays pending and is delivered again after recovery.
             log.warning("trigger %s: could not settle event %s: %s", trigger, event.id, type(exc).__name__)
+        except Exception:
+            log.exception("trigger %s: delivering event %s failed; it stays pending", trigger, event.id)
         finally:
             self.in_flight.discard(entry_id)
             self.slots.release()
@@ -314,6 +334,10 @@ class TriggerDispatcher:
         if sink is None:
             log.warning("%s; no dead-letter sink, dropping it", message)
             return "failed"
+        if sink == LOCAL_DEAD_LETTER_SINK:
+            await self.broker.stream.keep_dead_letter(dead_letter(event, result))
+            log.warning("%s; kept in %s", message, self.broker.stream.dead_letters_key)
+            return "dead_lettered"
         sink_spec = DeliverySpec(
             retry=self.delivery.retry,
             backoff_policy=self.delivery.backoff_policy,

@@ -22,6 +22,10 @@ from typing import Any
 import msgspec
 import redis.asyncio as redis
 from litestar import Litestar, Request, Response, post
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import metrics
 from common.app import answer_response, create_app
@@ -131,7 +135,15 @@ def create(settings: Settings | None = None, broker_settings: BrokerSettings | N
 
     async def start(runtime: Runtime) -> None:
         # A client of its own: blocking stream reads must not share the cache's short socket timeout.
-        client = redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
+        # Retrying a dropped connection makes a Redis restart invisible to publishers (a retried
+        # XADD may store an event twice: at-least-once).
+        client = redis.from_url(
+            redis_url,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
         served = Broker(
             config,
             manifests.broker(config.namespace, config.name),

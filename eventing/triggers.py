@@ -9,6 +9,7 @@ naming the Trigger, never a Trigger silently ignored.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,12 @@ import yaml
 
 from eventing.delivery import DeliveryConfigError, DeliverySpec, parse_delivery
 
+log = logging.getLogger(__name__)
 EVENTING_GROUP = "eventing.knative.dev/"
+# Not a URL: a deadLetterSink `ref` with no local URL sends dead letters to the broker's own
+# Redis stream (`<stream>:dead-letters`), so the cluster's manifests run locally unchanged.
+LOCAL_DEAD_LETTER_SINK = "victor-broker:dead-letters"
+FUNCTION_SERVICES = {f"victor-{name}": name for name in ("chat", "tools", "embeddings", "health")}
 SUPPORTED_DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not")
 KNOWN_DIALECTS = (*SUPPORTED_DIALECTS, "cesql")
 
@@ -193,8 +199,8 @@ class SubscriberDirectory:
         name = ref["name"]
         base = self.urls.get(name)
         if base is None:
-            function = name.removeprefix("victor-")
-            hint = f"VICTOR_{function.upper()}_URL or " if name.startswith("victor-") else ""
+            function = FUNCTION_SERVICES.get(name)
+            hint = f"VICTOR_{function.upper()}_URL or " if function else ""
             raise TriggerConfigError(
                 f"{where}.ref names {ref.get('kind', 'Service')} {name!r}, which has no local URL; "
                 f"set {hint}VICTOR_SUBSCRIBER_URLS={name}=http://host:port"
@@ -253,6 +259,20 @@ def _documents(files: Iterable[Path]) -> Iterable[tuple[Path, dict[str, Any]]]:
                 yield file, document
 
 
+def _dead_letter_url(directory: SubscriberDirectory, destination: Any, where: str) -> str:
+    try:
+        return directory.resolve(destination, where)
+    except TriggerConfigError:
+        if not (isinstance(destination, Mapping) and isinstance(destination.get("ref"), Mapping)):
+            raise
+        log.warning(
+            "%s: %s has no local URL; dead letters go to the broker's Redis stream <stream>:dead-letters",
+            where,
+            destination["ref"].get("name"),
+        )
+        return LOCAL_DEAD_LETTER_SINK
+
+
 def load_manifests(
     path: Path | str, directory: SubscriberDirectory, *, namespace: str, broker: str
 ) -> Manifests:
@@ -282,7 +302,9 @@ def load_manifests(
         if kind == "Trigger" and (spec.get("broker") != broker or object_namespace != default_namespace):
             continue
         try:
-            delivery = parse_delivery(spec.get("delivery"), where, directory.resolve)
+            delivery = parse_delivery(
+                spec.get("delivery"), where, lambda d, w: _dead_letter_url(directory, d, w)
+            )
         except DeliveryConfigError as exc:
             raise TriggerConfigError(str(exc)) from None
         if kind == "Broker":

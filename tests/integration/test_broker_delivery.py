@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import itertools
 
+import msgspec
 import pytest
 
+from common.cloudevents import CloudEvent
 from common.embedded import free_port
 from tests.support.broker import (
     Reply,
@@ -250,3 +252,27 @@ async def test_trigger_delivery_wins_over_the_brokers(make_settings, tmp_path) -
     assert len(failing.paths("/inherits")) == 3
     assert trigger_sink.received[0].event.extensions["knativeerrordest"] == url + "/own"
     assert broker_sink.received[0].event.extensions["knativeerrordest"] == url + "/inherits"
+
+
+async def test_dead_letters_without_a_local_sink_are_kept_in_redis(make_settings, tmp_path) -> None:
+    subscriber = Subscriber(default=Reply(422, b"no"))
+    unmapped = {
+        "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "victor-dead-letters"}
+    }
+    async with (
+        running(subscriber) as url,
+        mesh(
+            make_settings(),
+            tmp_path,
+            broker_manifest(delivery={"retry": 1, **FAST, "deadLetterSink": unmapped}),
+            trigger_manifest("t", url),
+        ) as (ingress, broker),
+    ):
+        await publish(ingress, event(id="kept"))
+        await settled(broker)
+        entries = await broker.client.xrange(broker.stream.dead_letters_key)
+    [(_, fields)] = entries
+    letter = msgspec.msgpack.decode(fields[b"e"], type=CloudEvent)
+    assert letter.id == "kept"
+    assert letter.extensions["knativeerrorcode"] == "422"
+    assert base64.b64decode(letter.extensions["knativeerrordata"]) == b"no"

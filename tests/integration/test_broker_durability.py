@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from common.embedded import free_port
+import httpx
+
+from common.cloudevents import to_binary
+from common.embedded import EmbeddedRedis, free_port
 from tests.support.broker import (
     Reply,
     Subscriber,
@@ -113,3 +116,31 @@ async def test_settled_entries_are_trimmed_from_the_stream(make_settings, tmp_pa
         await broker.stream.trim()
         # Everything below the groups' last-read entry goes; that entry is kept as the floor.
         assert await broker.client.xlen(broker.stream.key) == 1
+
+
+async def test_a_redis_outage_is_503_at_ingress_and_accepted_events_survive_it(
+    make_settings, tmp_path
+) -> None:
+    redis_server = EmbeddedRedis(tmp_path / "own-redis")
+    redis_server.start()
+    port = free_port()
+    try:
+        settings = make_settings(REDIS_URL=redis_server.url)
+        delivery = {"retry": 1000, "backoffPolicy": "linear", "backoffDelay": "PT0.1S"}
+        manifests = (broker_manifest(), trigger_manifest("t", f"http://127.0.0.1:{port}/", delivery=delivery))
+        async with mesh(settings, tmp_path, *manifests) as (ingress, broker), httpx.AsyncClient() as client:
+            await publish(ingress, event(id="before"))  # accepted; its subscriber is down
+            redis_server.stop()
+            headers, body = to_binary(event(id="during"))
+            refused = await client.post(ingress, headers=headers, content=body)
+            assert refused.status_code == 503
+            assert refused.json()["error"] == "unavailable"
+            redis_server.start()  # same port and data directory: the append-only file is replayed
+            subscriber = Subscriber()
+            async with running(subscriber, port=port):
+                await publish(ingress, event(id="after"))
+                received = await subscriber.wait_for(2, timeout=20)
+                await settled(broker, timeout=20)
+        assert sorted(r.event.id for r in received) == ["after", "before"]
+    finally:
+        redis_server.stop()

@@ -9,6 +9,7 @@ import pytest
 
 from eventing.delivery import DeliveryConfigError, DeliverySpec, is_retryable, parse_duration
 from eventing.triggers import (
+    LOCAL_DEAD_LETTER_SINK,
     SubscriberDirectory,
     TriggerConfigError,
     load_manifests,
@@ -236,3 +237,39 @@ def test_backoff_policies() -> None:
 def test_retryable_statuses_are_knatives() -> None:
     retried = [s for s in range(200, 600) if is_retryable(s)]
     assert retried == [404, 408, 409, 429, *range(500, 600)]
+
+
+FUNCTION_URLS = {
+    f"victor-{name}": f"http://127.0.0.1:{port}"
+    for name, port in (("chat", 8001), ("tools", 8002), ("embeddings", 8003), ("health", 8004))
+}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "function"),
+    [
+        ("ai.victor.chat.requested", "chat"),
+        ("ai.victor.tools.requested", "tools"),
+        ("ai.victor.tools.completed", "chat"),
+        ("ai.victor.embeddings.requested", "embeddings"),
+        ("ai.victor.index.requested", "embeddings"),
+        ("ai.victor.search.requested", "embeddings"),
+        ("dev.knative.sources.ping", "health"),
+    ],
+)
+def test_the_repository_triggers_route_each_event_type_to_its_function(
+    event_type: str, function: str
+) -> None:
+    root = Path(__file__).resolve().parents[2] / "knative" / "base"
+    manifests = load_manifests(root, SubscriberDirectory(FUNCTION_URLS), namespace="victor", broker="default")
+    attributes = {"specversion": "1.0", "id": "1", "source": "/tests", "type": event_type}
+    targets = [t.subscriber_url for t in manifests.triggers if t.filter.matches(attributes)]
+    assert targets == [FUNCTION_URLS[f"victor-{function}"]]
+
+
+def test_a_dead_letter_ref_without_a_local_url_uses_the_brokers_own_stream(tmp_path: Path) -> None:
+    text = MANIFESTS.replace("name: victor-sink}}", "name: victor-dead-letters}}")
+    manifests = load_manifests(write(tmp_path, text), DIRECTORY, namespace="victor", broker="default")
+    broker = manifests.broker("victor", "default")
+    assert broker is not None and broker.delivery is not None
+    assert broker.delivery.dead_letter_url == LOCAL_DEAD_LETTER_SINK
