@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -192,20 +191,6 @@ async def read_body(request: Request, limit: int) -> bytes | None:
         if len(chunks) > limit:
             return None
     return bytes(chunks)
-
-
-def exit_cleanly_after_graceful_shutdown() -> None:
-    """Make SIGTERM end the process with status 0 once uvicorn has finished in-flight requests.
-
-    uvicorn (which functions-framework --asgi runs) re-raises SIGTERM after its graceful
-    shutdown; with this handler in place that re-raise exits 0 instead of killing the process.
-    Call it from an entry point module, never from a library import.
-    """
-    signal.signal(signal.SIGTERM, _exit_zero)
-
-
-def _exit_zero(signum: int, frame: object) -> None:
-    raise SystemExit(0)
 
 
 def make_target(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -165,6 +166,20 @@ class Runtime:
             self._http = None
         await self.cache.close()
         await self.store.close()
+
+
+def exit_cleanly_after_graceful_shutdown() -> None:
+    """Make SIGTERM end the process with status 0 once uvicorn has finished in-flight requests.
+
+    uvicorn (under `victor serve` and functions-framework --asgi) re-raises SIGTERM after its graceful
+    shutdown; with this handler in place that re-raise exits 0 instead of killing the process.
+    Call it from an entry point module, never from a library import.
+    """
+    signal.signal(signal.SIGTERM, _exit_zero)
+
+
+def _exit_zero(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 # ---------------------------------------------------------------- health

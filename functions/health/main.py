@@ -12,8 +12,8 @@ import sys
 
 from starlette.requests import Request
 
-from common.framework_target import exit_cleanly_after_graceful_shutdown, json_answer, make_target
-from common.function import Answer, Runtime
+from common.framework_target import json_answer, make_target
+from common.function import Answer, Runtime, exit_cleanly_after_graceful_shutdown
 from common.settings import SettingsError, get_settings
 from functions.health.app import SPEC
 from functions.health.handlers import status_report
