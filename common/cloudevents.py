@@ -29,6 +29,8 @@ BATCH = "application/cloudevents-batch+json"
 JSON = "application/json"
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Printable ASCII except '"' and '%': header values made only of these are sent as they are.
+_NEEDS_NO_ENCODING = re.compile(r"[\x21\x23\x24\x26-\x7e]*")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 T = TypeVar("T")
@@ -140,6 +142,8 @@ def decode_data(event: CloudEvent, model: type[T]) -> T:
 
 def percent_encode(value: str) -> str:
     """Encode a header value as the HTTP binding requires (3.1.3.2)."""
+    if _NEEDS_NO_ENCODING.fullmatch(value):  # the usual case (ids, types, times): nothing to escape
+        return value
     out = []
     for char in value:
         if "\u0021" <= char <= "\u007e" and char not in '"%':
@@ -151,6 +155,8 @@ def percent_encode(value: str) -> str:
 
 def percent_decode(name: str, value: str) -> str:
     """Decode a header value; 400 on a malformed escape or bytes that are not UTF-8."""
+    if "%" not in value and value.isascii():  # the usual case: nothing to decode or check
+        return value
     if _BAD_PERCENT.search(value):
         raise CloudEventError(400, f"header {name} has an invalid percent-encoding: {value!r}")
     try:
