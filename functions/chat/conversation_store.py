@@ -36,7 +36,6 @@ class RequestState(msgspec.Struct, kw_only=True):
     system: str | None
     stream: bool
     first_turn: int
-    message: str = ""
     answer: str | None = None
     stop_reason: str | None = None
     code: str | None = None
@@ -119,54 +118,36 @@ class ConversationStore:
         system: str | None,
         stream: bool,
     ) -> Begun:
-        """Record a new request and its user message, and make its first LLM call due."""
+        """Record a new request and its user message, and claim its first LLM call (one round trip)."""
         pool = await self.store.pool()
-        async with pool.acquire() as connection, connection.transaction():
-            existing = await connection.fetchrow(
-                f"SELECT {_REQUEST_COLUMNS} FROM chat_requests WHERE id = $1",  # noqa: S608 - constant columns
-                request_id,
-            )
-            if existing is not None:
-                return Begun(state="existing", request=_request(existing))
-            await connection.execute(
-                "INSERT INTO chat_conversations (id) VALUES ($1) ON CONFLICT (id) DO NOTHING", conversation_id
-            )
-            conversation = await connection.fetchrow(
-                "SELECT turn, phase, active_request FROM chat_conversations WHERE id = $1 FOR UPDATE",
-                conversation_id,
-            )
-            if conversation["phase"] != "idle":
-                return Begun(state="busy", busy_with=conversation["active_request"])
-            if system is None:  # a follow-up keeps the conversation's system prompt
-                system = await connection.fetchval(
-                    "SELECT system FROM chat_requests WHERE conversation_id = $1"
-                    " ORDER BY first_turn DESC LIMIT 1",
-                    conversation_id,
-                )
-            turn = conversation["turn"]
-            row = await connection.fetchrow(
-                "INSERT INTO chat_requests"  # noqa: S608 - constant columns
-                " (id, conversation_id, provider, model, max_tokens, system, stream, first_turn)"
-                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_REQUEST_COLUMNS}",
-                request_id,
-                conversation_id,
-                provider,
-                model,
-                max_tokens,
-                system,
-                stream,
-                turn,
-            )
-            await self._append(
-                connection, conversation_id, request_id, "user", [{"type": "text", "text": message}]
-            )
-            await connection.execute(
-                "UPDATE chat_conversations SET phase = 'llm', active_request = $2, claimed_at = NULL,"
-                " updated_at = now() WHERE id = $1",
-                conversation_id,
-                request_id,
-            )
-            return Begun(state="new", request=_request(row))
+        row = await pool.fetchrow(
+            "SELECT o_outcome, o_busy_with, o_turn, o_system"
+            " FROM chat_begin($1, $2, $3::jsonb, $4, $5, $6, $7, $8)",
+            conversation_id,
+            request_id,
+            msgspec.json.encode([{"type": "text", "text": message}]).decode(),
+            provider,
+            model,
+            max_tokens,
+            system,
+            stream,
+        )
+        if row["o_outcome"] == "busy":
+            return Begun(state="busy", busy_with=row["o_busy_with"])
+        if row["o_outcome"] == "existing":
+            return Begun(state="existing", request=await self.request(request_id))
+        request = RequestState(
+            id=request_id,
+            conversation_id=conversation_id,
+            status="running",
+            provider=provider,
+            model=model,
+            max_tokens=max_tokens,
+            system=row["o_system"],
+            stream=stream,
+            first_turn=row["o_turn"],
+        )
+        return Begun(state="new", request=request)
 
     async def _append(
         self,
@@ -235,13 +216,7 @@ class ConversationStore:
         )
         if row is None:
             return None
-        state = _request(row)
-        state.message = await pool.fetchval(
-            "SELECT content->0->>'text' FROM chat_messages WHERE request_id = $1 AND role = 'user'"
-            " ORDER BY seq LIMIT 1",
-            request_id,
-        )
-        return state
+        return _request(row)
 
     async def record_turn(
         self,
@@ -255,74 +230,32 @@ class ConversationStore:
         duration_ms: float,
         from_cache: bool,
     ) -> bool:
-        """Store an LLM call's answer and usage and move on: to tools, or the request is completed.
-
-        False when the step was no longer due (another replica recorded it first).
-        """
+        """Store an LLM call's answer, usage and tool calls and move on: to tools, or the request is
+        completed (one round trip). False when the step was no longer due (another replica recorded it)."""
         pool = await self.store.pool()
-        async with pool.acquire() as connection, connection.transaction():
-            due = await connection.fetchval(
-                "SELECT 1 FROM chat_conversations WHERE id = $1 AND active_request = $2 AND turn = $3"
-                " AND phase = 'llm' FOR UPDATE",
-                conversation_id,
-                request_id,
-                turn,
-            )
-            if due is None:
-                return False
-            usage = model_turn.usage
-            await connection.execute(
-                "INSERT INTO chat_llm_calls (conversation_id, turn, request_id, provider, model,"
-                " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd,"
-                " duration_ms, stop_reason, from_cache)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                conversation_id,
-                turn,
-                request_id,
-                provider,
-                model_turn.model,
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cache_read_tokens,
-                usage.cache_write_tokens,
-                cost,
-                duration_ms,
-                model_turn.stop_reason,
-                from_cache,
-            )
-            content = msgspec.to_builtins(model_turn.content)
-            await self._append(connection, conversation_id, request_id, "assistant", content, turn)
-            uses = model_turn.tool_uses
-            for position, use in enumerate(uses):
-                await connection.execute(
-                    "INSERT INTO chat_tool_calls"
-                    " (conversation_id, id, request_id, turn, position, name, arguments)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-                    conversation_id,
-                    use.id,
-                    request_id,
-                    turn,
-                    position,
-                    use.name,
-                    msgspec.json.encode(use.input).decode(),
-                )
-            if uses:
-                await connection.execute(
-                    "UPDATE chat_conversations SET phase = 'tools', claimed_at = NULL, updated_at = now()"
-                    " WHERE id = $1",
-                    conversation_id,
-                )
-            else:
-                await self._finish(
-                    connection,
-                    conversation_id,
-                    request_id,
-                    turn + 1,
-                    status="completed",
-                    answer=model_turn.text,
-                    stop_reason=model_turn.stop_reason,
-                )
-            return True
+        usage = model_turn.usage
+        uses = [{"id": use.id, "name": use.name, "input": use.input} for use in model_turn.tool_uses]
+        recorded = await pool.fetchval(
+            "SELECT chat_record_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb,"
+            " $15::jsonb, $16)",
+            conversation_id,
+            request_id,
+            turn,
+            provider,
+            model_turn.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            cost,
+            duration_ms,
+            model_turn.stop_reason,
+            from_cache,
+            msgspec.json.encode(model_turn.content).decode(),
+            msgspec.json.encode(uses).decode(),
+            model_turn.text,
+        )
+        return bool(recorded)
 
     async def _finish(
         self,
@@ -467,7 +400,8 @@ class ConversationStore:
                 request.status, request.code, request.error = "failed", "max_tool_rounds", error
                 return "max_rounds", request
             await connection.execute(
-                "UPDATE chat_conversations SET phase = 'llm', turn = $2, claimed_at = NULL,"
+                # The next LLM call is claimed by whoever recorded the results: it runs it next.
+                "UPDATE chat_conversations SET phase = 'llm', turn = $2, claimed_at = now(),"
                 " updated_at = now() WHERE id = $1",
                 conversation_id,
                 turn + 1,

@@ -4,14 +4,16 @@ POST /v1/chat starts the same loop the events run. With a broker
 (VICTOR_BROKER_URL or K_SINK) it publishes `ai.victor.chat.requested` and the
 steps run wherever the Triggers deliver them; without one, this replica drives
 the chain itself, sending each `ai.victor.tools.requested` to the tools function
-(VICTOR_TOOLS_URL) as a CloudEvent and handling the reply. Either way the
-caller waits on the request's Redis channel (and, as a backstop when Redis is
-quiet or down, on the store), so it learns the outcome whichever replica ran
-each step.
+(VICTOR_TOOLS_URL) as a CloudEvent and handling the reply. Through the broker
+the caller waits on the request's Redis channel (and, as a backstop when Redis
+is quiet or down, on the store), so it learns the outcome whichever replica
+ran each step; run here, it awaits the chain itself. A streamed request always
+follows the channel, where each step publishes its progress.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -24,7 +26,7 @@ from common.cloudevents import CloudEvent, decode_data, new_event
 from common.function import Runtime, TransientFailure
 from eventing.chat_events import ChatFailed, ChatRequested
 from eventing.client import DeliveryError, publish, send_event
-from eventing.events import CHAT_REQUESTED, CONVERSATION_ID, TOOLS_COMPLETED, TOOLS_REQUESTED
+from eventing.events import CHAT_COMPLETED, CHAT_REQUESTED, CONVERSATION_ID, TOOLS_COMPLETED, TOOLS_REQUESTED
 from eventing.tools_events import ToolResult, ToolsCompleted, ToolsRequested
 from functions.chat import streaming
 from functions.chat.loop import ChatLoop
@@ -94,12 +96,15 @@ class ChatRun:
             subject=self.conversation_id,
             extensions={CONVERSATION_ID: self.conversation_id},
         )
+        self.streamed = body.stream
         self.subscription = streaming.Subscription(runtime.cache, self.request_id)
+        self.driver: asyncio.Task[streaming.StreamMessage] | None = None
 
     async def start(self) -> None:
-        """Subscribe first (so no progress is missed), then hand the request to the broker or run it here."""
-        await self.subscription.open()
+        """Hand the request to the broker, or run it here; any subscription is opened first."""
         broker = self.runtime.settings.broker_url
+        if broker or self.streamed:
+            await self.subscription.open()
         if broker:
             try:
                 await publish(self.runtime.http, broker, self.event)
@@ -107,17 +112,20 @@ class ChatRun:
                 await self.subscription.close()
                 raise TransientFailure(f"the broker did not accept the chat request: {exc}") from exc
         else:
-            self.runtime.background(self.drive_here(), f"chat-{self.request_id}")
+            self.driver = self.runtime.background(self.drive_here(), f"chat-{self.request_id}")
 
-    async def drive_here(self) -> None:
+    async def drive_here(self) -> streaming.StreamMessage:
         """Run the chain in this process: chat steps here, tool rounds on the tools function over HTTP."""
         try:
             reply = await self.loop.on_chat_requested(self.event, decode_data(self.event, ChatRequested))
             for _ in range(self.loop.chat.max_tool_rounds + 1):
                 if reply.type != TOOLS_REQUESTED:
-                    return
+                    break
                 completed = await self.run_tools(reply)
                 reply = await self.loop.on_tools_completed(decode_data(completed, ToolsCompleted))
+            return streaming.StreamMessage(
+                kind="done" if reply.type == CHAT_COMPLETED else "error", data=reply.json()
+            )
         except Exception as exc:  # the waiter must hear of every ending, whatever its cause
             log.warning("chat request %s stopped: %s", self.request_id, exc)
             failed = ChatFailed(
@@ -126,7 +134,9 @@ class ChatRun:
                 code="unavailable",
                 error=str(exc) or type(exc).__name__,
             )
-            await streaming.publish(self.runtime.cache, self.request_id, "error", msgspec.to_builtins(failed))
+            data = msgspec.to_builtins(failed)
+            await streaming.publish(self.runtime.cache, self.request_id, "error", data)
+            return streaming.StreamMessage(kind="error", data=data)
 
     async def run_tools(self, request: CloudEvent) -> CloudEvent:
         tools_url = self.runtime.settings.function_urls.get("tools")
@@ -191,6 +201,11 @@ class ChatRun:
 
     async def outcome(self) -> streaming.StreamMessage:
         """The final message (done or error)."""
+        if self.driver is not None:  # run here: its own result, no need to go through Redis
+            try:
+                return await asyncio.wait_for(asyncio.shield(self.driver), self.loop.chat.wait_timeout)
+            except TimeoutError:
+                return streaming.StreamMessage(kind="error", data=self._timed_out())
         final = streaming.StreamMessage(kind="error", data=self._timed_out())
         async for message in self.progress():
             if message.kind in streaming.FINAL:

@@ -22,9 +22,9 @@ import msgspec
 
 from common.cloudevents import CloudEvent, new_event
 from common.function import EventRejected, Runtime, TransientFailure
-from eventing.chat_events import ChatCompleted, ChatFailed, ChatRequested
+from eventing.chat_events import ChatCompleted, ChatFailed, ChatRequested, ToolCallRecord, Usage
 from eventing.events import CHAT_COMPLETED, CHAT_FAILED, CONVERSATION_ID, TOOLS_REQUESTED
-from eventing.tools_events import ToolsCompleted, ToolsRequested
+from eventing.tools_events import ToolCall, ToolsCompleted, ToolsRequested
 from functions.chat import metrics, streaming
 from functions.chat.conversation_store import ConversationStore, RequestState
 from functions.chat.providers.base import (
@@ -99,7 +99,8 @@ class ChatLoop:
             await streaming.publish(self.runtime.cache, request_id, "error", msgspec.to_builtins(failed))
             return self._event(CHAT_FAILED, f"{request_id}.final", conversation_id, failed)
         assert begun.request is not None
-        return await self.step(begun.request, begun.request.first_turn)
+        # A new request's first LLM call was claimed as it was recorded.
+        return await self.step(begun.request, begun.request.first_turn, claimed=begun.state == "new")
 
     async def on_tools_completed(self, payload: ToolsCompleted) -> CloudEvent:
         outcome, request = await self.conversations.record_results(
@@ -119,14 +120,17 @@ class ChatLoop:
                 )
         if outcome == "max_rounds":
             return await self._final(request)
-        return await self.step(request, payload.turn + 1)
+        return await self.step(request, payload.turn + 1, claimed=outcome == "advanced")
 
     # ------------------------------------------------------------ one LLM step
 
-    async def step(self, request: RequestState, turn: int) -> CloudEvent:
-        """Take the LLM call of `turn` once; answer a step already taken from the store."""
+    async def step(self, request: RequestState, turn: int, *, claimed: bool = False) -> CloudEvent:
+        """Take the LLM call of `turn` once (`claimed`: the caller's transition already claimed it);
+        a step already taken is answered from the store."""
         conversation_id = request.conversation_id
-        if not await self.conversations.claim_llm(conversation_id, request.id, turn, self.claim_timeout):
+        if not claimed and not await self.conversations.claim_llm(
+            conversation_id, request.id, turn, self.claim_timeout
+        ):
             return await self.replay(request, turn)
         assert self.provider is not None
         try:
@@ -177,12 +181,41 @@ class ChatLoop:
         )
         if not recorded:  # the claim expired and another replica finished this step first
             log.warning("step %d of conversation %s was recorded by another replica", turn, conversation_id)
-        if request.stream and recorded:
-            for record in await self.conversations.tool_calls(conversation_id, turn=turn):
-                await streaming.publish(
-                    self.runtime.cache, request.id, "tool_call", msgspec.to_builtins(record)
-                )
-        return await self.replay(request, turn)
+            return await self.replay(request, turn)
+        # What was just stored is the reply: it is built here rather than read back.
+        if model_turn.tool_uses:
+            calls = [ToolCall(id=use.id, name=use.name, arguments=use.input) for use in model_turn.tool_uses]
+            if request.stream:
+                for call in calls:
+                    record = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments, turn=turn)
+                    await streaming.publish(
+                        self.runtime.cache, request.id, "tool_call", msgspec.to_builtins(record)
+                    )
+            payload = ToolsRequested(conversation_id=conversation_id, turn=turn, calls=calls)
+            return self._event(TOOLS_REQUESTED, f"{conversation_id}.{turn}.tools", conversation_id, payload)
+        if turn != request.first_turn:  # after tool rounds the answer sums every call of the request
+            finished = msgspec.structs.replace(
+                request, status="completed", answer=model_turn.text, stop_reason=model_turn.stop_reason
+            )
+            return await self._final(finished)
+        completed = ChatCompleted(
+            conversation_id=conversation_id,
+            request_id=request.id,
+            answer=model_turn.text,
+            stop_reason=model_turn.stop_reason,
+            provider=self.provider.name,
+            model=model_turn.model,
+            llm_calls=1,
+            tool_calls=[],
+            usage=Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cost_usd=float(cost),
+            ),
+        )
+        return await self._announce(completed)
 
     async def replay(self, request: RequestState, turn: int) -> CloudEvent:
         """The reply of a step already taken, rebuilt from the store (same event id every time)."""
@@ -203,16 +236,19 @@ class ChatLoop:
         )
 
     async def _final(self, request: RequestState) -> CloudEvent:
-        """chat.completed or chat.failed for a finished request; also announced on its stream channel."""
-        payload: ChatCompleted | ChatFailed
+        """chat.completed or chat.failed for a finished request, from the store."""
         if request.status == "completed":
-            payload = await self.conversations.completed(request)
-            kind, event_type = "done", CHAT_COMPLETED
-        else:
-            payload = self.conversations.failed(request)
-            kind, event_type = "error", CHAT_FAILED
-        await streaming.publish(self.runtime.cache, request.id, kind, msgspec.to_builtins(payload))  # type: ignore[arg-type]
-        return self._event(event_type, f"{request.id}.final", request.conversation_id, payload)
+            return await self._announce(await self.conversations.completed(request))
+        return await self._announce(self.conversations.failed(request))
+
+    async def _announce(self, payload: ChatCompleted | ChatFailed) -> CloudEvent:
+        """The final event of a request, first published on its stream channel."""
+        done = isinstance(payload, ChatCompleted)
+        await streaming.publish(
+            self.runtime.cache, payload.request_id, "done" if done else "error", msgspec.to_builtins(payload)
+        )
+        event_type = CHAT_COMPLETED if done else CHAT_FAILED
+        return self._event(event_type, f"{payload.request_id}.final", payload.conversation_id, payload)
 
     def _event(self, event_type: str, event_id: str, conversation_id: str, payload: Any) -> CloudEvent:
         return new_event(
