@@ -22,6 +22,8 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.config import OpenAPIConfig
+from litestar.plugins import PluginProtocol
+from litestar.plugins.core import MsgspecDIPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import metrics, tracing
@@ -189,6 +191,19 @@ async def receive_event(request: Request[Any, Any, Any], runtime: Runtime) -> Re
     return answer_response(await handle_event_request(runtime, dict(request.headers), body))
 
 
+class _MsgspecLitestar(Litestar):
+    """Litestar with only its msgspec plugin: every payload here is a msgspec Struct.
+
+    Litestar otherwise imports its pydantic and attrs plugins whenever those packages are
+    installed (the LLM SDKs bring pydantic), which cost about 0.08 s of every cold start.
+    """
+
+    @staticmethod
+    def _get_default_plugins(plugins: list[PluginProtocol]) -> list[PluginProtocol]:
+        plugins.append(MsgspecDIPlugin())
+        return plugins
+
+
 def create_app(spec: FunctionSpec, settings: Settings | None = None) -> Litestar:
     """A Litestar app serving `spec`, with the shared routes, metrics, errors and lifespan."""
     settings = settings or get_settings()
@@ -204,7 +219,7 @@ def create_app(spec: FunctionSpec, settings: Settings | None = None) -> Litestar
             await runtime.stop()
 
     public = Router(path="/", route_handlers=list(spec.routes), guards=[require_api_key])
-    app = Litestar(
+    app = _MsgspecLitestar(
         route_handlers=[live, startup, ready, health, prometheus_metrics, receive_event, public],
         dependencies={"runtime": Provide(runtime_dependency, sync_to_thread=False)},
         lifespan=[lifespan],
