@@ -264,8 +264,8 @@ spec:
 def main() -> None:
     short = quick()
     connections = 16
-    seconds = 3.0 if short else 8.0
-    paced_rates = [500.0, 1000.0] if short else [250.0, 500.0, 1000.0]
+    seconds = 3.0 if short else 6.0
+    paced_rates = [100.0, 500.0, 1000.0] if short else [100.0, 250.0, 500.0, 1000.0]
     print_header("Local broker: events/s and end-to-end latency (request -> subscriber -> reply -> sink)")
     with scratch_dir("victor-bench-broker-") as directory:
         redis_server = None
