@@ -7,7 +7,7 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from common.settings import Settings, SettingsError, get_settings
 
@@ -21,7 +21,7 @@ APPS = {
 }
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     print(f"victor: {message}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -124,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(str(exc))
     try:
         return int(args.run(args, settings) or 0)
+    except SettingsError as exc:  # e.g. a Trigger manifest the broker cannot serve
+        fail(str(exc))
     except KeyboardInterrupt:
         return 130
 
