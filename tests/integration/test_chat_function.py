@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import asyncpg
 import httpx
+import pytest
 
 from common.cloudevents import new_event
 from common.metrics import REGISTRY
@@ -22,6 +23,29 @@ SONNET = chat_settings().price("claude-sonnet-4-5")
 
 def sonnet_cost(input: int, output: int, cache_read: int = 0, cache_write: int = 0) -> Decimal:
     return chat_settings().cost("claude-sonnet-4-5", input, output, cache_read, cache_write)
+
+
+def sample(name: str, **labels: str) -> float:
+    return (
+        REGISTRY.get_sample_value(name, {"provider": "anthropic", "model": "claude-sonnet-4-5", **labels})
+        or 0.0
+    )
+
+
+LLM_SAMPLES = (
+    ("victor_llm_requests_total", {"outcome": "ok"}),
+    ("victor_llm_tokens_total", {"kind": "input"}),
+    ("victor_llm_tokens_total", {"kind": "output"}),
+    ("victor_llm_tokens_total", {"kind": "cache_read"}),
+    ("victor_llm_tokens_total", {"kind": "cache_write"}),
+    ("victor_llm_cost_usd_total", {}),
+    ("victor_llm_duration_seconds_count", {}),
+    ("victor_llm_time_to_first_token_seconds_count", {}),
+)
+
+
+def llm_samples() -> list[float]:
+    return [sample(name, **labels) for name, labels in LLM_SAMPLES]
 
 
 async def llm_calls(database_url: str, conversation_id: str) -> list[asyncpg.Record]:
@@ -59,6 +83,7 @@ async def test_without_a_provider_chat_answers_503_naming_the_setting_and_health
 
 
 async def test_post_chat_answers_with_the_reply_usage_and_exact_cost(make_settings, services) -> None:
+    before = llm_samples()
     async with fake_anthropic() as (llm, llm_url):
         llm.push(
             Reply(
@@ -92,6 +117,8 @@ async def test_post_chat_answers_with_the_reply_usage_and_exact_cost(make_settin
     }
     [call] = await llm_calls(services.database_url, body["conversation_id"])
     assert call["cost_usd"] == cost
+    added = [after - was for after, was in zip(llm_samples(), before, strict=True)]
+    assert added == [1, 1200, 80, 3000, 400, pytest.approx(float(cost)), 1, 0]
     assert [(m["role"], m["content"]) for m in view["messages"]] == [
         ("user", [{"type": "text", "text": "Who are you?"}]),
         ("assistant", [{"type": "text", "text": "Hello, I am Victor."}]),
@@ -101,6 +128,7 @@ async def test_post_chat_answers_with_the_reply_usage_and_exact_cost(make_settin
 
 
 async def test_post_chat_stream_sends_text_deltas_then_done(make_settings) -> None:
+    first_tokens = sample("victor_llm_time_to_first_token_seconds_count")
     async with fake_anthropic() as (llm, llm_url):
         llm.push(Reply([text("Streaming works fine.")], chunk=5))
         async with (
@@ -115,6 +143,7 @@ async def test_post_chat_stream_sends_text_deltas_then_done(make_settings) -> No
     assert "".join(data["text"] for name, data in events if name == "text") == "Streaming works fine."
     assert events[-1][1]["answer"] == "Streaming works fine."
     assert llm.requests[0].body["stream"] is True
+    assert sample("victor_llm_time_to_first_token_seconds_count") == first_tokens + 1
 
 
 async def test_follow_up_continues_the_stored_conversation(make_settings) -> None:
@@ -326,3 +355,41 @@ async def test_identical_requests_at_temperature_zero_are_answered_from_the_resp
         'victor_llm_requests_total{model="claude-sonnet-4-5",outcome="cached",provider="anthropic"}'
         in metrics_text
     )
+
+
+async def test_results_for_a_round_that_never_happened_are_rejected_with_422(make_settings) -> None:
+    async with (
+        fake_anthropic() as (llm, llm_url),
+        chat_function(make_settings, chat_settings(), **anthropic_env(llm_url)) as (url, _),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        stray = {"conversation_id": "never-started", "turn": 3, "results": []}
+        response = await http.post(
+            f"{url}/",
+            headers={
+                "ce-specversion": "1.0",
+                "ce-id": str(uuid.uuid4()),
+                "ce-source": "/victor/tools",
+                "ce-type": TOOLS_COMPLETED,
+                "content-type": "application/json",
+            },
+            json=stray,
+        )
+        bad = await http.post(
+            f"{url}/",
+            headers={
+                "ce-specversion": "1.0",
+                "ce-id": str(uuid.uuid4()),
+                "ce-source": "/test",
+                "ce-type": CHAT_REQUESTED,
+                "content-type": "application/json",
+            },
+            json={"conversation_id": "x"},
+        )
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        "conversation never-started has no tool round 3; the event does not answer any tools.requested"
+    )
+    assert bad.status_code == 422
+    assert "message" in bad.json()["detail"]
+    assert llm.requests == []
