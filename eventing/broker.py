@@ -12,6 +12,7 @@ delivered again by the next broker on the same Redis: at-least-once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -134,10 +135,10 @@ class EventStream:
                 pipe.xadd(self.key, {_FIELD: payload})
             await pipe.execute()
 
-    async def ensure_group(self, group: str) -> None:
-        """Create the group at the stream's end (a new Trigger sees events from now on), or keep it."""
+    async def ensure_group(self, group: str, start: str = "$") -> None:
+        """Create the group at `start` ($, the end: a new Trigger sees events from now on), or keep it."""
         try:
-            await self.client.xgroup_create(self.key, group, id="$", mkstream=True)
+            await self.client.xgroup_create(self.key, group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -264,6 +265,9 @@ class TriggerDispatcher:
                 )
                 recover = True  # entries whose ack failed are pending again
                 await asyncio.sleep(_REDIS_RETRY_SECONDS)
+                if "NOGROUP" in str(exc):  # Redis came back without its data: every entry now is new
+                    with contextlib.suppress(RedisError, OSError):
+                        await stream.ensure_group(self.group, start="0")
             except Exception:  # a dispatcher that dies silently would stop a Trigger for good
                 log.exception("trigger %s: dispatching failed; retrying", self.trigger.name)
                 recover = True

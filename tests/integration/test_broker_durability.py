@@ -144,3 +144,17 @@ async def test_a_redis_outage_is_503_at_ingress_and_accepted_events_survive_it(
         assert sorted(r.event.id for r in received) == ["after", "before"]
     finally:
         redis_server.stop()
+
+
+async def test_the_broker_recovers_when_redis_returns_empty(make_settings, tmp_path) -> None:
+    subscriber = Subscriber()
+    async with (
+        running(subscriber) as url,
+        mesh(make_settings(), tmp_path, broker_manifest(), trigger_manifest("t", url)) as (ingress, broker),
+    ):
+        await publish(ingress, event(id="first"))
+        await subscriber.wait_for(1)
+        await broker.client.delete(broker.stream.key)  # as if Redis restarted without persistence
+        await publish(ingress, event(id="second"))
+        received = await subscriber.wait_for(2, timeout=15)
+    assert [r.event.id for r in received] == ["first", "second"]
