@@ -99,8 +99,13 @@ class ChatLoop:
             await streaming.publish(self.runtime.cache, request_id, "error", msgspec.to_builtins(failed))
             return self._event(CHAT_FAILED, f"{request_id}.final", conversation_id, failed)
         assert begun.request is not None
-        # A new request's first LLM call was claimed as it was recorded.
-        return await self.step(begun.request, begun.request.first_turn, claimed=begun.state == "new")
+        request = begun.request
+        # A new request's first LLM call was claimed as it was recorded; a new conversation's
+        # messages are just the one stored, so they need not be read back.
+        known = None
+        if begun.state == "new" and request.first_turn == 0:
+            known = [Message(role="user", content=[TextBlock(text=payload.message)])]
+        return await self.step(request, request.first_turn, claimed=begun.state == "new", messages=known)
 
     async def on_tools_completed(self, payload: ToolsCompleted) -> CloudEvent:
         outcome, request = await self.conversations.record_results(
@@ -124,7 +129,14 @@ class ChatLoop:
 
     # ------------------------------------------------------------ one LLM step
 
-    async def step(self, request: RequestState, turn: int, *, claimed: bool = False) -> CloudEvent:
+    async def step(
+        self,
+        request: RequestState,
+        turn: int,
+        *,
+        claimed: bool = False,
+        messages: list[Message] | None = None,
+    ) -> CloudEvent:
         """Take the LLM call of `turn` once (`claimed`: the caller's transition already claimed it);
         a step already taken is answered from the store."""
         conversation_id = request.conversation_id
@@ -134,7 +146,7 @@ class ChatLoop:
             return await self.replay(request, turn)
         assert self.provider is not None
         try:
-            model_turn, from_cache, seconds = await self.call_model(self.provider, request)
+            model_turn, from_cache, seconds = await self.call_model(self.provider, request, messages)
         except ProviderError as error:
             outcome = {"provider_rejected": "rejected", "provider_timeout": "timeout"}.get(
                 error.code, "error"
@@ -215,7 +227,7 @@ class ChatLoop:
                 cost_usd=float(cost),
             ),
         )
-        return await self._announce(completed)
+        return await self._announce(completed, request.stream)
 
     async def replay(self, request: RequestState, turn: int) -> CloudEvent:
         """The reply of a step already taken, rebuilt from the store (same event id every time)."""
@@ -238,15 +250,20 @@ class ChatLoop:
     async def _final(self, request: RequestState) -> CloudEvent:
         """chat.completed or chat.failed for a finished request, from the store."""
         if request.status == "completed":
-            return await self._announce(await self.conversations.completed(request))
-        return await self._announce(self.conversations.failed(request))
+            return await self._announce(await self.conversations.completed(request), request.stream)
+        return await self._announce(self.conversations.failed(request), request.stream)
 
-    async def _announce(self, payload: ChatCompleted | ChatFailed) -> CloudEvent:
-        """The final event of a request, first published on its stream channel."""
+    async def _announce(self, payload: ChatCompleted | ChatFailed, streamed: bool) -> CloudEvent:
+        """The final event of a request, first published on its stream channel when someone may be
+        listening there: a streamed request, or any request when steps run through the broker."""
         done = isinstance(payload, ChatCompleted)
-        await streaming.publish(
-            self.runtime.cache, payload.request_id, "done" if done else "error", msgspec.to_builtins(payload)
-        )
+        if streamed or self.runtime.settings.broker_url:
+            await streaming.publish(
+                self.runtime.cache,
+                payload.request_id,
+                "done" if done else "error",
+                msgspec.to_builtins(payload),
+            )
         event_type = CHAT_COMPLETED if done else CHAT_FAILED
         return self._event(event_type, f"{payload.request_id}.final", payload.conversation_id, payload)
 
@@ -262,9 +279,12 @@ class ChatLoop:
 
     # ------------------------------------------------------------ the model call
 
-    async def call_model(self, provider: Provider, request: RequestState) -> tuple[ModelTurn, bool, float]:
+    async def call_model(
+        self, provider: Provider, request: RequestState, messages: list[Message] | None = None
+    ) -> tuple[ModelTurn, bool, float]:
         """One LLM call for the request's conversation as stored: (turn, from the cache, seconds)."""
-        messages = await self.conversations.messages(request.conversation_id)
+        if messages is None:
+            messages = await self.conversations.messages(request.conversation_id)
         tools = await self.selector.select(_last_user_text(messages))
         model_request = ModelRequest(
             model=request.model,
