@@ -12,12 +12,14 @@ ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY requirements.lock pyproject.toml README.md ./
 COPY scripts/image_install.sh scripts/image_install.sh
+# Dependencies first, from the lock alone: this layer is rebuilt only when the lock changes.
+COPY requirements.lock pyproject.toml README.md ./
+RUN sh scripts/image_install.sh dependencies /opt/venv /src
 COPY common common
 COPY eventing eventing
 COPY functions functions
-RUN sh scripts/image_install.sh /opt/venv /src
+RUN sh scripts/image_install.sh application /opt/venv /src
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0

@@ -1,26 +1,53 @@
 #!/bin/sh
-# Installs Victor's runtime into a fresh virtualenv. The Dockerfile's build stage runs
-# this script, and tests/contract/test_dockerfile.py runs the very same script into a
-# clean directory, so the test exercises exactly the image's install steps.
+# Installs Victor's runtime into a virtualenv, in the two steps the Dockerfile's build
+# stage runs as two layers, so that a code change does not reinstall torch:
 #
-# Usage: sh scripts/image_install.sh VENV_DIR [SOURCE_DIR]
+#   sh scripts/image_install.sh dependencies VENV SRC   # SRC holds requirements.lock,
+#                                                       # pyproject.toml and README.md only
+#   sh scripts/image_install.sh application VENV SRC    # SRC now holds the packages too
+#
+# tests/contract/test_dockerfile.py replays the same Dockerfile steps, running this very
+# script into a clean directory, so the test exercises exactly the image's install.
 # Runtime dependencies only (no dev extras), every version pinned by requirements.lock.
 # The lock pins torch==2.13.0+cpu: a real build finds it through
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (a Dockerfile build arg).
 set -eu
-VENV="$1"
-SRC="${2:-.}"
+STEP="$1"
+VENV="$2"
+SRC="$3"
 PYTHON="${PYTHON:-python3}"
+PIP_OPTIONS="--quiet --no-cache-dir --disable-pip-version-check --no-compile"
 
-"$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --no-compile \
-    --prefer-binary --constraint "$SRC/requirements.lock" "$SRC"
-# Not needed at run time: C/C++ headers, torch's compiled C++ test binaries, and pip.
-SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-rm -rf "$SITE/torch/include" "$SITE/torch/test" "$SITE/pyarrow/include"
-"$VENV/bin/python" -m pip uninstall --quiet --yes pip
-# Compile once at build time: the container's root filesystem is read-only, and
-# unchecked-hash .pyc files stay valid whatever timestamps the image layers carry.
-# torch ships one Python 3.12-only test helper, which 3.11 cannot compile.
-"$VENV/bin/python" -m compileall -q -j 0 -x 'py312_intrinsics\.py$' \
-    --invalidation-mode unchecked-hash "$VENV/lib"
+compile() {
+    # Compiled at build time: the container's root filesystem is read-only, and
+    # unchecked-hash .pyc files stay valid whatever timestamps the image layers carry.
+    # torch ships one Python 3.12-only test helper, which 3.11 cannot compile.
+    "$VENV/bin/python" -m compileall -q -j 0 -x 'py312_intrinsics\.py$' \
+        --invalidation-mode unchecked-hash "$@"
+}
+
+case "$STEP" in
+dependencies)
+    "$PYTHON" -m venv "$VENV"
+    # With no packages in SRC yet this installs only the pinned dependencies (and an
+    # empty victor-functions distribution that the application step replaces).
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install $PIP_OPTIONS --prefer-binary --constraint "$SRC/requirements.lock" "$SRC"
+    SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    # Not needed at run time: C/C++ headers and torch's compiled C++ test binaries.
+    rm -rf "$SITE/torch/include" "$SITE/torch/test" "$SITE/pyarrow/include"
+    compile "$SITE"
+    ;;
+application)
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install $PIP_OPTIONS --no-deps --force-reinstall "$SRC"
+    SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    compile "$SITE/common" "$SITE/eventing" "$SITE/functions"
+    # pip has no job in the running container.
+    "$VENV/bin/python" -m pip uninstall --quiet --yes pip
+    ;;
+*)
+    echo "usage: sh scripts/image_install.sh dependencies|application VENV SRC" >&2
+    exit 2
+    ;;
+esac

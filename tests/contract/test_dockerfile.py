@@ -94,46 +94,53 @@ def test_runtime_stage_is_non_root_labelled_and_health_checked(stages: dict[str,
 def test_build_stage_installs_from_the_lock_with_cpu_only_torch(stages: dict[str, Stage]) -> None:
     build = stages["build"]
     assert build.values("ARG") == ["PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu"]
-    assert build.values("RUN") == ["sh scripts/image_install.sh /opt/venv /src"]
+    assert build.values("RUN") == [
+        "sh scripts/image_install.sh dependencies /opt/venv /src",
+        "sh scripts/image_install.sh application /opt/venv /src",
+    ]
+    # The dependency layer sees only the lock and the project metadata, so code changes keep it cached.
+    copies = build.values("COPY")
+    assert copies.index("requirements.lock pyproject.toml README.md ./") < copies.index("common common")
     script = (ROOT / "scripts" / "image_install.sh").read_text()
     assert '--constraint "$SRC/requirements.lock"' in script
     assert "torch==2.13.0+cpu" in (ROOT / "requirements.lock").read_text().splitlines()
 
 
 def replay_build_stage(stage: Stage, scratch: Path) -> Path:
-    """Copy the stage's COPY sources into scratch/src (its WORKDIR), run its RUN lines; return the venv."""
+    """Replay the stage's COPY and RUN lines in order, paths mapped under `scratch`; return the venv."""
     [workdir] = stage.values("WORKDIR")
     context = scratch / workdir.lstrip("/")
     context.mkdir(parents=True)
-    for copy in stage.values("COPY"):
-        *sources, destination = shlex.split(copy)
-        target = (
-            context / destination if not destination.startswith("/") else scratch / destination.lstrip("/")
-        )
-        for source in sources:
-            origin = ROOT / source
-            place = target / origin.name if destination.endswith("/") else target
-            place.parent.mkdir(parents=True, exist_ok=True)
-            if origin.is_dir():
-                shutil.copytree(origin, place, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy(origin, place)
     venv = scratch / "opt" / "venv"
     env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_CACHE_DIR": "1"}
     # The image takes torch from PyTorch's CPU index; here pip's configured local index serves it.
     env.pop("PIP_EXTRA_INDEX_URL", None)
-    for run in stage.values("RUN"):
-        command = run.replace("/opt/venv", str(venv)).replace(f" {workdir}", f" {context}")
-        result = subprocess.run(
-            ["sh", "-c", command], cwd=context, env=env, capture_output=True, text=True, timeout=900
-        )
-        errors = [
-            line
-            for line in (result.stdout + result.stderr).splitlines()
-            if "is ignored: it is neither" not in line
-        ]
-        assert result.returncode == 0, "\n".join(errors[-30:])
+    for keyword, arguments in stage.instructions:
+        if keyword == "COPY":
+            copy_into(context, scratch, arguments)
+        elif keyword == "RUN":
+            command = arguments.replace("/opt/venv", str(venv)).replace(f" {workdir}", f" {context}")
+            result = subprocess.run(
+                ["sh", "-c", command], cwd=context, env=env, capture_output=True, text=True, timeout=900
+            )
+            output = (result.stdout + result.stderr).splitlines()
+            errors = [line for line in output if "is ignored: it is neither" not in line]
+            assert result.returncode == 0, f"RUN {arguments}\n" + "\n".join(errors[-30:])
     return venv
+
+
+def copy_into(context: Path, scratch: Path, arguments: str) -> None:
+    """What `COPY sources... destination` does, from the repository into the scratch WORKDIR."""
+    *sources, destination = shlex.split(arguments)
+    target = scratch / destination.lstrip("/") if destination.startswith("/") else context / destination
+    for source in sources:
+        origin = ROOT / source
+        place = target / origin.name if destination.endswith("/") else target
+        place.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_dir():
+            shutil.copytree(origin, place, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(origin, place)
 
 
 def tree_size(path: Path) -> int:
@@ -141,6 +148,7 @@ def tree_size(path: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # installs ~2 GB of wheels; minutes on a shared 2-core machine
 def test_build_stage_install_steps_produce_a_working_runtime(
     stages: dict[str, Stage], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,6 +173,7 @@ def test_build_stage_install_steps_produce_a_working_runtime(
     site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     assert (site / "common" / "__pycache__" / f"app.{sys.implementation.cache_tag}.pyc").is_file()
     assert not (site / "torch" / "include").exists()
+    assert (site / "torch" / "__pycache__" / f"__init__.{sys.implementation.cache_tag}.pyc").is_file()
 
     size = tree_size(venv)
     with capsys.disabled():
