@@ -4,8 +4,9 @@ A backup directory holds `postgres.dump` (pg_dump's custom format), `lancedb/`
 (a copy of the LANCEDB_URI directory) and `manifest.json`, written last, which
 says when, by which versions and what was included; a directory without a
 valid manifest is not a backup. Restore replaces the objects the dump holds
-(in one transaction) and swaps the LanceDB directory in whole, so a failed
-restore leaves the previous data in place.
+(in one transaction; tables created after the backup are left as they are)
+and swaps the LanceDB directory in whole, so a failed restore leaves the
+previous data in place.
 
 pg_dump/pg_restore must be at least as new as the server: the newest one found
 on PATH or inside the pgserver package (which ships PostgreSQL's client tools)

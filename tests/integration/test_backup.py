@@ -15,6 +15,7 @@ import asyncpg
 import lancedb
 import pytest
 
+from common.embedded import free_port
 from common.store import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,4 +226,30 @@ def test_backup_refuses_object_storage_lancedb_unless_skipped(services, tmp_path
     env = {"DATABASE_URL": services.database_url, "LANCEDB_URI": "s3://bucket/lancedb"}
     done = victor("backup", str(tmp_path / "b"), env=env)
     assert_one_line_error(done, "LANCEDB_URI uses object storage (s3://)")
+    assert not (tmp_path / "b").exists()
+
+
+def test_restore_needs_database_url_when_the_backup_holds_a_dump(tmp_path) -> None:
+    manifest = {
+        "format": "victor-backup",
+        "format_version": 1,
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "victor_version": "0.1.0",
+        "python_version": "3.11.7",
+        "postgres": {"included": True, "file": "postgres.dump", "database": "postgres"},
+        "lancedb": {"included": False, "reason": "--skip-lancedb"},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "postgres.dump").write_bytes(b"PGDMP")
+    done = victor("restore", str(tmp_path), env={})
+    assert_one_line_error(done, "DATABASE_URL is not set")
+
+
+def test_backup_of_an_unreachable_server_fails_in_one_line_and_leaves_nothing(tmp_path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    done = victor("backup", str(tmp_path / "b"), "--skip-lancedb", env={"DATABASE_URL": url})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("victor: cannot reach PostgreSQL at DATABASE_URL")
+    assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "b").exists()
