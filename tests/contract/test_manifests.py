@@ -381,6 +381,13 @@ def test_broken_copy_is_rejected_with_one_line_naming_file_object_and_rule(
     assert errors[-1].startswith("validate: ") and "problem(s) in 1 build(s)" in errors[-1]
 
 
+def test_missing_crd_schemas_are_an_error_not_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VICTOR_KNATIVE_CRDS", str(tmp_path / "nowhere"))
+    status, errors, out = validate()
+    assert (status, out) == (1, "")
+    assert errors == [f"validate: Knative CRDs not found at {tmp_path / 'nowhere'}; set VICTOR_KNATIVE_CRDS"]
+
+
 def test_a_secret_with_values_is_rejected(tmp_path: Path) -> None:
     secret = tmp_path / "secret.yaml"
     secret.write_text(
