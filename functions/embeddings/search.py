@@ -12,6 +12,7 @@ from common.function import EventRejected
 from eventing.embeddings_events import SearchCompleted, SearchFilter, SearchHit, SearchRequested
 from functions.embeddings import metrics
 from functions.embeddings.service import EmbeddingService
+from functions.embeddings.settings import EmbeddingSettings
 from functions.embeddings.vector_store import ModelMismatch, UnknownCollection, check_collection_name, quote
 
 COLUMNS = ["path", "start_line", "end_line", "language", "text", "metadata"]
@@ -58,6 +59,22 @@ def _hits(rows: list[dict[str, Any]], score_of: Any) -> list[SearchHit]:
     ]
 
 
+def tune(query: Any, settings: EmbeddingSettings, indexed: bool) -> Any:
+    """Probe and refine settings for a table with an ANN index (flat search needs none)."""
+    if indexed:
+        query = query.nprobes(settings.search_nprobes)
+        if settings.search_refine_factor:
+            query = query.refine_factor(settings.search_refine_factor)
+    return query
+
+
+def vector_query(table: Any, vector: Any, k: int, settings: EmbeddingSettings, indexed: bool) -> Any:
+    """The cosine k-nearest query the function runs (the benchmark measures this same query)."""
+    query = tune(table.search(vector).metric("cosine"), settings, indexed)
+    # Naming the distance column keeps LanceDB from adding it implicitly (and warning each time).
+    return query.select([*COLUMNS, "_distance"]).limit(k)
+
+
 def run_query(service: EmbeddingService, request: SearchRequested, vector: list[float]) -> list[SearchHit]:
     """Blocking: the query against LanceDB."""
     table = service.store.table(request.collection, create=False)
@@ -65,15 +82,12 @@ def run_query(service: EmbeddingService, request: SearchRequested, vector: list[
         return []
     where = where_clause(request.filter)
     settings = service.settings
+    indexed = service.store.has_vector_index(table)
     if request.mode == "hybrid":
         query = table.search(query_type="hybrid").vector(vector).text(request.query)
+        query = tune(query, settings, indexed).select(COLUMNS).limit(request.k)
     else:
-        query = table.search(vector).metric("cosine")
-    if service.store.has_vector_index(table):
-        query = query.nprobes(settings.search_nprobes)
-        if settings.search_refine_factor:
-            query = query.refine_factor(settings.search_refine_factor)
-    query = query.select(COLUMNS).limit(request.k)
+        query = vector_query(table, vector, request.k, settings, indexed)
     if where:
         query = query.where(where, prefilter=True)
     rows = query.to_list()

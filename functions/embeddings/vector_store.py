@@ -80,6 +80,7 @@ class VectorStore:
         self._tables: dict[str, Any] = {}
         self._write_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._indexed: set[str] = set()
 
     def write_lock(self, collection: str) -> threading.Lock:
         with self._guard:
@@ -171,4 +172,11 @@ class VectorStore:
         table.create_index(**options)
 
     def has_vector_index(self, table: Any) -> bool:
-        return any(index.name == VECTOR_INDEX for index in table.list_indices())
+        """Whether the table has its ANN index; remembered once seen, as indexes are never dropped here."""
+        if table.name in self._indexed:
+            return True
+        if any(index.name == VECTOR_INDEX for index in table.list_indices()):
+            with self._guard:
+                self._indexed.add(table.name)
+            return True
+        return False

@@ -309,3 +309,27 @@ async def test_startup_probe_reports_a_model_that_cannot_load(embeddings_app, tm
         assert f"VICTOR_EMBEDDING_MODEL={str(broken)!r} cannot be loaded" in body["error"]
         refused = await http.post("/v1/embeddings", json={"input": "x"})
         assert refused.status_code == 503
+
+
+async def test_a_collection_past_the_threshold_gets_a_vector_index_and_still_finds_exact_matches(
+    embeddings_app,
+) -> None:
+    app, _ = embeddings_app(VICTOR_VECTOR_INDEX_THRESHOLD="256")
+    topics = ["invoice", "kubernetes", "password", "thumbnail", "migration", "websocket", "csv", "retry"]
+    documents = [
+        {"id": f"doc-{n}", "text": f"note {n}: {topics[n % len(topics)]} number {n} {uuid.uuid4().hex[:6]}"}
+        for n in range(300)
+    ]
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=300) as http:
+        await wait_started(http)
+        small = (
+            await http.post("/v1/index", json={"documents": documents[:200], "collection": "big"})
+        ).json()
+        assert (small["total_chunks"], small["vector_index"]) == (200, False)
+        grown = (await http.post("/v1/index", json={"documents": documents, "collection": "big"})).json()
+        assert (grown["files_indexed"], grown["files_unchanged"]) == (100, 200)
+        assert (grown["total_chunks"], grown["vector_index"]) == (300, True)
+        for n, mode in ((7, "vector"), (150, "hybrid"), (299, "vector")):
+            body = {"query": documents[n]["text"], "collection": "big", "k": 3, "mode": mode}
+            results = (await http.post("/v1/search", json=body)).json()["results"]
+            assert results[0]["path"] == f"doc-{n}"

