@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from eventing import events
+from eventing.triggers import SubscriberDirectory, load_manifests
 from scripts.kustomize import KustomizeError, Resource, build, strategic_merge
 from tests.support.manifests import (
     KNATIVE,
@@ -138,6 +139,20 @@ def test_broker_retries_with_backoff_then_dead_letters(built: list[Resource]) ->
         "kind": "Broker",
         "name": "default",
     }
+
+
+def test_the_local_broker_loads_the_same_triggers_and_delivery() -> None:
+    """`victor dev` and compose run the broker on knative/base: it must read what the cluster reads."""
+    names = [f"victor-{name}" for name in FUNCTIONS] + ["victor-dead-letters"]
+    directory = SubscriberDirectory({name: f"http://{name}.test" for name in names})
+    manifests = load_manifests(KNATIVE / "base", directory, namespace="victor", broker="default")
+    assert {t.subscriber_url for t in manifests.triggers} == {f"http://victor-{n}.test" for n in FUNCTIONS}
+    assert len(manifests.triggers) == len(ROUTES)
+    [broker] = manifests.brokers
+    delivery = broker.delivery
+    assert delivery is not None
+    assert (delivery.retry, delivery.backoff_policy, delivery.backoff_delay) == (5, "exponential", 0.5)
+    assert delivery.dead_letter_url == "http://victor-dead-letters.test"
 
 
 def test_overlays_differ_where_environments_should() -> None:
