@@ -37,6 +37,7 @@ def serve(name: str, settings: Settings, host: str = "0.0.0.0") -> None:
     """Serve one function on $PORT until SIGTERM; in-flight requests finish first."""
     import uvicorn
 
+    from common.function import exit_cleanly_after_graceful_shutdown
     from common.logging import configure_logging
     from common.metrics import serve_separately
 
@@ -44,6 +45,7 @@ def serve(name: str, settings: Settings, host: str = "0.0.0.0") -> None:
     if settings.metrics_port:
         serve_separately(settings.metrics_port)
     app = load_app(name, settings)
+    exit_cleanly_after_graceful_shutdown()
     uvicorn.run(
         app,
         host=host,
