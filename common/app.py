@@ -98,8 +98,11 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     )
 
 
-def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard for the public /v1 routes: needs VICTOR_API_KEY when one is set."""
+async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for the public /v1 routes: needs VICTOR_API_KEY when one is set.
+
+    Async so that Litestar does not hand every guarded request to a worker thread.
+    """
     settings: Settings = connection.app.state.runtime.settings
     if not api_key_accepted(settings, connection.headers):
         raise NotAuthorizedException(API_KEY_REQUIRED)

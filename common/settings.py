@@ -60,7 +60,7 @@ class Secret:
 def redact_url(url: str) -> str:
     """The URL with any password replaced by asterisks, safe to log."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if not parts.password:  # no password, or an empty one: nothing to hide
         return url
     host = parts.hostname or ""
     if parts.port:

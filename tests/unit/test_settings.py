@@ -166,3 +166,14 @@ def test_victor_serve_exits_2_with_one_line_naming_the_variable(
     assert result.stdout == ""
     assert result.stderr.splitlines() == [line]
     assert "sk-ant-never-printed" not in result.stderr
+
+
+def test_redact_url_hides_a_password_and_leaves_urls_without_one_alone() -> None:
+    from common.settings import redact_url
+
+    assert redact_url("postgresql://app:s3cret@db:5432/victor") == "postgresql://app:****@db:5432/victor"
+    assert (
+        redact_url("postgresql://postgres:@/postgres?host=/tmp/pg")
+        == "postgresql://postgres:@/postgres?host=/tmp/pg"
+    )
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
