@@ -19,7 +19,13 @@ from litestar import Litestar, MediaType, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    ValidationException,
+)
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins import PluginProtocol
@@ -38,6 +44,8 @@ from common.function import (
     api_key_accepted,
     handle_event_request,
     health_state,
+    method_not_allowed_answer,
+    not_found_answer,
     readiness,
     startup_state,
     too_large_answer,
@@ -68,6 +76,13 @@ def _error_body(status: int, code: str, detail: str, extra: Any = None) -> dict[
 def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code == 413:  # Litestar's own answer names neither the problem's code nor the limit
         return answer_response(too_large_answer(request.app.state.runtime.settings.max_event_bytes))
+    # Litestar's routing errors say only "Not Found"; answer as the functions-framework target does.
+    if isinstance(exc, NotFoundException) and exc.detail == "Not Found":
+        return answer_response(not_found_answer(request.url.path))
+    if isinstance(exc, MethodNotAllowedException):
+        offered = (exc.headers or {}).get("allow", "").split(",")
+        allowed = [method.strip() for method in offered if method.strip() not in ("", "OPTIONS")]
+        return answer_response(method_not_allowed_answer(request.url.path, allowed))
     code = "invalid_request" if isinstance(exc, ValidationException) else exc.__class__.__name__
     code = {
         "NotFoundException": "not_found",

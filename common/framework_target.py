@@ -38,6 +38,8 @@ from common.function import (
     error_answer,
     handle_event_request,
     health_state,
+    method_not_allowed_answer,
+    not_found_answer,
     readiness,
     startup_state,
     too_large_answer,
@@ -117,12 +119,9 @@ class FrameworkTarget:
         with tracing.server_span(f"{method} {path}", dict(request.headers)):
             try:
                 if template is None:
-                    answer = error_answer(404, "not_found", f"no route {path}")
+                    answer = not_found_answer(path)
                 elif method not in allowed:
-                    answer = error_answer(405, "method_not_allowed", f"{path} accepts {', '.join(allowed)}")
-                    answer = Answer(
-                        answer.status, {**answer.headers, "allow": ", ".join(allowed)}, answer.body
-                    )
+                    answer = method_not_allowed_answer(path, allowed)
                 elif routes:
                     request.scope["path_params"] = params
                     answer = await self.own_route(runtime, request, routes[method])

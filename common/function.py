@@ -351,6 +351,18 @@ def error_answer(status: int, code: str, message: str) -> Answer:
     return Answer(status, {"content-type": "application/json"}, body)
 
 
+def not_found_answer(path: str) -> Answer:
+    """404 for a path no route serves, the same in every serving mode."""
+    return error_answer(404, "not_found", f"no route {path}")
+
+
+def method_not_allowed_answer(path: str, allowed: Sequence[str]) -> Answer:
+    """405 naming the methods `path` accepts (also in the Allow header)."""
+    methods = ", ".join(sorted(allowed))
+    answer = error_answer(405, "method_not_allowed", f"{path} accepts {methods}")
+    return Answer(405, {**answer.headers, "allow": methods}, answer.body)
+
+
 def too_large_answer(limit: int) -> Answer:
     """413 for a request body over VICTOR_MAX_EVENT_BYTES, the same in every serving mode."""
     return error_answer(

@@ -65,7 +65,8 @@ def shape(response: httpx.Response) -> tuple[Any, ...]:
     if media == "application/json":
         body = response.json()
         if "status_code" in body:
-            return response.status_code, media, body["status_code"], body["error"]
+            allow = response.headers.get("allow")
+            return response.status_code, media, body["status_code"], body["error"], body["detail"], allow
         if "components" in body:
             return (
                 response.status_code,
