@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from common.cloudevents import from_http, new_event, to_binary
+from common.metrics import REGISTRY
 from eventing.embeddings_events import EmbeddingsRequested, IndexRequested, SearchRequested
 from eventing.events import EMBEDDINGS_REQUESTED, INDEX_REQUESTED, SEARCH_REQUESTED
 from tests.support.embeddings import (  # noqa: F401 - fixtures
@@ -333,3 +334,18 @@ async def test_a_collection_past_the_threshold_gets_a_vector_index_and_still_fin
             body = {"query": documents[n]["text"], "collection": "big", "k": 3, "mode": mode}
             results = (await http.post("/v1/search", json=body)).json()["results"]
             assert results[0]["path"] == f"doc-{n}"
+
+
+async def test_texts_seen_before_come_from_the_redis_cache_not_the_model(embeddings_app, minilm) -> None:
+    app, _ = embeddings_app()
+    seen, fresh = f"cached text {uuid.uuid4().hex}", f"new text {uuid.uuid4().hex}"
+    hits = ("victor_cache_requests_total", {"cache": "embeddings", "result": "hit"})
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        await http.post("/v1/embeddings", json={"input": [seen]})
+        texts_before, hits_before = model_texts(), REGISTRY.get_sample_value(*hits) or 0.0
+        both = (await http.post("/v1/embeddings", json={"input": [seen, fresh, seen]})).json()
+        assert model_texts() - texts_before == 1  # only the new text reached the model
+        assert (REGISTRY.get_sample_value(*hits) or 0.0) - hits_before == 1
+    vectors = np.array([d["embedding"] for d in both["data"]])
+    assert np.allclose(vectors, minilm.encode([seen, fresh, seen]), atol=1e-5)
