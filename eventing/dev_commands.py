@@ -136,6 +136,29 @@ def _broker_env(port_base: int, environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def choose_dev_embedding_model(environ: dict[str, str]) -> str | None:
+    """Use the bundled MiniLM when no model is named and it is installed; returns the path chosen.
+
+    The production default (BAAI/bge-small-en-v1.5) needs a model hub, which a fresh
+    development machine may not reach; an explicit VICTOR_EMBEDDING_MODEL always wins.
+    """
+    if environ.get("VICTOR_EMBEDDING_MODEL"):
+        return None
+    from functions.embeddings.model import bundled_model_path
+
+    path = bundled_model_path()
+    if path is None:
+        return None
+    environ["VICTOR_EMBEDDING_MODEL"] = path
+    environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(
+        "embeddings: VICTOR_EMBEDDING_MODEL is unset; using the bundled all-MiniLM-L6-v2 "
+        "(set it to use another model, e.g. BAAI/bge-small-en-v1.5)",
+        flush=True,
+    )
+    return path
+
+
 def parse_only(value: str | None) -> list[str]:
     if not value:
         return list(PORTS)
@@ -184,6 +207,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         fail(str(exc))
     environ = dict(os.environ)
     environ.setdefault("LANCEDB_URI", str(data_dir / "lancedb"))
+    choose_dev_embedding_model(environ)
     services = DevServices(data_dir, environ)
     # Until the event loop takes over the signals, SIGTERM unwinds like Ctrl-C so cleanup still runs.
     previous = signal.signal(signal.SIGTERM, _interrupt)

