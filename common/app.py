@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -93,8 +94,9 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
         "ClientException": "bad_request",
         "InternalServerException": "internal_error",
         "ServiceUnavailableException": "unavailable",
-        "HTTPException": "error",
     }.get(code, code)
+    if code == "HTTPException":  # raised with only a status: name the status ("conflict", "bad_request")
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
     headers = dict(exc.headers or {})
     return Response(
         _error_body(exc.status_code, code, exc.detail, exc.extra),
