@@ -253,6 +253,7 @@ def bench_search(size: int, rows: list[list[Any]], figures: dict[str, Any]) -> N
                 "text": [f"chunk {i}" for i in range(size)],
                 "metadata": ["{}"] * size,
                 "content_hash": ["x"] * size,
+                "kind": ["file"] * size,
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIMENSION),
             },
             schema=schema("synthetic", DIMENSION),

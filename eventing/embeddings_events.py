@@ -66,6 +66,7 @@ class IndexCompleted(Payload, kw_only=True):
     model: str
     files_indexed: int
     files_unchanged: int
+    files_removed: int = 0
     chunks_added: int
     chunks_removed: int
     total_chunks: int

@@ -46,8 +46,8 @@ def content_hash(service: EmbeddingService, text: str, metadata: dict[str, Any])
 
 def read_sources(
     workspace: Path, requested: str, service: EmbeddingService
-) -> tuple[list[Source], dict[str, str]]:
-    """Blocking: the text files `requested` names, and the ones skipped with why."""
+) -> tuple[list[Source], dict[str, str], str | None]:
+    """Blocking: the text files `requested` names, those skipped with why, and the directory walked whole."""
     selection = select_files(
         workspace,
         requested,
@@ -66,7 +66,7 @@ def read_sources(
             selection.skipped[relative] = f"unreadable: {type(exc).__name__}"
             continue
         sources.append(Source(relative, text, {}))
-    return sources, selection.skipped
+    return sources, selection.skipped, selection.complete_directory
 
 
 def document_sources(request: IndexRequested, service: EmbeddingService) -> list[Source]:
@@ -121,9 +121,12 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
             422, "give exactly one of path (inside WORKSPACE_DIR) or documents", "invalid_request"
         )
     skipped: dict[str, str] = {}
+    directory: str | None = None
     if request.path is not None:
         try:
-            sources, skipped = await asyncio.to_thread(read_sources, workspace, request.path, service)
+            sources, skipped, directory = await asyncio.to_thread(
+                read_sources, workspace, request.path, service
+            )
         except WorkspaceError as exc:
             raise EventRejected(exc.status, exc.message, "invalid_path") from None
     else:
@@ -136,6 +139,11 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
     hashes = {s.path: content_hash(service, s.text, s.metadata) for s in sources}
     stored = await asyncio.to_thread(store.stored_hashes, table, list(hashes))
     changed = [s for s in sources if stored.get(s.path) != hashes[s.path]]
+    # A directory indexed whole again: its files that are gone (deleted, now ignored or binary) leave too.
+    gone: list[str] = []
+    if directory is not None:
+        present = await asyncio.to_thread(store.file_paths_under, table, directory)
+        gone = sorted(present - set(hashes))
     chunks = [(source, chunk) for source in changed for chunk in _chunks(service, source)]
     vectors = await service.embed([chunk.text for _, chunk in chunks]) if chunks else np.zeros((0, 0))
     rows = [
@@ -148,6 +156,7 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
             "text": chunk.text,
             "metadata": msgspec.json.encode(source.metadata).decode(),
             "content_hash": hashes[source.path],
+            "kind": "document" if request.documents is not None else "file",
             "vector": vector.tolist(),
         }
         for (source, chunk), vector in zip(chunks, vectors, strict=True)
@@ -155,7 +164,8 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
 
     def write() -> tuple[int, int, bool]:
         with store.write_lock(request.collection):
-            removed = store.replace(table, [s.path for s in changed], rows) if changed else 0
+            replaced = [s.path for s in changed] + gone
+            removed = store.replace(table, replaced, rows) if replaced else 0
             store.maintain(table)
             return removed, table.count_rows(), store.has_vector_index(table)
 
@@ -168,6 +178,7 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
         model=service.model.name,
         files_indexed=len(changed),
         files_unchanged=len(sources) - len(changed),
+        files_removed=len(gone),
         chunks_added=len(rows),
         chunks_removed=removed,
         total_chunks=total,

@@ -59,6 +59,8 @@ def schema(model: str, dimension: int) -> pa.Schema:
             pa.field("text", pa.string()),
             pa.field("metadata", pa.string()),
             pa.field("content_hash", pa.string()),
+            # "file" (from the workspace) or "document" (given inline): only files vanish with a directory.
+            pa.field("kind", pa.string()),
             pa.field("vector", pa.list_(pa.float32(), dimension)),
         ],
         metadata={MODEL_KEY: model.encode(), DIMENSION_KEY: str(dimension).encode()},
@@ -120,6 +122,14 @@ class VectorStore:
         with self._guard:
             self._tables[collection] = table
         return table
+
+    def file_paths_under(self, table: Any, directory: str) -> set[str]:
+        """Paths of the workspace files stored from `directory` ("" for the whole workspace)."""
+        where = "kind = 'file'"
+        if directory:
+            where += f" AND starts_with(path, {quote(directory.rstrip('/') + '/')})"
+        rows = table.search().where(where).select(["path"]).limit(None).to_arrow()
+        return set(rows["path"].to_pylist())
 
     def stored_hashes(self, table: Any, paths: Sequence[str]) -> dict[str, str]:
         """The content hash of each of `paths` already stored."""

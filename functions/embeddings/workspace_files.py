@@ -32,6 +32,8 @@ class WorkspaceError(ValueError):
 class Selection:
     files: list[Path] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # When the request named one directory and it was walked whole: that directory ("" for the root).
+    complete_directory: str | None = None
 
 
 def relative_pattern(workspace: Path, requested: str) -> str:
@@ -171,4 +173,6 @@ def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_fi
             consider(candidate)
     if len(selection.files) >= max_files:
         selection.skipped["..."] = f"stopped at VICTOR_INDEX_MAX_FILES={max_files} files"
+    elif not has_magic and direct.is_dir() and not direct.is_symlink():
+        selection.complete_directory = "" if pattern in (".", "./") else pattern.strip("/").removeprefix("./")
     return selection

@@ -349,3 +349,32 @@ async def test_texts_seen_before_come_from_the_redis_cache_not_the_model(embeddi
         assert (REGISTRY.get_sample_value(*hits) or 0.0) - hits_before == 1
     vectors = np.array([d["embedding"] for d in both["data"]])
     assert np.allclose(vectors, minilm.encode([seen, fresh, seen]), atol=1e-5)
+
+
+async def test_reindexing_a_directory_drops_files_that_are_gone_but_keeps_documents(embeddings_app) -> None:
+    app, settings = embeddings_app()
+    docs = settings.workspace_dir / "docs"
+    docs.mkdir()
+    (docs / "keep.md").write_text("How to rotate the on-call pager schedule.\n")
+    (docs / "delete.md").write_text("Steps to renew the TLS certificates of the load balancer.\n")
+    (docs / "hide.md").write_text("Notes about the espresso machine descaling routine.\n")
+    (settings.workspace_dir / "top.md").write_text(
+        "Outside the docs directory: the office wifi password policy.\n"
+    )
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        assert (await http.post("/v1/index", json={"path": "."})).json()["files_indexed"] == 4
+        inline = {"documents": [{"id": "docs/inline", "text": "An inline note about certificates."}]}
+        assert (await http.post("/v1/index", json=inline)).json()["total_chunks"] == 5
+        (docs / "delete.md").unlink()
+        (docs / ".gitignore").write_text("hide.md\n")
+        again = (await http.post("/v1/index", json={"path": "docs"})).json()
+        assert (again["files_indexed"], again["files_unchanged"], again["files_removed"]) == (1, 1, 2)
+        assert (again["chunks_removed"], again["total_chunks"]) == (2, 4)  # keep, .gitignore, top, inline
+        found = (await http.post("/v1/search", json={"query": "renew TLS certificates", "k": 10})).json()
+        assert sorted(r["path"] for r in found["results"]) == [
+            "docs/.gitignore",
+            "docs/inline",
+            "docs/keep.md",
+            "top.md",
+        ]

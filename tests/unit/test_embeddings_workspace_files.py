@@ -108,3 +108,18 @@ def test_the_file_limit_stops_the_walk_and_says_so(tmp_path: Path) -> None:
     selection = select_files(workspace, "src", max_file_bytes=1000, max_files=1)
     assert len(selection.files) == 1
     assert selection.skipped["..."] == "stopped at VICTOR_INDEX_MAX_FILES=1 files"
+
+
+def test_only_a_directory_walked_whole_is_reported_complete(tmp_path: Path) -> None:
+    workspace = make_tree(tmp_path)
+
+    def complete(requested: str, max_files: int = 100) -> str | None:
+        return select_files(workspace, requested, max_file_bytes=1000, max_files=max_files).complete_directory
+
+    assert [complete("."), complete("src/"), complete("./src/lib"), complete(str(workspace))] == [
+        "",
+        "src",
+        "src/lib",
+        "",
+    ]
+    assert [complete("src/*.py"), complete("src/app.py"), complete("src", max_files=1)] == [None, None, None]
