@@ -26,6 +26,7 @@ from common.settings import Settings
 from eventing.broker import Broker
 from eventing.broker_app import BROKER_KEY, BrokerApp, create
 from eventing.broker_settings import BrokerSettings, load_broker_settings
+from tests.support.recorder import read_request
 from tests.support.servers import running
 
 NAMESPACE = "victor"
@@ -104,21 +105,10 @@ class Subscriber:
         return self.default
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request = await read_request(scope, receive, send)
+        if request is None:
+            return
+        headers, body = request
         record = Received(scope["path"], headers, body, time.monotonic())
         try:
             event = record.event

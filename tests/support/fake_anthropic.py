@@ -11,13 +11,13 @@ retry-after. Every request is recorded so tests can assert what the SDK sent.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
+from tests.support.fake_llm import Failure, RecordedRequest, ScriptedServer, pieces, respond, start_sse
 
 _ids = itertools.count(1)
 
@@ -61,98 +61,12 @@ class Reply:
         return "tool_use" if any(b["type"] == "tool_use" for b in self.content) else "end_turn"
 
 
-@dataclass
-class Failure:
-    """An error answer with the provider's error body and optional retry-after (seconds)."""
-
-    status: int
-    message: str = "scripted failure"
-    retry_after: str | None = None
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-
-
-@dataclass
-class ScriptedServer:
-    """The script and the record shared by the fake providers."""
-
-    # Replies (Reply for Anthropic, Completion for OpenAI) and Failures, answered in order.
-    script: deque[Any] = field(default_factory=deque)
-    requests: list[RecordedRequest] = field(default_factory=list)
-    # Answered when the script is empty (benchmarks use it to repeat one reply forever).
-    default: Any = None
-
-    def push(self, *items: Any) -> None:
-        self.script.extend(items)
-
-    def next_item(self) -> Any:
-        if self.script:
-            return self.script.popleft()
-        if self.default is not None:
-            return self.default
-        return Failure(500, "the fake server's script is empty")
-
-    async def read(self, scope: dict[str, Any], receive: Any) -> RecordedRequest:
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        body = msgspec.json.decode(raw) if raw else {}
-        recorded = RecordedRequest(scope["method"], scope["path"], headers, body)
-        self.requests.append(recorded)
-        return recorded
-
-
-async def respond(send: Any, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    pairs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    pairs += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": pairs})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def start_sse(send: Any) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-        }
-    )
-
-
-def pieces(value: str, size: int) -> list[str]:
-    return [value[i : i + size] for i in range(0, len(value), size)] or [""]
-
-
 class FakeAnthropic(ScriptedServer):
     """An ASGI app: serve it with `tests.support.servers.running` and point ANTHROPIC_BASE_URL at it."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        request = await self.read(scope, receive)
-        if (request.method, request.path) != ("POST", "/v1/messages"):
-            await self.error(send, Failure(404, f"no route {request.method} {request.path}"))
-            return
-        item = self.next_item()
-        if isinstance(item, Failure):
-            await self.error(send, item)
-            return
-        if item.delay:
-            await asyncio.sleep(item.delay)
+    route = "/v1/messages"
+
+    async def answer(self, send: Any, request: RecordedRequest, item: Reply) -> None:
         model = str(request.body.get("model", "claude-test"))
         if request.body.get("stream"):
             await self.stream(send, item, model)

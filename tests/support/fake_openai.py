@@ -8,7 +8,6 @@ a usage chunk when `stream_options.include_usage`, then `[DONE]`).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from tests.support.fake_anthropic import Failure, ScriptedServer, pieces, respond, start_sse
+from tests.support.fake_llm import Failure, RecordedRequest, ScriptedServer, pieces, respond, start_sse
 
 _ids = itertools.count(1)
 ERROR_TYPES = {
@@ -47,23 +46,10 @@ class Completion:
 class FakeOpenAI(ScriptedServer):
     """An ASGI app; point OPENAI_BASE_URL at `<url>/v1`."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        request = await self.read(scope, receive)
-        if (request.method, request.path) != ("POST", "/v1/chat/completions"):
-            await self.error(send, Failure(404, f"no route {request.method} {request.path}"))
-            return
-        item = self.next_item()
-        if isinstance(item, Failure):
-            await self.error(send, item)
-            return
+    route = "/v1/chat/completions"
+
+    async def answer(self, send: Any, request: RecordedRequest, item: Completion) -> None:
         assert isinstance(item, Completion), "script the fake OpenAI server with Completion items"
-        if item.delay:
-            await asyncio.sleep(item.delay)
         model = str(request.body.get("model", "gpt-test"))
         if request.body.get("stream"):
             include_usage = bool((request.body.get("stream_options") or {}).get("include_usage"))

@@ -20,6 +20,28 @@ class RecordedRequest:
         return from_http(self.headers, self.body, max_bytes=1 << 24)
 
 
+async def read_request(scope: dict[str, Any], receive: Any, send: Any) -> tuple[dict[str, str], bytes] | None:
+    """One ASGI call of a test server: None once a lifespan ends, else the request's headers and body.
+
+    Every raw test server (this recorder, the broker tests' `Subscriber`) starts the same way.
+    """
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return None
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    return {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}, body
+
+
 class EventRecorder:
     """An ASGI app (serve it with `tests.support.servers.running`) that records requests."""
 
@@ -30,21 +52,10 @@ class EventRecorder:
         self.requests: list[RecordedRequest] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        request = await read_request(scope, receive, send)
+        if request is None:
+            return
+        headers, body = request
         self.requests.append(RecordedRequest(scope["method"], scope["path"], headers, body))
         response_headers = [(b"content-type", self.content_type.encode())] if self.body else []
         await send({"type": "http.response.start", "status": self.status, "headers": response_headers})
