@@ -1,14 +1,14 @@
 """Anthropic Messages API through the official SDK (`anthropic.AsyncAnthropic`).
 
 The SDK's own retries are off (`max_retries=0`) so that one policy
-(`base.with_retries`) governs every provider. Prompt caching: the system
+(`base.with_retries`, through `base.SDKProvider`) governs every provider. Prompt caching: the system
 prompt and the last tool definition carry `cache_control`, so the stable
 prefix of every call (tools, then system) is cached by Anthropic.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -19,37 +19,51 @@ from functions.chat.providers.base import (
     Block,
     ModelRequest,
     ModelTurn,
-    ProviderError,
+    SDKErrors,
+    SDKProvider,
     TextBlock,
     TextDelta,
     TokenUsage,
     ToolUseBlock,
-    is_retryable_status,
-    retry_after_seconds,
-    with_retries,
 )
 from functions.chat.settings import ChatSettings
 
 EPHEMERAL = {"type": "ephemeral"}
 
 
-class AnthropicProvider:
+def status_detail(exc: anthropic.APIStatusError) -> str:
+    """Anthropic's error body names the error's type and says what went wrong."""
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return f"{error.get('type', 'error')}: {error.get('message', '')}"
+    return exc.message
+
+
+ERRORS = SDKErrors(
+    base=anthropic.APIError,
+    timeout=anthropic.APITimeoutError,
+    connection=anthropic.APIConnectionError,
+    status=anthropic.APIStatusError,
+    server="Anthropic",
+    stream="Anthropic stream",
+    detail=status_detail,
+)
+
+
+class AnthropicProvider(SDKProvider):
     name = "anthropic"
+    errors = ERRORS
 
     def __init__(self, settings: Settings, chat: ChatSettings) -> None:
         assert settings.anthropic_api_key is not None  # build_provider checks this
-        self.chat = chat
-        # Hears of each retry (the error and the wait); tests and metrics use it.
-        self.on_retry: Callable[[ProviderError, float], None] | None = None
+        super().__init__(chat)
         self.client = anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.reveal(),
             base_url=settings.anthropic_base_url,
             max_retries=0,
             timeout=chat.timeout,
         )
-
-    async def close(self) -> None:
-        await self.client.close()
 
     def arguments(self, request: ModelRequest) -> dict[str, Any]:
         """The keyword arguments of `messages.create` for `request`, with cache breakpoints."""
@@ -72,27 +86,17 @@ class AnthropicProvider:
     async def complete(self, request: ModelRequest) -> ModelTurn:
         arguments = self.arguments(request)
 
-        async def attempt() -> ModelTurn:
-            try:
-                message = await self.client.messages.create(**arguments)
-            except anthropic.APIError as exc:
-                raise provider_error(exc) from exc
-            return to_turn(message)
-
-        return await with_retries(self.chat, self.name, attempt, self.on_retry)
+        return to_turn(await self.retried(lambda: self.client.messages.create(**arguments)))
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelTurn]:
         arguments = self.arguments(request)
 
         async def open_stream() -> tuple[Any, Any]:
             manager = self.client.messages.stream(**arguments)
-            try:
-                return manager, await manager.__aenter__()
-            except anthropic.APIError as exc:
-                raise provider_error(exc) from exc
+            return manager, await manager.__aenter__()
 
         # Retries happen only while opening: once text has been yielded a retry would repeat it.
-        manager, stream = await with_retries(self.chat, self.name, open_stream, self.on_retry)
+        manager, stream = await self.retried(open_stream)
         try:
             async for event in stream:
                 if event.type == "text" and event.text:
@@ -100,7 +104,7 @@ class AnthropicProvider:
             message = await stream.get_final_message()
         except anthropic.APIError as exc:
             await manager.__aexit__(None, None, None)
-            raise provider_error(exc) from exc
+            raise self.mapped(exc) from exc
         await manager.__aexit__(None, None, None)
         yield to_turn(message)
 
@@ -124,26 +128,3 @@ def to_turn(message: Any) -> ModelTurn:
             cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
         ),
     )
-
-
-def provider_error(exc: anthropic.APIError) -> ProviderError:
-    """The SDK's error as a `ProviderError` carrying the provider's own message."""
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderError(408, "Anthropic did not answer within the timeout", retryable=False)
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(0, f"cannot reach Anthropic: {exc.message}", retryable=True)
-    if isinstance(exc, anthropic.APIStatusError) and exc.status_code >= 400:
-        status = exc.status_code
-        detail = exc.message
-        body = exc.body
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            error = body["error"]
-            detail = f"{error.get('type', 'error')}: {error.get('message', '')}"
-        return ProviderError(
-            status,
-            f"Anthropic answered {status}: {detail}",
-            retryable=is_retryable_status(status),
-            retry_after=retry_after_seconds(exc.response.headers),
-        )
-    # An error event inside an SSE stream (for example overloaded_error) has no HTTP status.
-    return ProviderError(502, f"Anthropic stream failed: {exc.message}", retryable=False)

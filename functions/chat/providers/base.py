@@ -148,6 +148,74 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     return None
 
 
+class SDKErrors(msgspec.Struct, frozen=True):
+    """How one provider's SDK signals failure, and how its errors are worded.
+
+    The Anthropic and OpenAI SDKs share one error hierarchy (APIError with timeout,
+    connection and status subclasses), so one mapping serves both.
+    """
+
+    base: type[Any]
+    timeout: type[Any]
+    connection: type[Any]
+    status: type[Any]
+    server: str  # who answered, as errors name it: "Anthropic", "the OpenAI-compatible server"
+    stream: str  # what failed mid-stream: "Anthropic stream", "the OpenAI-compatible stream"
+    detail: Callable[[Any], str]  # the server's own words from a status error
+
+
+def sdk_error(exc: Any, errors: SDKErrors) -> ProviderError:
+    """The SDK's error as a `ProviderError` carrying the provider's own message."""
+    if isinstance(exc, errors.timeout):
+        return ProviderError(408, f"{errors.server} did not answer within the timeout", retryable=False)
+    if isinstance(exc, errors.connection):
+        return ProviderError(0, f"cannot reach {errors.server}: {exc.message}", retryable=True)
+    # An error event inside an SSE stream (Anthropic's overloaded_error) is a status error of the
+    # stream's own 200 answer: it falls through to the stream failure below.
+    if isinstance(exc, errors.status) and exc.status_code >= 400:
+        status = exc.status_code
+        return ProviderError(
+            status,
+            f"{errors.server} answered {status}: {errors.detail(exc)}",
+            retryable=is_retryable_status(status),
+            retry_after=retry_after_seconds(exc.response.headers),
+        )
+    return ProviderError(502, f"{errors.stream} failed: {exc.message}", retryable=False)
+
+
+class SDKProvider:
+    """What the SDK-backed providers share: the client's lifetime and the retry policy.
+
+    The SDKs' own retries are off (`max_retries=0`) so that `with_retries` governs
+    every provider; `retried` runs one SDK call under it, its errors mapped first.
+    """
+
+    name: str
+    errors: SDKErrors
+    client: Any
+
+    def __init__(self, chat: ChatSettings) -> None:
+        self.chat = chat
+        # Hears of each retry (the error and the wait); tests and metrics use it.
+        self.on_retry: Callable[[ProviderError, float], None] | None = None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        async def attempt() -> T:
+            try:
+                return await call()
+            except self.errors.base as exc:
+                raise sdk_error(exc, self.errors) from exc
+
+        return await with_retries(self.chat, self.name, attempt, self.on_retry)
+
+    def mapped(self, exc: Exception) -> ProviderError:
+        """An SDK error raised after the retries (mid-stream) as a `ProviderError`."""
+        return sdk_error(exc, self.errors)
+
+
 async def with_retries(
     settings: ChatSettings,
     provider: str,

@@ -8,7 +8,7 @@ as Anthropic reports it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -19,15 +19,13 @@ from functions.chat.providers.base import (
     Block,
     ModelRequest,
     ModelTurn,
-    ProviderError,
+    SDKErrors,
+    SDKProvider,
     TextBlock,
     TextDelta,
     TokenUsage,
     ToolResultBlock,
     ToolUseBlock,
-    is_retryable_status,
-    retry_after_seconds,
-    with_retries,
 )
 from functions.chat.settings import ChatSettings
 
@@ -39,21 +37,35 @@ STOP_REASONS = {
 }
 
 
-class OpenAICompatProvider:
+def status_detail(exc: openai.APIStatusError) -> str:
+    # The SDK keeps the body's `error` object; its message is the server's own words.
+    if isinstance(exc.body, dict) and isinstance(exc.body.get("message"), str):
+        return str(exc.body["message"])
+    return exc.message
+
+
+ERRORS = SDKErrors(
+    base=openai.APIError,
+    timeout=openai.APITimeoutError,
+    connection=openai.APIConnectionError,
+    status=openai.APIStatusError,
+    server="the OpenAI-compatible server",
+    stream="the OpenAI-compatible stream",
+    detail=status_detail,
+)
+
+
+class OpenAICompatProvider(SDKProvider):
     name = "openai"
+    errors = ERRORS
 
     def __init__(self, settings: Settings, chat: ChatSettings) -> None:
-        self.chat = chat
-        # Hears of each retry (the error and the wait); tests and metrics use it.
-        self.on_retry: Callable[[ProviderError, float], None] | None = None
+        super().__init__(chat)
         # Local servers (Ollama, vLLM) take any key; the SDK insists on one.
         key = settings.openai_api_key.reveal() if settings.openai_api_key else "unused"
         self.client = openai.AsyncOpenAI(
             api_key=key, base_url=settings.openai_base_url, max_retries=0, timeout=chat.timeout
         )
-
-    async def close(self) -> None:
-        await self.client.close()
 
     def arguments(self, request: ModelRequest) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -76,27 +88,14 @@ class OpenAICompatProvider:
     async def complete(self, request: ModelRequest) -> ModelTurn:
         arguments = self.arguments(request)
 
-        async def attempt() -> ModelTurn:
-            try:
-                completion = await self.client.chat.completions.create(**arguments)
-            except openai.APIError as exc:
-                raise provider_error(exc) from exc
-            return to_turn(completion)
-
-        return await with_retries(self.chat, self.name, attempt, self.on_retry)
+        return to_turn(await self.retried(lambda: self.client.chat.completions.create(**arguments)))
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelTurn]:
         arguments = self.arguments(request)
         arguments["stream"] = True
         arguments["stream_options"] = {"include_usage": True}
 
-        async def open_stream() -> Any:
-            try:
-                return await self.client.chat.completions.create(**arguments)
-            except openai.APIError as exc:
-                raise provider_error(exc) from exc
-
-        stream = await with_retries(self.chat, self.name, open_stream, self.on_retry)
+        stream = await self.retried(lambda: self.client.chat.completions.create(**arguments))
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         finish = "stop"
@@ -122,7 +121,7 @@ class OpenAICompatProvider:
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except openai.APIError as exc:
-            raise provider_error(exc) from exc
+            raise self.mapped(exc) from exc
         content: list[Block] = [TextBlock(text="".join(text))] if text else []
         for index in sorted(calls):
             entry = calls[index]
@@ -194,25 +193,3 @@ def to_turn(completion: Any) -> ModelTurn:
         usage=to_usage(completion.usage) if completion.usage else TokenUsage(),
         model=completion.model,
     )
-
-
-def provider_error(exc: openai.APIError) -> ProviderError:
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(
-            408, "the OpenAI-compatible server did not answer within the timeout", retryable=False
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(0, f"cannot reach the OpenAI-compatible server: {exc.message}", retryable=True)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        detail = exc.message
-        # The SDK keeps the body's `error` object; its message is the server's own words.
-        if isinstance(exc.body, dict) and isinstance(exc.body.get("message"), str):
-            detail = exc.body["message"]
-        return ProviderError(
-            status,
-            f"the OpenAI-compatible server answered {status}: {detail}",
-            retryable=is_retryable_status(status),
-            retry_after=retry_after_seconds(exc.response.headers),
-        )
-    return ProviderError(502, f"the OpenAI-compatible stream failed: {exc.message}", retryable=False)
