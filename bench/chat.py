@@ -88,49 +88,35 @@ async def measure(llm_url: str, chat_url: str, count: int, warmup: int) -> dict[
 
 
 def main() -> None:
-    from common.embedded import EmbeddedPostgres, EmbeddedRedis
-    from common.store import migrate
+    from common.embedded import configured_or_embedded
 
     count, warmup = (100, 10) if quick() else (1000, 50)
     print_header("Chat function: latency added over a direct SDK call")
-    with scratch_dir("victor-bench-chat-") as scratch:
-        started: list[EmbeddedPostgres | EmbeddedRedis] = []
-        database_url = os.environ.get("DATABASE_URL")
-        redis_url = os.environ.get("REDIS_URL")
-        try:
-            if not database_url:
-                postgres = EmbeddedPostgres(scratch / "pg", delete_on_stop=True)
-                database_url = postgres.start()
-                started.append(postgres)
-            if not redis_url:
-                embedded_redis = EmbeddedRedis(scratch / "redis")
-                redis_url = embedded_redis.start()
-                started.append(embedded_redis)
-            asyncio.run(migrate(database_url))
-            llm_port, chat_port = free_port(), free_port()
-            llm_url = f"http://127.0.0.1:{llm_port}"
-            env = {
-                **os.environ,
-                "PORT": str(chat_port),
-                "DATABASE_URL": database_url,
-                "REDIS_URL": redis_url,
-                "ANTHROPIC_API_KEY": "bench-key",
-                "ANTHROPIC_BASE_URL": llm_url,
-                "VICTOR_LLM_MODEL": MODEL,
-                "VICTOR_LOG_LEVEL": "WARNING",
-            }
-            for name in ("VICTOR_BROKER_URL", "K_SINK", "VICTOR_TOOLS_URL", "VICTOR_API_KEY"):
-                env.pop(name, None)
-            fake_llm = [PYTHON, "-m", "bench.chat", "serve-fake-llm", str(llm_port)]
-            chat_function = [PYTHON, "-m", "eventing.cli", "serve", "chat"]
-            with (
-                serving(fake_llm, env, llm_port, scratch, "/ready"),
-                serving(chat_function, env, chat_port, scratch, "/health/ready"),
-            ):
-                times = asyncio.run(measure(llm_url, f"http://127.0.0.1:{chat_port}", count, warmup))
-        finally:
-            for server in reversed(started):
-                server.stop()
+    with (
+        scratch_dir("victor-bench-chat-") as scratch,
+        configured_or_embedded(scratch, os.environ) as (database_url, redis_url),
+    ):
+        llm_port, chat_port = free_port(), free_port()
+        llm_url = f"http://127.0.0.1:{llm_port}"
+        env = {
+            **os.environ,
+            "PORT": str(chat_port),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "ANTHROPIC_API_KEY": "bench-key",
+            "ANTHROPIC_BASE_URL": llm_url,
+            "VICTOR_LLM_MODEL": MODEL,
+            "VICTOR_LOG_LEVEL": "WARNING",
+        }
+        for name in ("VICTOR_BROKER_URL", "K_SINK", "VICTOR_TOOLS_URL", "VICTOR_API_KEY"):
+            env.pop(name, None)
+        fake_llm = [PYTHON, "-m", "bench.chat", "serve-fake-llm", str(llm_port)]
+        chat_function = [PYTHON, "-m", "eventing.cli", "serve", "chat"]
+        with (
+            serving(fake_llm, env, llm_port, scratch, "/ready"),
+            serving(chat_function, env, chat_port, scratch, "/health/ready"),
+        ):
+            times = asyncio.run(measure(llm_url, f"http://127.0.0.1:{chat_port}", count, warmup))
     rows = []
     figures: dict[str, dict[str, float]] = {}
     for name in ("direct", "chat"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -11,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from common.embedded import EmbeddedPostgres, EmbeddedRedis
+from common.embedded import configured_or_embedded
 from common.settings import Settings, load_settings
-from common.store import migrate
 
 
 class Services:
@@ -33,23 +31,10 @@ def services() -> Iterator[Services]:
     # Not under pytest's temp root: each pytest run resets that to mode 0700, and as root pgserver
     # runs PostgreSQL as its own user, which then could not reach a data directory inside it.
     root = Path(tempfile.mkdtemp(prefix="victor-test-services-"))
-    started: list[EmbeddedPostgres | EmbeddedRedis] = []
-    database_url = os.environ.get("DATABASE_URL")
-    redis_url = os.environ.get("REDIS_URL")
-    if not database_url:
-        postgres = EmbeddedPostgres(root / "pg", delete_on_stop=True)
-        database_url = postgres.start()
-        started.append(postgres)
-    if not redis_url:
-        embedded_redis = EmbeddedRedis(root / "redis")
-        redis_url = embedded_redis.start()
-        started.append(embedded_redis)
-    asyncio.run(migrate(database_url))
     try:
-        yield Services(database_url, redis_url)
+        with configured_or_embedded(root, os.environ) as (database_url, redis_url):
+            yield Services(database_url, redis_url)
     finally:
-        for server in reversed(started):
-            server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
