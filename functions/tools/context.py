@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from common.settings import Settings
+from functions.tools.code_index import CodeIndex
 from functions.tools.settings import ToolsSettings
 from functions.tools.workspace import Workspace
 
@@ -20,6 +21,8 @@ class ToolContext:
     http: httpx.AsyncClient
     # The in-process text embedder used when no embeddings function is configured.
     embedder: Any = None
+    # The embeddings function's index and search, when VICTOR_EMBEDDINGS_URL is set (code_search uses it).
+    code_index: CodeIndex | None = None
     state: dict[str, Any] = field(default_factory=dict)
 
     def cap(self, text: str) -> str:

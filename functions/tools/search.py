@@ -1,9 +1,19 @@
 """code_search: semantic search over the workspace's text files.
 
-Files are cut into windows of lines; each window is embedded through the
-embeddings function (or the in-process model when none is configured) and
-ranked by cosine similarity to the query. Window vectors are kept per file
-state (size, mtime), so a second search re-embeds only files that changed.
+With VICTOR_EMBEDDINGS_URL set, the embeddings function does the work: each
+call first asks it to (re)index the searched directory (workspace-relative,
+into the `VICTOR_CODE_SEARCH_COLLECTION` collection), then searches that
+collection (hybrid: vectors and full text fused) under the directory.
+Indexing runs on every call, not only when the tools' workspace generation
+changed, because that generation counts only writes made through these tools:
+`run_command`, git and anything outside also change files. The embeddings
+function skips files whose content hash it already holds, so an unchanged
+workspace costs a read and a hash per file, no embedding.
+
+Without an embeddings function, files are cut into windows of lines here; each
+window is embedded by the in-process model and ranked by cosine similarity to
+the query. Window vectors are kept per file state (size, mtime), so a second
+search re-embeds only files that changed.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
+from functions.tools.code_index import CodeIndex, CodeIndexError
 from functions.tools.context import ToolContext
 from functions.tools.embedder import EmbeddingsUnavailable
 from functions.tools.files import SKIPPED_DIRS, _read_at, file_filter, walk_files
@@ -24,6 +35,8 @@ from functions.tools.workspace import is_binary
 WINDOW_LINES = 30
 MAX_WINDOWS = 4000
 MAX_FILES_CACHED = 5000
+# With a glob, hits are filtered here (the search API filters by path prefix only), so more are fetched.
+GLOB_CANDIDATES = 100
 
 
 class CodeSearchArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -74,7 +87,38 @@ def _windows(ctx: ToolContext, args: CodeSearchArgs) -> list[tuple[str, list[Win
     return found
 
 
+def _hit_text(path: str, start: int, end: int, score: float, text: str) -> str:
+    return f"{path}:{start}-{end} (score {score:.3f})\n{text}"
+
+
+def _directory(ctx: ToolContext, path: str) -> str:
+    """The searched directory, workspace-relative, after the same confinement checks as every tool."""
+    with ctx.workspace.open_directory(path) as (_fd, rel):
+        return rel
+
+
+async def _search_index(args: CodeSearchArgs, ctx: ToolContext, index: CodeIndex) -> str:
+    directory = await asyncio.to_thread(_directory, ctx, args.path)
+    wanted = file_filter(args.glob)
+    try:
+        await index.index(directory)
+        found = await index.search(
+            args.query,
+            GLOB_CANDIDATES if args.glob else args.k,
+            None if directory == "." else directory + "/",
+        )
+    except CodeIndexError as exc:
+        raise ToolError(exc.message, exc.code) from None
+    hits = [hit for hit in found.results if wanted(hit.path)][: args.k]
+    if not hits:
+        return "no indexed text matches the query"
+    parts = [_hit_text(h.path, h.start_line, h.end_line, h.score, h.text) for h in hits]
+    return ctx.cap("\n\n".join(parts))
+
+
 async def code_search(args: CodeSearchArgs, ctx: ToolContext) -> str:
+    if ctx.code_index is not None:
+        return await _search_index(args, ctx, ctx.code_index)
     embedder = ctx.embedder
     if embedder is None or not embedder.available():
         raise ToolError(
@@ -105,9 +149,7 @@ async def code_search(args: CodeSearchArgs, ctx: ToolContext) -> str:
     parts = []
     for index in best:
         window = windows[int(index)]
-        parts.append(
-            f"{window.path}:{window.start}-{window.end} (score {scores[int(index)]:.3f})\n{window.text}"
-        )
+        parts.append(_hit_text(window.path, window.start, window.end, float(scores[int(index)]), window.text))
     return ctx.cap("\n\n".join(parts))
 
 

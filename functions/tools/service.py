@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from common.function import Runtime
 from functions.tools.catalog import build_catalog
+from functions.tools.code_index import CodeIndex
 from functions.tools.context import ToolContext
 from functions.tools.embedder import make_embedder
 from functions.tools.execution import ToolExecutor
@@ -30,9 +31,16 @@ class ToolsService:
         settings = runtime.settings
         limits = tools_settings or load_tools_settings()
         registry = build_catalog()
-        embedder = make_embedder(
-            settings.function_urls.get("embeddings"), settings.embedding_model, runtime.http
-        )
+        embeddings_url = settings.function_urls.get("embeddings")
+        embedder = make_embedder(embeddings_url, settings.embedding_model, runtime.http)
+        code_index = None
+        if embeddings_url:
+            code_index = CodeIndex(
+                embeddings_url,
+                runtime.http,
+                collection=limits.code_search_collection,
+                timeout=limits.tool_timeout,
+            )
         settings.workspace_dir.mkdir(parents=True, exist_ok=True)
         context = ToolContext(
             settings=settings,
@@ -40,6 +48,7 @@ class ToolsService:
             workspace=Workspace(settings.workspace_dir, max_file_size=limits.max_file_size),
             http=runtime.http,
             embedder=embedder,
+            code_index=code_index,
         )
         results = ResultCache(
             runtime.cache,

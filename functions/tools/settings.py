@@ -8,6 +8,7 @@
 | VICTOR_COMMAND_TIMEOUT | 20 | seconds one `run_command` may take (capped by the tool timeout) |
 | VICTOR_TOOL_OUTPUT_LIMIT | 64KB | the most characters a tool returns |
 | VICTOR_MAX_FILE_SIZE | 2MB | the largest file the file tools read or write |
+| VICTOR_CODE_SEARCH_COLLECTION | workspace | the embeddings collection `code_search` indexes and searches |
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class ToolsSettings:
     command_timeout: float = 20.0
     output_limit: int = 64 * 1024
     max_file_size: int = 2 * 1024 * 1024
+    code_search_collection: str = "workspace"
 
 
 def load_tools_settings(environ: Mapping[str, str] | None = None) -> ToolsSettings:
@@ -48,4 +50,6 @@ def load_tools_settings(environ: Mapping[str, str] | None = None) -> ToolsSettin
         command_timeout=env.number("VICTOR_COMMAND_TIMEOUT", 20.0, minimum=0.1),
         output_limit=env.size("VICTOR_TOOL_OUTPUT_LIMIT", 64 * 1024),
         max_file_size=env.size("VICTOR_MAX_FILE_SIZE", 2 * 1024 * 1024),
+        # The embeddings function checks the name; a bad one makes code_search answer its 422 detail.
+        code_search_collection=env.string("VICTOR_CODE_SEARCH_COLLECTION", "workspace"),
     )
