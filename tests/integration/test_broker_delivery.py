@@ -11,28 +11,27 @@ import pytest
 from common.cloudevents import CloudEvent
 from common.embedded import free_port
 from tests.support.broker import (
+    FAST,
     Reply,
     Subscriber,
     broker_manifest,
+    dead_lettered,
+    dead_lettering,
     event,
     mesh,
     publish,
+    routed,
     settled,
     trigger_manifest,
 )
 from tests.support.servers import running
-
-FAST = {"backoffPolicy": "exponential", "backoffDelay": "PT0.01S"}
 
 
 async def test_delivery_is_binary_mode_and_asks_for_a_reply(make_settings, tmp_path) -> None:
     subscriber = Subscriber()
     async with (
         running(subscriber) as url,
-        mesh(make_settings(), tmp_path, broker_manifest(), trigger_manifest("t", url + "/hook")) as (
-            ingress,
-            _,
-        ),
+        routed(make_settings(), tmp_path, {"t": url + "/hook"}) as (ingress, _),
     ):
         await publish(ingress, event(id="e-1"))
         [received] = await subscriber.wait_for(1)
@@ -45,15 +44,10 @@ async def test_delivery_is_binary_mode_and_asks_for_a_reply(make_settings, tmp_p
 @pytest.mark.parametrize("status", [404, 408, 409, 429, 500, 502, 503, 504])
 async def test_retried_statuses_are_delivered_again(make_settings, tmp_path, status: int) -> None:
     subscriber, sink = Subscriber([Reply(status, b"not now")]), Subscriber()
-    delivery = {"retry": 2, **FAST, "deadLetterSink": {"uri": "SINK"}}
-    async with running(subscriber) as url, running(sink) as sink_url:
-        delivery["deadLetterSink"] = {"uri": sink_url}
-        async with mesh(
-            make_settings(), tmp_path, broker_manifest(), trigger_manifest("t", url, delivery=delivery)
-        ) as (ingress, broker):
-            await publish(ingress, event(id="e-retry"))
-            attempts = await subscriber.wait_for(2)
-            await settled(broker)
+    async with dead_lettering(make_settings(), tmp_path, subscriber, sink, 2) as (_, ingress, broker):
+        await publish(ingress, event(id="e-retry"))
+        attempts = await subscriber.wait_for(2)
+        await settled(broker)
     assert [a.event.id for a in attempts] == ["e-retry", "e-retry"]
     assert len(subscriber.received) == 2
     assert sink.received == []
@@ -68,17 +62,10 @@ async def test_other_4xx_go_to_the_dead_letter_sink_after_one_attempt(
         Subscriber(default=Reply(status, body, {"content-type": "application/json"})),
         Subscriber(),
     )
-    async with (
-        running(subscriber) as url,
-        running(sink) as sink_url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(),
-            trigger_manifest(
-                "t", url + "/fn", delivery={"retry": 3, **FAST, "deadLetterSink": {"uri": sink_url}}
-            ),
-        ) as (ingress, broker),
+    async with dead_lettering(make_settings(), tmp_path, subscriber, sink, 3, "/fn") as (
+        url,
+        ingress,
+        broker,
     ):
         sent = event(id="poison", data={"x": 1})
         await publish(ingress, sent)
@@ -100,16 +87,7 @@ async def test_other_4xx_go_to_the_dead_letter_sink_after_one_attempt(
 async def test_exhausted_retries_dead_letter_with_the_last_answer(make_settings, tmp_path) -> None:
     subscriber = Subscriber(default=Reply(503, b"overloaded"))
     sink = Subscriber()
-    async with (
-        running(subscriber) as url,
-        running(sink) as sink_url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(),
-            trigger_manifest("t", url, delivery={"retry": 2, **FAST, "deadLetterSink": {"uri": sink_url}}),
-        ) as (ingress, broker),
-    ):
+    async with dead_lettering(make_settings(), tmp_path, subscriber, sink, 2) as (_, ingress, broker):
         await publish(ingress, event(id="e-503"))
         [dead] = await sink.wait_for(1)
         await settled(broker)
@@ -125,14 +103,10 @@ async def test_unreachable_subscriber_is_retried_then_dead_lettered_as_a_dispatc
     dead_url = f"http://127.0.0.1:{free_port()}/gone"
     async with (
         running(sink) as sink_url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(),
-            trigger_manifest(
-                "t", dead_url, delivery={"retry": 1, **FAST, "deadLetterSink": {"uri": sink_url}}
-            ),
-        ) as (ingress, _),
+        routed(make_settings(), tmp_path, {"t": dead_url}, delivery=dead_lettered(1, sink_url)) as (
+            ingress,
+            _,
+        ),
     ):
         await publish(ingress, event(id="e-net"))
         [dead] = await sink.wait_for(1)
@@ -147,12 +121,10 @@ async def test_an_attempt_past_the_timeout_is_retried(make_settings, tmp_path) -
     subscriber = Subscriber([Reply(202, delay=0.8)])
     async with (
         running(subscriber) as url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(),
-            trigger_manifest("t", url, delivery={"retry": 1, **FAST, "timeout": "PT0.2S"}),
-        ) as (ingress, broker),
+        routed(make_settings(), tmp_path, {"t": url}, delivery={"retry": 1, **FAST, "timeout": "PT0.2S"}) as (
+            ingress,
+            broker,
+        ),
     ):
         await publish(ingress, event(id="e-slow"))
         attempts = await subscriber.wait_for(2)
@@ -163,16 +135,7 @@ async def test_an_attempt_past_the_timeout_is_retried(make_settings, tmp_path) -
 async def test_a_2xx_body_that_is_not_a_cloudevent_is_a_failed_delivery(make_settings, tmp_path) -> None:
     subscriber = Subscriber(default=Reply(200, b"hello", {"content-type": "text/plain"}))
     sink = Subscriber()
-    async with (
-        running(subscriber) as url,
-        running(sink) as sink_url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(),
-            trigger_manifest("t", url, delivery={"retry": 1, **FAST, "deadLetterSink": {"uri": sink_url}}),
-        ) as (ingress, broker),
-    ):
+    async with dead_lettering(make_settings(), tmp_path, subscriber, sink, 1) as (_, ingress, broker):
         await publish(ingress, event(id="e-body"))
         [dead] = await sink.wait_for(1)
         await settled(broker)
@@ -190,7 +153,7 @@ async def test_a_2xx_with_an_empty_body_is_delivered(make_settings, tmp_path) ->
         mesh(
             make_settings(),
             tmp_path,
-            broker_manifest(delivery={"retry": 3, **FAST, "deadLetterSink": {"uri": sink_url}}),
+            broker_manifest(delivery=dead_lettered(3, sink_url)),
             trigger_manifest("t", url),
         ) as (ingress, broker),
     ):
@@ -211,10 +174,7 @@ async def test_backoff_gaps_follow_the_policy(
     delivery = {"retry": 3, "backoffPolicy": policy, "backoffDelay": "PT0.1S"}
     async with (
         running(subscriber) as url,
-        mesh(make_settings(), tmp_path, broker_manifest(), trigger_manifest("t", url, delivery=delivery)) as (
-            ingress,
-            broker,
-        ),
+        routed(make_settings(), tmp_path, {"t": url}, delivery=delivery) as (ingress, broker),
     ):
         await publish(ingress, event())
         attempts = await subscriber.wait_for(4)
@@ -237,7 +197,7 @@ async def test_trigger_delivery_wins_over_the_brokers(make_settings, tmp_path) -
         mesh(
             make_settings(),
             tmp_path,
-            broker_manifest(delivery={"retry": 2, **FAST, "deadLetterSink": {"uri": broker_sink_url}}),
+            broker_manifest(delivery=dead_lettered(2, broker_sink_url)),
             trigger_manifest(
                 "own", url + "/own", delivery={"retry": 0, "deadLetterSink": {"uri": trigger_sink_url}}
             ),
@@ -264,7 +224,7 @@ async def test_dead_letters_without_a_local_sink_are_kept_in_redis(make_settings
         mesh(
             make_settings(),
             tmp_path,
-            broker_manifest(delivery={"retry": 1, **FAST, "deadLetterSink": unmapped}),
+            broker_manifest(delivery=dead_lettered(1, unmapped)),
             trigger_manifest("t", url),
         ) as (ingress, broker),
     ):

@@ -12,12 +12,10 @@ from common.embedded import EmbeddedRedis, free_port
 from tests.support.broker import (
     Reply,
     Subscriber,
-    broker_manifest,
     event,
-    mesh,
     publish,
+    routed,
     settled,
-    trigger_manifest,
 )
 from tests.support.servers import running
 
@@ -25,17 +23,11 @@ from tests.support.servers import running
 async def test_events_pending_at_a_restart_are_delivered_by_the_next_broker(make_settings, tmp_path) -> None:
     port = free_port()
     stream = f"victor:test-broker:{uuid.uuid4().hex}"
-    manifests = (
-        broker_manifest(),
-        trigger_manifest(
-            "t",
-            f"http://127.0.0.1:{port}/fn",
-            delivery={"retry": 1000, "backoffPolicy": "linear", "backoffDelay": "PT0.2S"},
-        ),
-    )
+    routes = {"t": f"http://127.0.0.1:{port}/fn"}
+    delivery = {"retry": 1000, "backoffPolicy": "linear", "backoffDelay": "PT0.2S"}
     settings = make_settings()
     sent = [event(id=f"durable-{n}") for n in range(5)]
-    async with mesh(settings, tmp_path, *manifests, stream=stream) as (ingress, broker):
+    async with routed(settings, tmp_path, routes, delivery=delivery, stream=stream) as (ingress, broker):
         await publish(ingress, *sent)  # the subscriber is down: every delivery is retrying
         for _ in range(500):
             summary = await broker.client.xpending(stream, "trigger:t")
@@ -46,7 +38,7 @@ async def test_events_pending_at_a_restart_are_delivered_by_the_next_broker(make
     subscriber = Subscriber()
     async with (
         running(subscriber, port=port),
-        mesh(settings, tmp_path, *manifests, stream=stream) as (_, broker),
+        routed(settings, tmp_path, routes, delivery=delivery, stream=stream) as (_, broker),
     ):
         received = await subscriber.wait_for(5)
         await settled(broker)
@@ -60,13 +52,7 @@ async def test_a_slow_subscriber_is_delivered_to_concurrently_within_the_worker_
     subscriber = Subscriber(hold_until_in_flight=3)
     async with (
         running(subscriber) as url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(),
-            trigger_manifest("t", url),
-            VICTOR_BROKER_WORKERS="3",
-        ) as (ingress, broker),
+        routed(make_settings(), tmp_path, {"t": url}, VICTOR_BROKER_WORKERS="3") as (ingress, broker),
     ):
         await publish(ingress, *(event(id=f"c-{n}") for n in range(6)))
         await subscriber.wait_for(3)
@@ -83,13 +69,7 @@ async def test_an_event_is_delivered_once_to_each_matching_trigger(make_settings
     async with (
         running(one) as one_url,
         running(two) as two_url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(),
-            trigger_manifest("one", one_url),
-            trigger_manifest("two", two_url),
-        ) as (ingress, broker),
+        routed(make_settings(), tmp_path, {"one": one_url, "two": two_url}) as (ingress, broker),
     ):
         await publish(ingress, *(event(id=f"fan-{n}") for n in range(20)))
         await settled(broker)
@@ -102,13 +82,7 @@ async def test_settled_entries_are_trimmed_from_the_stream(make_settings, tmp_pa
     async with (
         running(one) as one_url,
         running(two) as two_url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(),
-            trigger_manifest("a", one_url),
-            trigger_manifest("b", two_url),
-        ) as (ingress, broker),
+        routed(make_settings(), tmp_path, {"a": one_url, "b": two_url}) as (ingress, broker),
     ):
         await publish(ingress, *(event(id=f"trim-{n}") for n in range(10)))
         await settled(broker)
@@ -127,8 +101,11 @@ async def test_a_redis_outage_is_503_at_ingress_and_accepted_events_survive_it(
     try:
         settings = make_settings(REDIS_URL=redis_server.url)
         delivery = {"retry": 1000, "backoffPolicy": "linear", "backoffDelay": "PT0.1S"}
-        manifests = (broker_manifest(), trigger_manifest("t", f"http://127.0.0.1:{port}/", delivery=delivery))
-        async with mesh(settings, tmp_path, *manifests) as (ingress, broker), httpx.AsyncClient() as client:
+        routes = {"t": f"http://127.0.0.1:{port}/"}
+        async with (
+            routed(settings, tmp_path, routes, delivery=delivery) as (ingress, broker),
+            httpx.AsyncClient() as client,
+        ):
             await publish(ingress, event(id="before"))  # accepted; its subscriber is down
             redis_server.stop()
             headers, body = to_binary(event(id="during"))
@@ -150,7 +127,7 @@ async def test_the_broker_recovers_when_redis_returns_empty(make_settings, tmp_p
     subscriber = Subscriber()
     async with (
         running(subscriber) as url,
-        mesh(make_settings(), tmp_path, broker_manifest(), trigger_manifest("t", url)) as (ingress, broker),
+        routed(make_settings(), tmp_path, {"t": url}) as (ingress, broker),
     ):
         await publish(ingress, event(id="first"))
         await subscriber.wait_for(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from common.cloudevents import to_binary, to_structured
-from tests.support.broker import Subscriber, broker_manifest, event, mesh, trigger_manifest
+from tests.support.broker import Subscriber, broker_manifest, event, mesh, routed
 from tests.support.servers import running
 
 
@@ -13,10 +13,7 @@ async def test_valid_event_is_accepted_with_202_and_delivered_stamped(make_setti
     subscriber = Subscriber()
     async with (
         running(subscriber) as url,
-        mesh(make_settings(), tmp_path, broker_manifest(), trigger_manifest("all", url + "/all")) as (
-            ingress,
-            _,
-        ),
+        routed(make_settings(), tmp_path, {"all": url + "/all"}) as (ingress, _),
     ):
         sent = event(data={"hello": "world"}, subject="s-1")
         headers, body = to_binary(sent)
@@ -40,7 +37,7 @@ async def test_structured_mode_event_is_accepted(make_settings, tmp_path) -> Non
     subscriber = Subscriber()
     async with (
         running(subscriber) as url,
-        mesh(make_settings(), tmp_path, broker_manifest(), trigger_manifest("all", url)) as (ingress, _),
+        routed(make_settings(), tmp_path, {"all": url}) as (ingress, _),
     ):
         sent = event(data={"mode": "structured"})
         headers, body = to_structured(sent)

@@ -10,6 +10,7 @@ from tests.support.broker import (
     event,
     mesh,
     publish,
+    routed,
     settled,
     trigger_manifest,
 )
@@ -63,10 +64,7 @@ async def test_a_reply_loop_is_cut_when_the_ttl_reaches_zero(make_settings, tmp_
     echo = Subscriber(respond=lambda e: Reply(200, event=event(e.type, id=f"{e.id}+")))
     async with (
         running(echo) as url,
-        mesh(make_settings(), tmp_path, broker_manifest(), trigger_manifest("loop", url)) as (
-            ingress,
-            broker,
-        ),
+        routed(make_settings(), tmp_path, {"loop": url}) as (ingress, broker),
     ):
         await publish(ingress, event(id="spin", extensions={"knativebrokerttl": "3"}))
         await echo.wait_for(3)
@@ -79,7 +77,7 @@ async def test_an_event_without_a_ttl_gets_255(make_settings, tmp_path) -> None:
     echo = Subscriber(script=[Reply(200, event=event("ai.victor.second", id="second"))])
     async with (
         running(echo) as url,
-        mesh(make_settings(), tmp_path, broker_manifest(), trigger_manifest("all", url)) as (ingress, broker),
+        routed(make_settings(), tmp_path, {"all": url}) as (ingress, broker),
     ):
         await publish(ingress, event(id="first"))
         await echo.wait_for(2)

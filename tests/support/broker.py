@@ -32,6 +32,8 @@ from tests.support.servers import running
 NAMESPACE = "victor"
 BROKER = "default"
 INGRESS = f"/{NAMESPACE}/{BROKER}"
+# Retries a hundredth of a second apart, so tests of retrying take no time.
+FAST = {"backoffPolicy": "exponential", "backoffDelay": "PT0.01S"}
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,11 @@ def trigger_manifest(
     }
 
 
+def dead_lettered(retry: int, sink: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Delivery retrying `retry` times at the FAST backoff, then dead-lettering to `sink` (URI or ref)."""
+    return {"retry": retry, **FAST, "deadLetterSink": {"uri": sink} if isinstance(sink, str) else dict(sink)}
+
+
 def write_objects(directory: Path, *objects: Mapping[str, Any]) -> Path:
     """Kubernetes objects as one multi-document YAML file in knative/base under `directory`."""
     return write_manifests(directory, yaml.safe_dump_all([dict(o) for o in objects], sort_keys=False))
@@ -231,6 +238,36 @@ async def mesh(
     config = broker_settings(settings, write_objects(directory, *objects), stream, **env)
     async with served_broker(settings, config) as served:
         yield served
+
+
+def routed(
+    settings: Settings,
+    directory: Path,
+    routes: Mapping[str, str],
+    *,
+    delivery: Mapping[str, Any] | None = None,
+    stream: str | None = None,
+    **env: str,
+) -> contextlib.AbstractAsyncContextManager[tuple[str, Broker]]:
+    """`mesh` of the default Broker and one unfiltered Trigger per `routes` entry (name: subscriber URI)."""
+    triggers = [trigger_manifest(name, uri, delivery=delivery) for name, uri in routes.items()]
+    return mesh(settings, directory, broker_manifest(), *triggers, stream=stream, **env)
+
+
+@contextlib.asynccontextmanager
+async def dead_lettering(
+    settings: Settings, directory: Path, subscriber: Subscriber, sink: Subscriber, retry: int, path: str = ""
+) -> AsyncIterator[tuple[str, str, Broker]]:
+    """Both served; one Trigger "t" sends to `subscriber` (at `path`), retrying `retry` times, then to `sink`.
+
+    Yields the subscriber's URL, the broker's ingress URL and the `Broker`.
+    """
+    async with (
+        running(subscriber) as url,
+        running(sink) as sink_url,
+        routed(settings, directory, {"t": url + path}, delivery=dead_lettered(retry, sink_url)) as served,
+    ):
+        yield url, *served
 
 
 @contextlib.asynccontextmanager
