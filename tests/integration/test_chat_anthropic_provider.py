@@ -16,7 +16,7 @@ from functions.chat.providers.base import (
     ToolSpec,
     ToolUseBlock,
 )
-from tests.support.chat import TEST_KEY, chat_settings, fake_anthropic, tool_schema
+from tests.support.chat import TEST_KEY, chat_settings, completed, fake_anthropic, streamed, tool_schema
 from tests.support.fake_anthropic import Failure, Reply, text, tool_use
 
 TOOLS = [
@@ -53,9 +53,7 @@ async def test_complete_returns_text_tool_use_and_usage_and_sends_cache_breakpoi
                 cache_creation_input_tokens=500,
             )
         )
-        llm = provider(url)
-        turn = await llm.complete(request())
-        await llm.close()
+        turn = await completed(provider(url), request())
     assert turn.content == [
         TextBlock(text="Let me look."),
         ToolUseBlock(id="toolu_1", name="read_file", input={"path": "README.md"}),
@@ -93,9 +91,7 @@ async def test_stream_yields_text_deltas_and_assembles_tool_input_from_partial_j
                 chunk=4,
             )
         )
-        llm = provider(url)
-        items = [item async for item in llm.stream(request())]
-        await llm.close()
+        items = await streamed(provider(url), request())
     deltas = [item.text for item in items if isinstance(item, TextDelta)]
     assert deltas == ["Sear", "chin", "g th", "e co", "de b", "ase ", "now."]
     final = items[-1]
@@ -116,9 +112,7 @@ async def test_retryable_status_is_retried_until_success(status: int) -> None:
             Failure(status, "busy", retry_after="0"),
             Reply([text("ok")]),
         )
-        llm = provider(url)
-        turn = await llm.complete(request())
-        await llm.close()
+        turn = await completed(provider(url), request())
     assert turn.text == "ok"
     assert len(server.requests) == 3
 
@@ -133,8 +127,7 @@ async def test_retry_waits_as_long_as_retry_after_says() -> None:
         )
         llm = provider(url, retry_max_wait=0.05)
         llm.on_retry = lambda error, wait: waits.append(wait)
-        await llm.complete(request())
-        await llm.close()
+        await completed(llm, request())
     # retry-after is honoured, capped at VICTOR_LLM_RETRY_MAX_WAIT.
     assert waits == [0.04, 0.05]
 
@@ -142,10 +135,8 @@ async def test_retry_waits_as_long_as_retry_after_says() -> None:
 async def test_exhausted_retries_raise_the_providers_error() -> None:
     async with fake_anthropic() as (server, url):
         server.push(*[Failure(529, "Overloaded", retry_after="0")] * 3)
-        llm = provider(url, max_retries=2)
         with pytest.raises(ProviderError) as caught:
-            await llm.complete(request())
-        await llm.close()
+            await completed(provider(url, max_retries=2), request())
     assert len(server.requests) == 3
     assert caught.value.status == 529
     assert caught.value.code == "provider_error"
@@ -155,10 +146,8 @@ async def test_exhausted_retries_raise_the_providers_error() -> None:
 async def test_400_is_reported_and_not_retried() -> None:
     async with fake_anthropic() as (server, url):
         server.push(Failure(400, "max_tokens: must be positive"), Reply([text("never sent")]))
-        llm = provider(url)
         with pytest.raises(ProviderError) as caught:
-            await llm.complete(request())
-        await llm.close()
+            await completed(provider(url), request())
     assert len(server.requests) == 1
     assert (caught.value.status, caught.value.retryable, caught.value.code) == (
         400,
@@ -173,9 +162,7 @@ async def test_400_is_reported_and_not_retried() -> None:
 async def test_stream_failure_before_any_text_is_retried() -> None:
     async with fake_anthropic() as (server, url):
         server.push(Failure(529, "Overloaded", retry_after="0"), Reply([text("streamed")]))
-        llm = provider(url)
-        items = [item async for item in llm.stream(request())]
-        await llm.close()
+        items = await streamed(provider(url), request())
     assert [i.text for i in items if isinstance(i, TextDelta)] == ["streame", "d"]
     assert len(server.requests) == 2
 
@@ -183,9 +170,7 @@ async def test_stream_failure_before_any_text_is_retried() -> None:
 async def test_slow_provider_fails_with_timeout_after_the_timeout_setting() -> None:
     async with fake_anthropic() as (server, url):
         server.push(Reply([text("too late")], delay=2.0))
-        llm = provider(url, timeout=0.2)
         with pytest.raises(ProviderError) as caught:
-            await llm.complete(request())
-        await llm.close()
+            await completed(provider(url, timeout=0.2), request())
     assert (caught.value.status, caught.value.code) == (408, "provider_timeout")
     assert len(server.requests) == 1

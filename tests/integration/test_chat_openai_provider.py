@@ -18,7 +18,7 @@ from functions.chat.providers.base import (
     ToolUseBlock,
 )
 from functions.chat.providers.openai_compat import OpenAICompatProvider
-from tests.support.chat import chat_function, chat_settings, fake_openai, tool_schema
+from tests.support.chat import chat_function, chat_settings, completed, fake_openai, streamed, tool_schema
 from tests.support.fake_anthropic import Failure
 from tests.support.fake_openai import Completion
 
@@ -61,9 +61,7 @@ async def test_complete_translates_history_and_tools_and_reads_tool_calls_and_us
                 cached_tokens=384,
             )
         )
-        llm = provider(url)
-        turn = await llm.complete(request())
-        await llm.close()
+        turn = await completed(provider(url), request())
     assert turn.content == [ToolUseBlock(id="call_2", name="grep", input={"pattern": "Victor"})]
     assert turn.stop_reason == "tool_use"
     assert turn.usage == TokenUsage(input_tokens=116, output_tokens=12, cache_read_tokens=384)
@@ -106,9 +104,7 @@ async def test_stream_yields_text_and_assembles_tool_arguments_from_partial_chun
                 chunk=5,
             )
         )
-        llm = provider(url)
-        items = [item async for item in llm.stream(request())]
-        await llm.close()
+        items = await streamed(provider(url), request())
     assert [i.text for i in items if isinstance(i, TextDelta)] == ["Looki", "ng fo", "r it."]
     final = items[-1]
     assert not isinstance(final, TextDelta)

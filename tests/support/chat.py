@@ -10,6 +10,7 @@ import msgspec
 
 from common.settings import Settings
 from functions.chat.app import create
+from functions.chat.providers.base import ModelRequest, ModelTurn, Provider, TextDelta
 from functions.chat.settings import DEFAULT_PRICES, ChatSettings
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI
@@ -34,6 +35,22 @@ def chat_settings(**overrides: Any) -> ChatSettings:
     }
     values.update(overrides)
     return ChatSettings(**values)
+
+
+async def completed(llm: Provider, request: ModelRequest) -> ModelTurn:
+    """One `complete` call of a provider made for it; the provider is closed after, whatever happens."""
+    try:
+        return await llm.complete(request)
+    finally:
+        await llm.close()
+
+
+async def streamed(llm: Provider, request: ModelRequest) -> list[TextDelta | ModelTurn]:
+    """Everything one `stream` call yields; the provider is closed after, whatever happens."""
+    try:
+        return [item async for item in llm.stream(request)]
+    finally:
+        await llm.close()
 
 
 @contextlib.asynccontextmanager
