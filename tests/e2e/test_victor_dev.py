@@ -81,6 +81,29 @@ async def wait_for_line(log: Path, text: str, process: asyncio.subprocess.Proces
     return False
 
 
+async def start_victor_dev(log: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    """`victor dev ARGS` in its own session, as a terminal starts it; its output goes to `log`."""
+    with log.open("wb") as output:
+        return await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "eventing.cli", "dev", *args),
+            cwd=str(ROOT),
+            env=env,
+            stdout=output,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+async def kill_leftovers(dev: asyncio.subprocess.Process, pids: list[int]) -> None:
+    """After a test, whatever passed or failed: victor dev and the processes it started are killed."""
+    if dev.returncode is None:
+        dev.kill()
+        await dev.wait()
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+
+
 def postgres_processes(data_dir: Path) -> list[int]:
     """The embedded postmaster and its backends (pg_ctl detaches them from victor dev)."""
     pid_file = data_dir / "postgres" / "postmaster.pid"
@@ -113,26 +136,12 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
             if k not in ("DATABASE_URL", "REDIS_URL", "LANCEDB_URI") and not k.startswith("VICTOR_")
         }
         env.update(VICTOR_TRIGGERS_PATH=str(triggers), VICTOR_SUBSCRIBER_URLS=f"test-reports={sink_url}")
-        with log.open("wb") as output:
-            dev = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "eventing.cli",
-                "dev",
-                "--only",
-                "broker,health",
-                "--port-base",
-                str(port_base),
-                "--data-dir",
-                str(data_dir),
-                "--ping-interval",
-                "0",
-                cwd=str(ROOT),
-                env=env,
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+        dev = await start_victor_dev(
+            log,
+            env,
+            *("--only", "broker,health", "--port-base", str(port_base)),
+            *("--data-dir", str(data_dir), "--ping-interval", "0"),
+        )
         started: list[int] = []
         try:
             assert await wait_for_line(log, "victor dev is running", dev, limit=120), log.read_text()
@@ -195,12 +204,7 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
             assert log.read_text().rstrip().endswith("victor dev: stopped")
             assert "Traceback" not in log.read_text()
         finally:
-            if dev.returncode is None:
-                dev.kill()
-                await dev.wait()
-            for pid in started + postgres_processes(data_dir):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    psutil.Process(pid).kill()
+            await kill_leftovers(dev, started + postgres_processes(data_dir))
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -211,16 +215,9 @@ async def test_sigterm_stops_victor_dev_and_leaves_configured_services_running(
     port_base = free_port_range(6)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VICTOR_")}
     env.update(DATABASE_URL=services.database_url, REDIS_URL=services.redis_url)
-    with log.open("wb") as output:
-        dev = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "eventing.cli", "dev", "--only", "health"),
-            *("--port-base", str(port_base), "--data-dir", str(tmp_path / "data")),
-            cwd=str(ROOT),
-            env=env,
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = await start_victor_dev(
+        log, env, *("--only", "health", "--port-base", str(port_base), "--data-dir", str(tmp_path / "data"))
+    )
     started: list[int] = []
     try:
         assert await wait_for_line(log, "victor dev is running", dev, limit=60), log.read_text()
@@ -243,9 +240,4 @@ async def test_sigterm_stops_victor_dev_and_leaves_configured_services_running(
         # victor dev did not start these, so it does not stop them.
         assert redis.Redis.from_url(services.redis_url).ping() is True
     finally:
-        if dev.returncode is None:
-            dev.kill()
-            await dev.wait()
-        for pid in started:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(pid).kill()
+        await kill_leftovers(dev, started)
