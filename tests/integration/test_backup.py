@@ -177,6 +177,20 @@ async def test_backup_with_a_password_in_the_url_keeps_it_out_of_the_manifest(da
     }
 
 
+def write_dump_only_manifest(directory: Path) -> None:
+    """A valid manifest of a backup holding a PostgreSQL dump and no LanceDB (the dump itself not written)."""
+    manifest = {
+        "format": "victor-backup",
+        "format_version": 1,
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "victor_version": "0.1.0",
+        "python_version": "3.11.7",
+        "postgres": {"included": True, "file": "postgres.dump", "database": "postgres"},
+        "lancedb": {"included": False, "reason": "--skip-lancedb"},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_restore_refuses_a_directory_that_is_not_a_backup(tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     done = victor("restore", str(tmp_path), env={"DATABASE_URL": "postgresql://u@localhost/db"})
@@ -195,16 +209,7 @@ def test_restore_refuses_a_manifest_that_is_not_ours(tmp_path) -> None:
 
 
 def test_restore_refuses_a_backup_whose_dump_is_missing(tmp_path) -> None:
-    manifest = {
-        "format": "victor-backup",
-        "format_version": 1,
-        "created_at": "2026-01-01T00:00:00+00:00",
-        "victor_version": "0.1.0",
-        "python_version": "3.11.7",
-        "postgres": {"included": True, "file": "postgres.dump", "database": "postgres"},
-        "lancedb": {"included": False, "reason": "--skip-lancedb"},
-    }
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_dump_only_manifest(tmp_path)
     done = victor("restore", str(tmp_path), env={"DATABASE_URL": "postgresql://u@localhost/db"})
     assert_one_line_error(done, "is incomplete: postgres.dump is missing")
 
@@ -230,16 +235,7 @@ def test_backup_refuses_object_storage_lancedb_unless_skipped(services, tmp_path
 
 
 def test_restore_needs_database_url_when_the_backup_holds_a_dump(tmp_path) -> None:
-    manifest = {
-        "format": "victor-backup",
-        "format_version": 1,
-        "created_at": "2026-01-01T00:00:00+00:00",
-        "victor_version": "0.1.0",
-        "python_version": "3.11.7",
-        "postgres": {"included": True, "file": "postgres.dump", "database": "postgres"},
-        "lancedb": {"included": False, "reason": "--skip-lancedb"},
-    }
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_dump_only_manifest(tmp_path)
     (tmp_path / "postgres.dump").write_bytes(b"PGDMP")
     done = victor("restore", str(tmp_path), env={})
     assert_one_line_error(done, "DATABASE_URL is not set")
