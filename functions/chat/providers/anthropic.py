@@ -40,15 +40,7 @@ def status_detail(exc: anthropic.APIStatusError) -> str:
     return exc.message
 
 
-ERRORS = SDKErrors(
-    base=anthropic.APIError,
-    timeout=anthropic.APITimeoutError,
-    connection=anthropic.APIConnectionError,
-    status=anthropic.APIStatusError,
-    server="Anthropic",
-    stream="Anthropic stream",
-    detail=status_detail,
-)
+ERRORS = SDKErrors.of(anthropic, server="Anthropic", stream="Anthropic stream", detail=status_detail)
 
 
 class AnthropicProvider(SDKProvider):

@@ -163,6 +163,19 @@ class SDKErrors(msgspec.Struct, frozen=True):
     stream: str  # what failed mid-stream: "Anthropic stream", "the OpenAI-compatible stream"
     detail: Callable[[Any], str]  # the server's own words from a status error
 
+    @classmethod
+    def of(cls, sdk: Any, *, server: str, stream: str, detail: Callable[[Any], str]) -> SDKErrors:
+        """The errors of an SDK module (`anthropic`, `openai`): both name them alike."""
+        return cls(
+            base=sdk.APIError,
+            timeout=sdk.APITimeoutError,
+            connection=sdk.APIConnectionError,
+            status=sdk.APIStatusError,
+            server=server,
+            stream=stream,
+            detail=detail,
+        )
+
 
 def sdk_error(exc: Any, errors: SDKErrors) -> ProviderError:
     """The SDK's error as a `ProviderError` carrying the provider's own message."""

@@ -44,14 +44,8 @@ def status_detail(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
-ERRORS = SDKErrors(
-    base=openai.APIError,
-    timeout=openai.APITimeoutError,
-    connection=openai.APIConnectionError,
-    status=openai.APIStatusError,
-    server="the OpenAI-compatible server",
-    stream="the OpenAI-compatible stream",
-    detail=status_detail,
+ERRORS = SDKErrors.of(
+    openai, server="the OpenAI-compatible server", stream="the OpenAI-compatible stream", detail=status_detail
 )
 
 
