@@ -150,12 +150,10 @@ async def test_a_2xx_with_an_empty_body_is_delivered(make_settings, tmp_path) ->
     async with (
         running(subscriber) as url,
         running(sink) as sink_url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(delivery=dead_lettered(3, sink_url)),
-            trigger_manifest("t", url),
-        ) as (ingress, broker),
+        routed(make_settings(), tmp_path, {"t": url}, broker_delivery=dead_lettered(3, sink_url)) as (
+            ingress,
+            broker,
+        ),
     ):
         await publish(ingress, event(id="e-ok"))
         await settled(broker)
@@ -221,12 +219,10 @@ async def test_dead_letters_without_a_local_sink_are_kept_in_redis(make_settings
     }
     async with (
         running(subscriber) as url,
-        mesh(
-            make_settings(),
-            tmp_path,
-            broker_manifest(delivery=dead_lettered(1, unmapped)),
-            trigger_manifest("t", url),
-        ) as (ingress, broker),
+        routed(make_settings(), tmp_path, {"t": url}, broker_delivery=dead_lettered(1, unmapped)) as (
+            ingress,
+            broker,
+        ),
     ):
         await publish(ingress, event(id="kept"))
         await settled(broker)

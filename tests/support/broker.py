@@ -246,12 +246,16 @@ def routed(
     routes: Mapping[str, str],
     *,
     delivery: Mapping[str, Any] | None = None,
+    broker_delivery: Mapping[str, Any] | None = None,
     stream: str | None = None,
     **env: str,
 ) -> contextlib.AbstractAsyncContextManager[tuple[str, Broker]]:
-    """`mesh` of the default Broker and one unfiltered Trigger per `routes` entry (name: subscriber URI)."""
+    """`mesh` of the Broker and one unfiltered Trigger per `routes` entry (name: subscriber URI).
+
+    `delivery` goes on every Trigger, `broker_delivery` on the Broker (inherited by Triggers without one).
+    """
     triggers = [trigger_manifest(name, uri, delivery=delivery) for name, uri in routes.items()]
-    return mesh(settings, directory, broker_manifest(), *triggers, stream=stream, **env)
+    return mesh(settings, directory, broker_manifest(broker_delivery), *triggers, stream=stream, **env)
 
 
 @contextlib.asynccontextmanager
