@@ -86,7 +86,7 @@ async def run_command(args: RunCommandArgs, ctx: ToolContext) -> str:
     )
     if outcome.timed_out:
         raise ToolError(f"{program} did not finish in {timeout:g} s and was killed", "timeout")
-    text = outcome.output + ("\n[output truncated]" if outcome.truncated else "")
+    text = outcome.text
     if outcome.returncode != 0:
         raise ToolError(f"{program} exited with status {outcome.returncode}\n{text}", "exit_status")
     return text or f"{program} finished with no output"

@@ -137,9 +137,7 @@ class ToolExecutor:
                 content = await asyncio.wait_for(tool.run(call.arguments, self.context), self.timeout)
                 if key:
                     await self.results.put(key, content)
-        except ToolError as exc:
-            content, error, outcome = exc.message, exc.code, "error"
-        except WorkspaceError as exc:
+        except (ToolError, WorkspaceError) as exc:
             content, error, outcome = exc.message, exc.code, "error"
         except TimeoutError:
             content = f"{tool.name} did not finish in {self.timeout:g} s"
@@ -171,24 +169,10 @@ class ToolExecutor:
         for request in requests:
             try:
                 prepared.append(self.prepare(request.name, request.arguments, request.id))
-            except UnknownTool as exc:
+            except (UnknownTool, InvalidArguments) as exc:
                 prepared.append(
                     ToolOutcome(
-                        name=request.name,
-                        id=request.id,
-                        is_error=True,
-                        content=str(exc),
-                        error="unknown_tool",
-                    )
-                )
-            except InvalidArguments as exc:
-                prepared.append(
-                    ToolOutcome(
-                        name=request.name,
-                        id=request.id,
-                        is_error=True,
-                        content=str(exc),
-                        error="invalid_arguments",
+                        name=request.name, id=request.id, is_error=True, content=str(exc), error=exc.code
                     )
                 )
         if not self.parallel:

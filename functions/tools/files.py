@@ -19,7 +19,7 @@ from typing import Annotated
 import msgspec
 
 from functions.tools.context import ToolContext
-from functions.tools.registry import PathAccess, ToolDefinition, ToolError
+from functions.tools.registry import PathAccess, Runner, StateOf, ToolDefinition, ToolError
 from functions.tools.workspace import Workspace, WorkspaceError, is_binary, read_all
 
 # Directories no code search wants to descend into.
@@ -319,67 +319,73 @@ async def directory_state(args: ListDirectoryArgs | GlobArgs | GrepArgs, ctx: To
         return None
 
 
-def _reads(args: ReadFileArgs | ListDirectoryArgs | GlobArgs | GrepArgs) -> PathAccess:
-    return PathAccess(reads=(args.path,))
-
-
-def _writes(args: WriteFileArgs | EditFileArgs) -> PathAccess:
-    return PathAccess(reads=(args.path,), writes=(args.path,))
+def _path_tool(
+    name: str,
+    description: str,
+    arguments: type[msgspec.Struct],
+    run: Runner,
+    *,
+    state: StateOf | None = None,
+    writes: bool = False,
+    idempotent: bool = True,
+) -> ToolDefinition:
+    """A tool over its `path` argument: a read (cached by `state` when given) or a write of that path."""
+    return ToolDefinition(
+        name=name,
+        description=description,
+        arguments=arguments,
+        run=run,
+        read_only=not writes,
+        idempotent=idempotent,
+        cacheable=state is not None,
+        # A write is ordered after earlier calls of its batch that touch the path.
+        paths=lambda args: PathAccess(reads=(args.path,), writes=(args.path,) if writes else ()),
+        state=state,
+    )
 
 
 FILE_TOOLS = (
-    ToolDefinition(
-        name="read_file",
-        description="Read a text file in the workspace with line numbers; offset and limit page long files.",
-        arguments=ReadFileArgs,
-        run=read_file,
-        cacheable=True,
-        paths=_reads,
+    _path_tool(
+        "read_file",
+        "Read a text file in the workspace with line numbers; offset and limit page long files.",
+        ReadFileArgs,
+        read_file,
         state=file_state,
     ),
-    ToolDefinition(
-        name="write_file",
-        description="Create or overwrite a workspace file with the given content (parents are created).",
-        arguments=WriteFileArgs,
-        run=write_file,
-        read_only=False,
-        idempotent=True,
-        paths=_writes,
+    _path_tool(
+        "write_file",
+        "Create or overwrite a workspace file with the given content (parents are created).",
+        WriteFileArgs,
+        write_file,
+        writes=True,
     ),
-    ToolDefinition(
-        name="edit_file",
-        description="Replace one exact, unique occurrence of old_text with new_text in a workspace file.",
-        arguments=EditFileArgs,
-        run=edit_file,
-        read_only=False,
+    _path_tool(
+        "edit_file",
+        "Replace one exact, unique occurrence of old_text with new_text in a workspace file.",
+        EditFileArgs,
+        edit_file,
+        writes=True,
         idempotent=False,
-        paths=_writes,
     ),
-    ToolDefinition(
-        name="list_directory",
-        description="List a workspace directory: files with sizes, subdirectories and links.",
-        arguments=ListDirectoryArgs,
-        run=list_directory,
-        cacheable=True,
-        paths=_reads,
+    _path_tool(
+        "list_directory",
+        "List a workspace directory: files with sizes, subdirectories and links.",
+        ListDirectoryArgs,
+        list_directory,
         state=directory_state,
     ),
-    ToolDefinition(
-        name="glob",
-        description="Find files in the workspace whose paths match a glob pattern such as **/*.py.",
-        arguments=GlobArgs,
-        run=glob,
-        cacheable=True,
-        paths=_reads,
+    _path_tool(
+        "glob",
+        "Find files in the workspace whose paths match a glob pattern such as **/*.py.",
+        GlobArgs,
+        glob,
         state=directory_state,
     ),
-    ToolDefinition(
-        name="grep",
-        description="Search file contents in the workspace for a regular expression, with context lines.",
-        arguments=GrepArgs,
-        run=grep,
-        cacheable=True,
-        paths=_reads,
+    _path_tool(
+        "grep",
+        "Search file contents in the workspace for a regular expression, with context lines.",
+        GrepArgs,
+        grep,
         state=directory_state,
     ),
 )

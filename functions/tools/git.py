@@ -92,8 +92,7 @@ async def run_git(ctx: ToolContext, *args: str, path: str | None = None) -> str:
         raise ToolError(f"git {args[0]} did not finish in {limits.command_timeout:g} s", "timeout")
     if outcome.returncode != 0:
         raise ToolError(f"git {args[0]} failed (exit {outcome.returncode}): {outcome.output.strip()[:2000]}")
-    suffix = "\n[output truncated]" if outcome.truncated else ""
-    return outcome.output + suffix
+    return outcome.text
 
 
 async def git_status(args: GitStatusArgs, ctx: ToolContext) -> str:

@@ -25,6 +25,11 @@ class ProcessOutcome:
     truncated: bool
     timed_out: bool
 
+    @property
+    def text(self) -> str:
+        """The output, with a note when it was cut at the limit."""
+        return self.output + ("\n[output truncated]" if self.truncated else "")
+
 
 def scrubbed_environment(home: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Only what programs need to run; nothing else from this process's environment."""

@@ -32,6 +32,8 @@ class ToolError(Exception):
 
 
 class UnknownTool(LookupError):
+    code = "unknown_tool"
+
     def __init__(self, name: str) -> None:
         super().__init__(f"no tool named {name!r}; GET /v1/tools lists them")
         self.name = name
@@ -39,6 +41,8 @@ class UnknownTool(LookupError):
 
 class InvalidArguments(ValueError):
     """The arguments do not fit the tool's schema; the message names the field."""
+
+    code = "invalid_arguments"
 
     def __init__(self, tool: str, detail: str) -> None:
         super().__init__(f"invalid arguments for {tool}: {detail}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from common.settings import Settings
 from functions.tools.selection import RRF_K
 from tests.support.servers import running
 from tests.support.tools import EmbeddingsServer, ToolsServer, local_model_path, tools_server
@@ -31,8 +33,13 @@ def names(selection: dict[str, Any]) -> list[str]:
     return [tool["name"] for tool in selection["tools"]]
 
 
+def without_embeddings(make_settings: Callable[..., Settings], **env: str) -> Any:
+    """The tools function with a model that cannot load and no embeddings function: keyword only."""
+    return tools_server(make_settings, VICTOR_EMBEDDING_MODEL="/nonexistent/model", **env)
+
+
 async def test_keyword_selection_without_embeddings(make_settings, offline) -> None:
-    async with tools_server(make_settings, VICTOR_EMBEDDING_MODEL="/nonexistent/model") as server:
+    async with without_embeddings(make_settings) as server:
         grep = await select(
             server, f"search file contents for a regular expression {uuid.uuid4().hex}", "keyword"
         )
@@ -99,9 +106,7 @@ async def test_tool_vectors_are_computed_once_per_catalog_version_and_shared_thr
 
 async def test_selections_are_cached_in_process_and_in_redis(make_settings, offline) -> None:
     query = f"find all python files {uuid.uuid4().hex}"
-    async with tools_server(
-        make_settings, VICTOR_TOOL_CACHE_SIZE="1", VICTOR_EMBEDDING_MODEL="/none"
-    ) as server:
+    async with without_embeddings(make_settings, VICTOR_TOOL_CACHE_SIZE="1") as server:
         first = await select(server, query, "keyword")
         second = await select(server, query.upper(), "keyword")
         other_k = await select(server, query, "keyword", k=2)
@@ -121,9 +126,7 @@ async def test_selections_are_cached_in_process_and_in_redis(make_settings, offl
 
 async def test_the_selection_cache_can_be_turned_off(make_settings, offline) -> None:
     query = f"create a new file {uuid.uuid4().hex}"
-    async with tools_server(
-        make_settings, VICTOR_ENABLE_TOOL_CACHE="false", VICTOR_EMBEDDING_MODEL="/none"
-    ) as server:
+    async with without_embeddings(make_settings, VICTOR_ENABLE_TOOL_CACHE="false") as server:
         first = await select(server, query, "keyword")
         second = await select(server, query, "keyword")
     assert (first["cached"], second["cached"]) == (False, False)
