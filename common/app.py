@@ -45,6 +45,7 @@ from common.function import (
     api_key_accepted,
     handle_event_request,
     health_state,
+    internal_error_answer,
     method_not_allowed_answer,
     not_found_answer,
     readiness,
@@ -55,7 +56,6 @@ from common.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})  # ASGI header names are lowercase
-_UNTRACED_PATHS = frozenset({"/health/live", "/health/ready", "/health/startup", "/metrics"})
 
 
 def answer_response(answer: Answer) -> Response[bytes]:
@@ -108,11 +108,7 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
 
 def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return Response(
-        _error_body(500, "internal_error", "the request failed; see the function's logs"),
-        status_code=500,
-        media_type=MediaType.JSON,
-    )
+    return answer_response(internal_error_answer())
 
 
 async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -148,15 +144,8 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             for key, value in scope["headers"]
             if key in _TRACE_HEADERS
         }
-        # Probes and scrapes arrive every few seconds from kubelet, Knative and Prometheus; a span for
-        # each would be noise in the traces and its export costs more than the answer, so they are
-        # traced only when the caller is tracing (sends a traceparent).
-        traced = "traceparent" in headers or scope["path"] not in _UNTRACED_PATHS
         try:
-            if traced:
-                with tracing.server_span(f"{method} {scope['path']}", headers):
-                    await app(scope, receive, send_wrapper)
-            else:
+            with tracing.server_span(method, scope["path"], headers):
                 await app(scope, receive, send_wrapper)
         finally:
             route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]

@@ -38,6 +38,7 @@ from common.function import (
     error_answer,
     handle_event_request,
     health_state,
+    internal_error_answer,
     method_not_allowed_answer,
     not_found_answer,
     readiness,
@@ -116,7 +117,7 @@ class FrameworkTarget:
             sorted(routes) if routes else ["GET"] if path in _SHARED_GET else ["POST"] if path == "/" else []
         )
         route = template if template is not None and method in allowed else "unmatched"
-        with tracing.server_span(f"{method} {path}", dict(request.headers)):
+        with tracing.server_span(method, path, dict(request.headers)):
             try:
                 if template is None:
                     answer = not_found_answer(path)
@@ -129,7 +130,7 @@ class FrameworkTarget:
                     answer = await self.shared_route(runtime, request, path)
             except Exception:  # the same JSON 500 as the Litestar app, never functions-framework's text page
                 log.exception("unhandled error on %s %s", method, path)
-                answer = error_answer(500, "internal_error", "the request failed; see the function's logs")
+                answer = internal_error_answer()
         metrics.record_request(self.spec.name, method, route, answer.status, time.perf_counter() - started)
         return Response(answer.body, status_code=answer.status, headers=answer.headers)
 

@@ -351,6 +351,11 @@ def error_answer(status: int, code: str, message: str) -> Answer:
     return Answer(status, {"content-type": "application/json"}, body)
 
 
+def internal_error_answer() -> Answer:
+    """500 for an unexpected failure: a JSON body that points at the logs, never a traceback."""
+    return error_answer(500, "internal_error", "the request failed; see the function's logs")
+
+
 def not_found_answer(path: str) -> Answer:
     """404 for a path no route serves, the same in every serving mode."""
     return error_answer(404, "not_found", f"no route {path}")

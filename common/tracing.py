@@ -78,11 +78,23 @@ def context_from_headers(headers: Mapping[str, str]) -> context.Context:
     return _PROPAGATOR.extract(lowered)
 
 
+# Probes and scrapes arrive every few seconds from kubelet, Knative and Prometheus; a span for each
+# would be noise in the traces and its export costs more than the answer, so they are traced only
+# when the caller is tracing (sends a traceparent).
+UNTRACED_PATHS = frozenset({"/health/live", "/health/ready", "/health/startup", "/metrics"})
+
+
 @contextmanager
-def server_span(name: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
-    """A server span for one incoming HTTP request, continuing the caller's W3C trace context."""
+def server_span(method: str, path: str, headers: Mapping[str, str]) -> Iterator[trace.Span | None]:
+    """A server span for one incoming HTTP request, continuing the caller's W3C trace context.
+
+    Probes and /metrics get none (None is yielded) unless the caller sends a `traceparent`.
+    """
+    if path in UNTRACED_PATHS and not any(key.lower() == "traceparent" for key in headers):
+        yield None
+        return
     with tracer(__name__).start_as_current_span(
-        name, context=context_from_headers(headers), kind=trace.SpanKind.SERVER
+        f"{method} {path}", context=context_from_headers(headers), kind=trace.SpanKind.SERVER
     ) as span:
         yield span
 
