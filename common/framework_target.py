@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -36,6 +37,7 @@ from common.function import (
     Runtime,
     api_key_accepted,
     error_answer,
+    exit_cleanly_after_graceful_shutdown,
     handle_event_request,
     health_state,
     internal_error_answer,
@@ -46,9 +48,10 @@ from common.function import (
     too_large_answer,
 )
 from common.logging import configure_logging
-from common.settings import Settings, get_settings
+from common.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A function's own route: it gets the request and the runtime and gives an answer.
 RouteHandler = Callable[[Request, Runtime], Awaitable[Answer]]
@@ -137,6 +140,12 @@ class FrameworkTarget:
     async def own_route(self, runtime: Runtime, request: Request, route: _Route) -> Answer:
         if not api_key_accepted(runtime.settings, request.headers):
             return error_answer(401, "unauthorized", API_KEY_REQUIRED)
+        # The same body limit as the Litestar app's, for every route; Starlette keeps the body read
+        # here, so the route's own `await request.body()` gets it without reading again.
+        body = await read_body(request, runtime.settings.max_event_bytes)
+        if body is None:
+            return too_large_answer(runtime.settings.max_event_bytes)
+        request._body = body
         return await route.handler(request, runtime)
 
     async def shared_route(self, runtime: Runtime, request: Request, path: str) -> Answer:
@@ -191,6 +200,26 @@ async def read_body(request: Request, limit: int) -> bytes | None:
         if len(chunks) > limit:
             return None
     return bytes(chunks)
+
+
+def load_or_exit(load: Callable[[], T]) -> T:
+    """`load()`, or exit with status 2 and one line naming the variable when a setting is bad."""
+    try:
+        return load()
+    except SettingsError as exc:
+        print(f"victor: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def entry_settings() -> Settings:
+    """Settings for a functions-framework entry module, read at import as `victor serve` reads them.
+
+    A bad value exits 2 with one line; SIGTERM then ends the process with status 0 once
+    uvicorn has finished in-flight requests.
+    """
+    settings = load_or_exit(get_settings)
+    exit_cleanly_after_graceful_shutdown()
+    return settings
 
 
 def make_target(

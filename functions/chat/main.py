@@ -10,15 +10,12 @@ ends; use `victor serve chat` for live streaming.
 
 from __future__ import annotations
 
-import sys
-
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from common.framework_target import json_answer, make_target
+from common.framework_target import entry_settings, json_answer, make_target
 from common.function import API_KEY_REQUIRED, Answer, Runtime, api_key_accepted, error_answer
-from common.settings import SettingsError, get_settings
 from functions.chat.app import SPEC
 from functions.chat.handlers import ChatBody, ChatRejected, failure_status, loop_of, sse_frame, start_chat
 
@@ -58,11 +55,7 @@ async def get_conversation(runtime: Runtime, conversation_id: str) -> Answer:
     return json_answer(200, view)
 
 
-try:
-    settings = get_settings()
-except SettingsError as exc:
-    print(f"victor: {exc}", file=sys.stderr)
-    raise SystemExit(2) from None
+settings = entry_settings()
 
 _target = make_target(SPEC, settings, extra_routes={("POST", "/v1/chat"): post_chat})
 

@@ -9,16 +9,14 @@ embeddings` does. The model itself loads beside the server on the first request.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
 
-from common.framework_target import json_answer, make_target, read_body
-from common.function import Answer, EventRejected, Runtime, TransientFailure, error_answer, too_large_answer
-from common.settings import SettingsError, get_settings
+from common.framework_target import entry_settings, json_answer, load_or_exit, make_target
+from common.function import Answer, EventRejected, Runtime, TransientFailure, error_answer
 from eventing.embeddings_events import IndexRequested, SearchRequested
 from functions.embeddings import indexer, search
 from functions.embeddings.app import build_spec
@@ -34,11 +32,8 @@ def json_route(body_type: type[T], work: Callable[[Runtime, T], Awaitable[Any]])
     """A route that decodes the JSON body as `body_type` and answers `work`'s result, or its refusal."""
 
     async def route(request: Request, runtime: Runtime) -> Answer:
-        raw = await read_body(request, runtime.settings.max_event_bytes)
-        if raw is None:
-            return too_large_answer(runtime.settings.max_event_bytes)
-        try:
-            body = msgspec.json.decode(raw, type=body_type)
+        try:  # the body limit is checked before any own route runs
+            body = msgspec.json.decode(await request.body(), type=body_type)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return error_answer(400, "invalid_request", f"request body is not valid: {exc}")
         try:
@@ -59,13 +54,9 @@ async def _search(runtime: Runtime, body: SearchRequested) -> Any:
     return await search.search(service_of(runtime), body)
 
 
-try:
-    settings = get_settings()
-    embedding = load_embedding_settings()
-    check_model_source(settings.embedding_model)
-except SettingsError as exc:
-    print(f"victor: {exc}", file=sys.stderr)
-    raise SystemExit(2) from None
+settings = entry_settings()
+embedding = load_or_exit(load_embedding_settings)
+load_or_exit(lambda: check_model_source(settings.embedding_model))
 
 handle = make_target(
     build_spec(embedding),

@@ -8,13 +8,10 @@ variable (exit status 2), as `victor serve health` does.
 
 from __future__ import annotations
 
-import sys
-
 from starlette.requests import Request
 
-from common.framework_target import json_answer, make_target
-from common.function import Answer, Runtime, exit_cleanly_after_graceful_shutdown
-from common.settings import SettingsError, get_settings
+from common.framework_target import entry_settings, json_answer, make_target
+from common.function import Answer, Runtime
 from functions.health.app import SPEC
 from functions.health.handlers import status_report
 
@@ -23,11 +20,5 @@ async def v1_status(request: Request, runtime: Runtime) -> Answer:
     return json_answer(*await status_report(runtime))
 
 
-try:
-    settings = get_settings()
-except SettingsError as exc:
-    print(f"victor: {exc}", file=sys.stderr)
-    raise SystemExit(2) from None
-
-exit_cleanly_after_graceful_shutdown()
+settings = entry_settings()
 handle = make_target(SPEC, settings, extra_routes={("GET", "/v1/status"): v1_status})

@@ -10,15 +10,13 @@ does not run: use `victor serve tools` for MCP clients.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable
 from typing import Any
 
 from starlette.requests import Request
 
-from common.framework_target import RouteHandler, json_answer, make_target
+from common.framework_target import RouteHandler, entry_settings, json_answer, make_target
 from common.function import Answer, Runtime, error_answer
-from common.settings import SettingsError, get_settings
 from functions.tools import api
 from functions.tools.app import SPEC
 
@@ -55,10 +53,6 @@ ROUTES: dict[tuple[str, str], RouteHandler] = {
 }
 
 
-try:
-    settings = get_settings()
-except SettingsError as exc:
-    print(f"victor: {exc}", file=sys.stderr)
-    raise SystemExit(2) from None
+settings = entry_settings()
 
 handle = make_target(SPEC, settings, extra_routes=ROUTES)

@@ -214,3 +214,22 @@ async def test_own_routes_match_path_templates(services: Any, tmp_path: Path) ->
         assert (await client.get("/v1/items/")).status_code == 404
         text = (await client.get("/metrics")).text
     assert 'route="/v1/items/{item_id}",status="200"' in text
+
+
+async def test_own_routes_get_the_body_limit_of_the_litestar_app(services: Any, tmp_path: Path) -> None:
+    async def echo(request: Request, runtime: Runtime) -> Answer:
+        return json_answer(200, {"bytes": len(await request.body())})
+
+    env = services.env(WORKSPACE_DIR=str(tmp_path), VICTOR_MAX_EVENT_BYTES="1KB")
+    target = make_target(SPEC, load_settings(env), extra_routes={("POST", "/v1/echo"): echo})
+    app = _create_asgi_app_with_function(target, "http", False)  # type: ignore[no-untyped-call]
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+        within = await client.post("/v1/echo", content=b"x" * 1024)
+        assert (within.status_code, within.json()) == (200, {"bytes": 1024})
+        over = await client.post("/v1/echo", content=b"x" * 1025)
+        assert over.status_code == 413
+        assert over.json() == {
+            "status_code": 413,
+            "error": "too_large",
+            "detail": "the request body is over the limit of 1024 bytes (VICTOR_MAX_EVENT_BYTES)",
+        }
