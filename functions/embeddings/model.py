@@ -96,10 +96,11 @@ class EmbeddingModel:
     max_tokens: int
     model: Any
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """Normalized float32 vectors, one row per text (one model batch unless `batch_size` is given)."""
         vectors = self.model.encode(
             texts,
-            batch_size=max(1, len(texts)),
+            batch_size=batch_size or max(1, len(texts)),
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,

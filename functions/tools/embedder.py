@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-import threading
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 import msgspec
 import numpy as np
+
+from functions.embeddings.model import EmbeddingModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +85,12 @@ class RemoteEmbedder:
 
 
 # Loaded models by name, shared by every embedder in the process (one copy of the weights).
-_LOADED: dict[str, Any] = {}
-_LOAD_LOCK = threading.Lock()
-
-
 class LocalEmbedder:
     """sentence-transformers in this process, loaded on first use."""
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self._model: Any = None
+        self._model: EmbeddingModel | None = None
         self._failed: str | None = None
 
     def available(self) -> bool:
@@ -105,28 +102,21 @@ class LocalEmbedder:
             return False
         return True
 
-    def _load(self) -> Any:
-        with _LOAD_LOCK:
-            if self._model is None:
-                if self._failed is not None:
-                    raise EmbeddingsUnavailable(self._failed)
-                try:
-                    from sentence_transformers import SentenceTransformer
-
-                    if self.model not in _LOADED:
-                        _LOADED[self.model] = SentenceTransformer(self.model, device="cpu")
-                    self._model = _LOADED[self.model]
-                except Exception as exc:  # any load failure (missing files, offline hub) means no embeddings
-                    self._failed = f"cannot load embedding model {self.model!r}: {type(exc).__name__}"
-                    log.warning(self._failed)
-                    raise EmbeddingsUnavailable(self._failed) from None
-            return self._model
+    def _load(self) -> EmbeddingModel:
+        # The embeddings function's loader: one copy of a model per process, whichever function asks.
+        if self._model is None:
+            if self._failed is not None:
+                raise EmbeddingsUnavailable(self._failed)
+            try:
+                self._model = load_model(self.model, device="cpu")
+            except Exception as exc:  # any load failure (missing files, offline hub) means no embeddings
+                self._failed = f"cannot load embedding model {self.model!r}: {type(exc).__name__}"
+                log.warning(self._failed)
+                raise EmbeddingsUnavailable(self._failed) from None
+        return self._model
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self._load().encode(
-            texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        return self._load().encode(texts, batch_size=64)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(self._encode, texts)
