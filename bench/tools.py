@@ -34,6 +34,7 @@ from bench.support import percentile, print_header, print_json, quick, scratch_d
 from common.cache import Cache
 from common.embedded import EmbeddedRedis
 from common.settings import load_settings
+from common.workspace import Workspace
 from functions.embeddings.model import bundled_model_path
 from functions.tools.catalog import build_catalog
 from functions.tools.context import ToolContext
@@ -42,7 +43,6 @@ from functions.tools.execution import CallRequest, ToolExecutor
 from functions.tools.result_cache import ResultCache
 from functions.tools.selection import SelectRequest, ToolSelector
 from functions.tools.settings import ToolsSettings
-from functions.tools.workspace import Workspace
 
 QUERIES = [
     "search file contents for a regular expression",

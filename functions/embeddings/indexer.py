@@ -19,6 +19,8 @@ import msgspec
 import numpy as np
 
 from common.function import EventRejected
+from common.workspace import Workspace
+from common.workspace import WorkspaceError as ConfinementError
 from eventing.embeddings_events import IndexCompleted, IndexRequested
 from functions.embeddings import metrics
 from functions.embeddings.chunking import Chunk, chunk_text
@@ -54,18 +56,23 @@ def read_sources(
         max_file_bytes=service.settings.max_file_bytes,
         max_files=service.settings.max_files,
     )
+    # Read through the tools' confinement: a symlink swapped in after selection is still refused.
+    confined = Workspace(workspace, max_file_size=service.settings.max_file_bytes)
     sources = []
     for path in selection.files:
         relative = path.relative_to(workspace).as_posix()
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            selection.skipped[relative] = "not UTF-8 text"
+            content = confined.read(relative)
+        except ConfinementError as exc:
+            selection.skipped[relative] = exc.message
             continue
         except OSError as exc:
             selection.skipped[relative] = f"unreadable: {type(exc).__name__}"
             continue
-        sources.append(Source(relative, text, {}))
+        if content.text is None:
+            selection.skipped[relative] = "not UTF-8 text"
+            continue
+        sources.append(Source(relative, content.text, {}))
     return sources, selection.skipped, selection.complete_directory
 
 

@@ -16,10 +16,10 @@ from typing import Annotated
 
 import msgspec
 
+from common.workspace import Workspace, WorkspaceError
 from functions.tools.context import ToolContext
 from functions.tools.process import run_process, scrubbed_environment
 from functions.tools.registry import PathAccess, ToolDefinition, ToolError
-from functions.tools.workspace import Workspace, WorkspaceError
 
 
 class RunCommandArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

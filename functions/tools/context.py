@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 
 from common.settings import Settings
+from common.workspace import Workspace
 from functions.tools.code_index import CodeIndex
 from functions.tools.settings import ToolsSettings
-from functions.tools.workspace import Workspace
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from common.workspace import WorkspaceError
 from functions.tools import metrics
 from functions.tools.context import ToolContext
 from functions.tools.registry import (
@@ -33,7 +34,6 @@ from functions.tools.registry import (
     UnknownTool,
 )
 from functions.tools.result_cache import ResultCache
-from functions.tools.workspace import WorkspaceError
 
 log = logging.getLogger(__name__)
 

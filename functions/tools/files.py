@@ -18,9 +18,9 @@ from typing import Annotated
 
 import msgspec
 
+from common.workspace import Workspace, WorkspaceError, is_binary, read_all
 from functions.tools.context import ToolContext
 from functions.tools.registry import PathAccess, Runner, StateOf, ToolDefinition, ToolError
-from functions.tools.workspace import Workspace, WorkspaceError, is_binary, read_all
 
 # Directories no code search wants to descend into.
 SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", ".mypy_cache", ".ruff_cache"})

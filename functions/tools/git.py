@@ -16,10 +16,10 @@ from typing import Annotated
 
 import msgspec
 
+from common.workspace import Workspace
 from functions.tools.context import ToolContext
 from functions.tools.process import run_process, scrubbed_environment
 from functions.tools.registry import PathAccess, ToolDefinition, ToolError
-from functions.tools.workspace import Workspace
 
 OptionalPath = (
     Annotated[str, msgspec.Meta(min_length=1, description="Limit to this path inside the workspace")] | None

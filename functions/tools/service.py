@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.function import Runtime
+from common.workspace import Workspace
 from functions.tools.catalog import build_catalog
 from functions.tools.code_index import CodeIndex
 from functions.tools.context import ToolContext
@@ -14,7 +15,6 @@ from functions.tools.registry import ToolRegistry
 from functions.tools.result_cache import ResultCache
 from functions.tools.selection import ToolSelector
 from functions.tools.settings import ToolsSettings, load_tools_settings
-from functions.tools.workspace import Workspace
 
 STATE_KEY = "tools"
 

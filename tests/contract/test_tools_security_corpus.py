@@ -19,10 +19,10 @@ import pytest
 from mcp import Client
 
 from common.cloudevents import from_http, new_event, to_binary
+from common.workspace import Workspace, WorkspaceError
 from eventing.events import TOOLS_REQUESTED
 from eventing.tools_events import ToolCall, ToolsCompleted, ToolsRequested
 from functions.tools.settings import ToolsSettings
-from functions.tools.workspace import Workspace, WorkspaceError
 from tests.support.tools import tools_server
 
 CANARY = "CANARY-7f3a-do-not-read"

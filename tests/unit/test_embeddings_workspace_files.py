@@ -123,3 +123,30 @@ def test_only_a_directory_walked_whole_is_reported_complete(tmp_path: Path) -> N
         "",
     ]
     assert [complete("src/*.py"), complete("src/app.py"), complete("src", max_files=1)] == [None, None, None]
+
+
+def test_a_file_swapped_for_a_symlink_after_selection_is_not_read(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from functions.embeddings import indexer
+    from functions.embeddings.settings import load_embedding_settings
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "notes.md").write_text("ordinary notes\n")
+    (workspace / "kept.md").write_text("kept text\n")
+    canary = tmp_path / "canary.txt"
+    canary.write_text("SECRET outside the workspace\n")
+    real_select = indexer.select_files
+
+    def select_then_swap(*args: object, **kwargs: object) -> object:
+        selection = real_select(*args, **kwargs)  # type: ignore[arg-type]
+        (workspace / "notes.md").unlink()  # the race: after the check, before the read
+        (workspace / "notes.md").symlink_to(canary)
+        return selection
+
+    monkeypatch.setattr(indexer, "select_files", select_then_swap)
+    service = SimpleNamespace(settings=load_embedding_settings({}))
+    sources, skipped, _ = indexer.read_sources(workspace.resolve(), ".", service)  # type: ignore[arg-type]
+    assert [(s.path, s.text) for s in sources] == [("kept.md", "kept text\n")]
+    assert skipped == {"notes.md": "'notes.md' is a symlink that leads outside the workspace"}

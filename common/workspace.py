@@ -1,4 +1,4 @@
-"""Workspace confinement: every file the tools touch lies inside WORKSPACE_DIR.
+"""Workspace confinement: every file the tools touch, or the indexer reads, lies inside WORKSPACE_DIR.
 
 How a path is checked, in order:
 
