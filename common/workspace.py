@@ -14,7 +14,10 @@ How a path is checked, in order:
 
 Only regular files are read or written (FIFOs, sockets and device files are
 refused without being opened for I/O); files over the size limit are refused;
-binary files are reported as binary instead of being decoded.
+binary files are reported as binary instead of being decoded. Nothing is ever
+written inside git metadata (a `.git` file or directory at any depth, by name
+or through a symlink): git runs programs named in `.git/config`, so a write
+there would let the model run code.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ MAX_NAME_LENGTH = 255
 BINARY_SNIFF_BYTES = 8192
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+GIT_METADATA = ".git"
 
 
 class WorkspaceError(Exception):
@@ -113,6 +117,16 @@ class Workspace:
                     "invalid_path", f"a name in {path!r} is longer than {MAX_NAME_LENGTH} bytes"
                 )
         return "/".join(parts) or "."
+
+    def _refuse_git_metadata(self, real_path: str, shown: str) -> None:
+        """Refuse a write whose real location is a `.git` entry or lies below one (any case)."""
+        if not self.contains(real_path):
+            return  # leaving the root is refused, with its own code, where the path is opened
+        inner = os.path.relpath(real_path, self.root)
+        if any(part.casefold() == GIT_METADATA for part in inner.split(os.sep)):
+            raise WorkspaceError(
+                "git_metadata", f"{shown!r} is inside git metadata (.git), which the tools never write"
+            )
 
     def _verify(self, fd: int, shown: str) -> None:
         """Refuse an opened descriptor whose real path is outside the root (symlink swapped in)."""
@@ -242,10 +256,13 @@ class Workspace:
             raise WorkspaceError(
                 "too_large", f"{len(data)} bytes is over the {self.max_file_size}-byte limit"
             )
+        # Before any parent directory is created; checked again where the write really lands.
+        self._refuse_git_metadata(os.path.realpath(os.path.join(self.root, rel)), rel)
         parent, _, name = rel.rpartition("/")
         dir_fd = self._open(parent or ".", _DIR_FLAGS, create_dirs=True)
         try:
             dir_fd, name = self._write_target(dir_fd, name, rel)
+            self._refuse_git_metadata(os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), name), rel)
             existing = self._existing_mode(dir_fd, name, rel)
             temporary = f".{name[:200]}.{uuid.uuid4().hex[:12]}.victor-tmp"
             try:

@@ -1,15 +1,35 @@
 """Read-only git tools: git_status, git_diff, git_log, running the real git binary.
 
-The repository must be the workspace itself (its `.git` a real directory
-inside it), so git never discovers a repository above the workspace. Config
-that could run programs (fsmonitor, external diff, textconv, pager) is turned
-off on the command line, and optional index locks are disabled so that even
-`git status` writes nothing.
+Git runs programs named in its configuration (filters, diff drivers, hooks,
+fsmonitor, pagers, ssh), so a repository's own configuration is treated as
+untrusted input. Every run is hardened:
+
+- The repository is the workspace itself: `GIT_DIR` and `GIT_WORK_TREE` are
+  set, so git never discovers a repository above it, and `.git` must be a real
+  directory (no gitfile pointing elsewhere, no `commondir`, no alternates, no
+  symlink inside it that leads out of it), else the tools refuse with
+  `unsafe_repository`.
+- No system or global configuration, no system attributes; command-line
+  settings (the highest precedence) switch off hooks, fsmonitor, pagers,
+  external diff, textconv, signature checks, credential helpers, every
+  transport (so no lazy fetch) and submodule recursion, and pin
+  `safe.directory` to the workspace.
+- Every filter driver the repository's configuration names is emptied on the
+  command line, so `.gitattributes` can name it and nothing runs; a
+  configuration that includes another file is refused (it would be read from
+  outside the workspace).
+- Arguments are data: pathspecs are literal (`GIT_LITERAL_PATHSPECS`) and
+  follow `--`, revisions match a strict pattern and never start with `-`.
+
+The file tools never write inside `.git` (see `common.workspace`), so the
+model cannot plant any of this itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import shutil
 import stat
 from typing import Annotated
@@ -44,7 +64,47 @@ class GitLogArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_count: Annotated[int, msgspec.Meta(ge=1, le=500)] = 20
 
 
-def _git_dir(ws: Workspace) -> str:
+# Command-scope settings (given through GIT_CONFIG_KEY_n, which outrank the repository's own and need
+# no quoting); each switches off a way to run or fetch something.
+HARDENED_CONFIG = (
+    ("core.fsmonitor", "false"),
+    ("core.hooksPath", os.devnull),
+    ("core.pager", "cat"),
+    ("core.attributesFile", os.devnull),
+    ("core.excludesFile", os.devnull),
+    ("core.sshCommand", ""),
+    ("core.askPass", ""),
+    ("core.untrackedCache", "false"),
+    ("diff.external", ""),
+    ("log.showSignature", "false"),
+    ("credential.helper", ""),
+    ("protocol.allow", "never"),
+    ("submodule.recurse", "false"),
+    ("diff.ignoreSubmodules", "all"),
+    ("status.submoduleSummary", "false"),
+)
+HARDENED_ENVIRONMENT = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_ATTR_NOSYSTEM": "1",
+    "GIT_LITERAL_PATHSPECS": "1",
+    "GIT_NO_REPLACE_OBJECTS": "1",
+    "GIT_NO_LAZY_FETCH": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_OPTIONAL_LOCKS": "0",
+}
+# Present in a repository whose objects, refs or config live elsewhere: git cannot be told to ignore them.
+FOREIGN_STORAGE = ("commondir", "objects/info/alternates", "objects/info/http-alternates")
+REPOSITORY_CONFIGS = ("config", "config.worktree")
+_FILTER_KEY = re.compile(r"filter\.(.+)\.[a-z]+", re.DOTALL)
+
+
+def _unsafe(message: str) -> ToolError:
+    return ToolError(f"{message}; git is not run on this repository", "unsafe_repository")
+
+
+def _git_dir(ws: Workspace) -> tuple[str, list[str]]:
+    """The workspace's own `.git` directory and its config files, refused when any of it leads outside."""
     git_dir = os.path.join(ws.root, ".git")
     try:
         info = os.lstat(git_dir)
@@ -53,38 +113,83 @@ def _git_dir(ws: Workspace) -> str:
             "the workspace is not a git repository (no .git directory)", "not_a_repository"
         ) from None
     if not stat.S_ISDIR(info.st_mode):
-        raise ToolError("the workspace's .git is not a directory; linked work trees are not supported")
-    return git_dir
+        raise _unsafe("the workspace's .git is not a directory (linked work trees are not supported)")
+    for name in FOREIGN_STORAGE:
+        if os.path.lexists(os.path.join(git_dir, name)):
+            raise _unsafe(f".git/{name} makes git read another repository")
+    for directory, dirnames, filenames in os.walk(git_dir):
+        for name in (*dirnames, *filenames):
+            entry = os.path.join(directory, name)
+            if os.path.islink(entry) and not _inside(os.path.realpath(entry), git_dir):
+                raise _unsafe(f"{os.path.relpath(entry, ws.root)!r} is a symlink that leads out of .git")
+    configs = [os.path.join(git_dir, name) for name in REPOSITORY_CONFIGS]
+    return git_dir, [config for config in configs if os.path.isfile(config)]
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory + os.sep)
+
+
+async def _repository_settings(
+    git: str, configs: list[str], ws: Workspace, timeout: float
+) -> list[tuple[str, str]]:
+    """Settings that empty every filter driver the repository configures; refuses includes."""
+    keys: set[str] = set()
+    for config in configs:
+        outcome = await run_process(
+            [git, "config", "--file", config, "--no-includes", "--name-only", "--list"],
+            cwd=ws.root,
+            env=scrubbed_environment(ws.root, {**HARDENED_ENVIRONMENT, "GIT_DIR": os.path.dirname(config)}),
+            timeout=timeout,
+            output_limit=1 << 20,
+        )
+        if outcome.returncode != 0 or outcome.truncated:
+            raise _unsafe(f".git/{os.path.basename(config)} cannot be read as git configuration")
+        # Section and variable names come lowercased; subsection names (a driver's) keep their case.
+        keys.update(line for line in outcome.output.split("\n") if line)
+    if any(key.lower().startswith(("include.", "includeif.")) for key in keys):
+        raise _unsafe("the repository's configuration includes other files")
+    drivers = sorted({match.group(1) for key in keys if (match := _FILTER_KEY.fullmatch(key))})
+    return [
+        (f"filter.{driver}.{variable}", value)
+        for driver in drivers
+        for variable, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false"))
+    ]
+
+
+def _config_environment(settings: list[tuple[str, str]]) -> dict[str, str]:
+    env = {"GIT_CONFIG_COUNT": str(len(settings))}
+    for index, (key, value) in enumerate(settings):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
 
 
 async def run_git(ctx: ToolContext, *args: str, path: str | None = None) -> str:
+    """Run a read-only git command on the workspace repository, hardened as the module says."""
     ws = ctx.workspace
     git = shutil.which("git")
     if git is None:
         raise ToolError("git is not installed", "unavailable")
     pathspec = ["--", ws.relative(path)] if path else []
-    argv = [
-        git,
-        "--no-pager",
-        "-c", "core.fsmonitor=false",
-        "-c", "core.pager=cat",
-        "-c", f"safe.directory={ws.root}",
-        "-c", "diff.external=",
-        *args,
-        *pathspec,
-    ]  # fmt: skip
+    limits = ctx.tools_settings
+    git_dir, configs = await asyncio.to_thread(_git_dir, ws)
+    settings = [
+        *HARDENED_CONFIG,
+        *await _repository_settings(git, configs, ws, limits.command_timeout),
+        ("safe.directory", ""),
+        ("safe.directory", ws.root),
+    ]
+    argv = [git, "--no-pager", *args, *pathspec]
     env = scrubbed_environment(
         ws.root,
         {
-            "GIT_DIR": _git_dir(ws),
+            **HARDENED_ENVIRONMENT,
+            **_config_environment(settings),
+            "GIT_DIR": git_dir,
             "GIT_WORK_TREE": ws.root,
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_OPTIONAL_LOCKS": "0",
         },
     )
-    limits = ctx.tools_settings
     outcome = await run_process(
         argv, cwd=ws.root, env=env, timeout=limits.command_timeout, output_limit=limits.output_limit
     )
@@ -97,13 +202,14 @@ async def run_git(ctx: ToolContext, *args: str, path: str | None = None) -> str:
 
 async def git_status(args: GitStatusArgs, ctx: ToolContext) -> str:
     output = await run_git(
-        ctx, "status", "--porcelain=v1", "--branch", "--untracked-files=all", path=args.path
-    )
+        ctx, "status", "--porcelain=v1", "--branch", "--untracked-files=all", "--ignore-submodules=all",
+        path=args.path,
+    )  # fmt: skip
     return output or "nothing to report"
 
 
 async def git_diff(args: GitDiffArgs, ctx: ToolContext) -> str:
-    options = ["diff", "--no-ext-diff", "--no-textconv", "--no-color"]
+    options = ["diff", "--no-ext-diff", "--no-textconv", "--no-color", "--ignore-submodules=all"]
     if args.staged:
         options.append("--staged")
     if args.revision:
