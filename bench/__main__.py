@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-NOT_BENCHMARKS = {"__init__", "__main__", "support"}
+NOT_BENCHMARKS = {"__init__", "__main__", "support", "compare"}
 
 
 def discover() -> list[str]:
