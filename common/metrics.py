@@ -2,11 +2,16 @@
 
 One registry per process. The shared app records request metrics and event
 counters; caches call `record_cache` so `victor_cache_hit_ratio` stays current.
+The registry also carries the process's own CPU, memory, file descriptor and
+garbage-collector metrics (`process_*`, `python_*`) and, where the container has a
+memory limit, `victor_memory_limit_bytes`, so the System resources dashboard and
+the memory alert need nothing but the functions' own /metrics.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,8 +22,21 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+# cgroup v2, then v1: where a container's memory limit is readable from inside it.
+MEMORY_LIMIT_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+# cgroup v1 reports "no limit" as a huge number rather than "max".
+_UNLIMITED = 1 << 60
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 api_requests = Counter(
@@ -70,6 +88,46 @@ dependency_up = Gauge(
     ["function", "dependency"],
     registry=REGISTRY,
 )
+
+
+def memory_limit(files: tuple[Path, ...] = MEMORY_LIMIT_FILES) -> int | None:
+    """The container's memory limit in bytes, or None when there is none (or it cannot be read)."""
+    for path in files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < _UNLIMITED:
+            return int(text)
+        return None
+    return None
+
+
+class MemoryLimitCollector(Collector):
+    """`victor_memory_limit_bytes`, exposed only where the container has a limit (else no series,
+    so `process_resident_memory_bytes / victor_memory_limit_bytes` has nothing to divide by)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> list[Metric]:
+        if self.limit is None:
+            return []
+        family = self._family()
+        family.add_metric([], float(self.limit))
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "victor_memory_limit_bytes", "The container's memory limit (cgroup), where it has one"
+        )
+
+
+REGISTRY.register(MemoryLimitCollector(memory_limit()))
 
 _cache_counts: dict[str, list[int]] = {}
 _lock = threading.Lock()

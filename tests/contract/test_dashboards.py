@@ -19,8 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
 DASHBOARDS = sorted((CONFIG / "grafana" / "dashboards").glob("*.json"))
 SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-METRIC_REFERENCE = re.compile(r"\bvictor_[a-z0-9_]+\b")
-SELECTOR = re.compile(r"\b(victor_[a-z0-9_]+)\{([^}]*)\}")
+# The functions' own metrics, and the process and Python runtime metrics on the same registry.
+METRIC_REFERENCE = re.compile(r"\b(?:victor|process|python)_[a-z0-9_]+\b")
+SELECTOR = re.compile(r"\b((?:victor|process|python)_[a-z0-9_]+)\{([^}]*)\}")
+# Labels the scrape adds to every series of a target (prometheus.yml's `service`, Prometheus's own).
+TARGET_LABELS = ("service", "instance", "job")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 
 
@@ -42,10 +45,13 @@ def emitted_series() -> dict[str, tuple[str, ...]]:
     collectors: list[Any] = list(metrics.REGISTRY._collector_to_names)  # no public listing exists
     for collector in collectors:
         labels = tuple(getattr(collector, "_labelnames", ()))
-        for family in collector.describe():
+        # The process and GC collectors have no describe(); their collect() gives samples with labels.
+        families = collector.describe() if hasattr(collector, "describe") else collector.collect()
+        for family in families:
+            sampled = tuple(dict.fromkeys(k for sample in family.samples for k in sample.labels))
             for suffix in SERIES_SUFFIXES.get(family.type, ("",)):
                 extra = ("le",) if suffix == "_bucket" else ()
-                series[family.name + suffix] = labels + extra
+                series[family.name + suffix] = (labels or sampled) + extra
     return series
 
 
@@ -73,9 +79,9 @@ def unknown_references(expression: str, series: dict[str, tuple[str, ...]]) -> l
     used = [name for name in METRIC_REFERENCE.findall(expression) if name in series]
     for name, matchers in SELECTOR.findall(expression):
         for label in re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", matchers):
-            if name in series and label not in series[name]:
+            if name in series and label not in (*series[name], *TARGET_LABELS):
                 problems.append(f"label {label} on {name}")
-    available = {label for name in used for label in series[name]}
+    available = {label for name in used for label in series[name]} | set(TARGET_LABELS)
     for grouping in GROUPING.findall(expression):
         for label in (part.strip() for part in grouping.split(",")):
             if label and label not in available:
@@ -97,7 +103,7 @@ def test_the_registry_holds_the_architecture_metric_names() -> None:
 
 @pytest.mark.parametrize(("where", "expression"), all_queries(), ids=[q[0] for q in all_queries()])
 def test_every_query_uses_only_emitted_metrics_and_labels(where: str, expression: str) -> None:
-    assert METRIC_REFERENCE.search(expression), f"{where} queries no Victor metric"
+    assert METRIC_REFERENCE.search(expression), f"{where} queries no metric the functions emit"
     assert unknown_references(expression, emitted_series()) == []
     assert expression.count("(") == expression.count(")")
 
@@ -160,7 +166,7 @@ def test_grafana_provisioning_points_at_the_dashboards_and_prometheus() -> None:
 
 def test_prometheus_scrapes_every_compose_service_and_loads_the_alerts() -> None:
     config = yaml.safe_load((CONFIG / "prometheus" / "prometheus.yml").read_text())
-    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert config["rule_files"] == ["alerts.yml"]
     targets = {
         t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]
     }
