@@ -50,7 +50,7 @@ def test_functions_and_broker_wait_for_healthy_stores(compose: dict[str, Any], n
     assert service["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
-    assert service["ports"] == [f"{HOST_PORTS[name]}:8080"]
+    assert service["ports"] == [f"127.0.0.1:{HOST_PORTS[name]}:8080"]  # loopback only
     assert service["env_file"] == [{"path": ".env", "required": False}]
     assert service["user"] == "1000:1000" and service["read_only"] is True
     environment = service["environment"]
@@ -77,9 +77,9 @@ def test_the_broker_reads_the_repository_triggers_and_waits_for_healthy_function
 def test_observability_profile(compose: dict[str, Any]) -> None:
     profiled = {name for name, s in services(compose).items() if "observability" in s.get("profiles", [])}
     assert profiled == {"prometheus", "grafana", "jaeger"}
-    assert services(compose)["prometheus"]["ports"] == ["9091:9090"]
-    assert services(compose)["grafana"]["ports"] == ["3000:3000"]
-    assert set(services(compose)["jaeger"]["ports"]) == {"16686:16686", "4318:4318"}
+    assert services(compose)["prometheus"]["ports"] == ["127.0.0.1:9091:9090"]
+    assert services(compose)["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
+    assert set(services(compose)["jaeger"]["ports"]) == {"127.0.0.1:16686:16686", "127.0.0.1:4318:4318"}
     assert services(compose)["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
     for name in ("prometheus", "grafana"):
         for volume in services(compose)[name]["volumes"]:
@@ -100,3 +100,19 @@ def test_env_example_lists_every_setting_and_no_secret_value() -> None:
     assert sorted(read - listed) == []
     for secret in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "VICTOR_API_KEY", "DATABASE_URL"):
         assert re.search(rf"^{secret}=$", example, re.MULTILINE), secret
+
+
+def test_the_workspace_is_its_own_directory_never_the_project_root(compose: dict[str, Any]) -> None:
+    """The project root holds .env: mounted as the workspace, read_file .env would hand out the keys."""
+    mounts = [
+        volume
+        for service in services(compose).values()
+        for volume in service.get("volumes", [])
+        if ":/workspace" in volume
+    ]
+    assert mounts == [
+        "${VICTOR_WORKSPACE:-./workspace}:/workspace",
+        "${VICTOR_WORKSPACE:-./workspace}:/workspace:ro",
+    ]
+    example = (ROOT / ".env.example").read_text()
+    assert "\nVICTOR_WORKSPACE=./workspace\n" in example
