@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from common.store import COMMON_MIGRATIONS, migrate, migration_directories, migrations
+from tests.support.databases import scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 # What every database migrated before the split recorded in schema_migrations, all from common/migrations.
@@ -36,34 +33,6 @@ SCHEMA_QUERIES = {
         SELECT proname, pg_get_functiondef(oid) AS definition
           FROM pg_proc WHERE pronamespace = 'public'::regnamespace ORDER BY proname""",
 }
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-@pytest.fixture
-def empty_database(services) -> Callable[[], AbstractAsyncContextManager[str]]:
-    """Makes a database of its own, empty, dropped afterwards."""
-
-    @asynccontextmanager
-    async def make() -> AsyncIterator[str]:
-        name = f"victor_migrations_{uuid.uuid4().hex[:12]}"
-        admin = await asyncpg.connect(services.database_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        try:
-            yield with_database(services.database_url, name)
-        finally:
-            admin = await asyncpg.connect(services.database_url)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
-
-    return make
 
 
 async def schema_of(url: str) -> dict[str, list[tuple[object, ...]]]:
@@ -121,9 +90,12 @@ def test_two_owners_claiming_one_version_are_refused(tmp_path: Path) -> None:
 
 
 async def test_a_database_migrated_by_the_old_layout_is_up_to_date_and_a_fresh_one_gets_its_schema(
-    empty_database: Callable[[], AbstractAsyncContextManager[str]], tmp_path: Path
+    services, tmp_path: Path
 ) -> None:
-    async with empty_database() as old_url, empty_database() as fresh_url:
+    async with (
+        scratch_database(services.database_url, "victor_migrations") as old_url,
+        scratch_database(services.database_url, "victor_migrations") as fresh_url,
+    ):
         assert await migrate(old_url, [old_layout(tmp_path)]) == [
             "0001_processed_events",
             "0003_tool_calls",
