@@ -81,7 +81,7 @@ def model_source() -> str:
     configured = os.environ.get("VICTOR_EMBEDDING_MODEL", "")
     if configured and Path(configured).is_dir():
         return configured
-    from functions.embeddings.model import bundled_model_path
+    from common.embedding_model import bundled_model_path
 
     path = bundled_model_path()
     if path is None:
@@ -140,7 +140,7 @@ async def single_texts(url: str, items: list[str], concurrent: bool) -> float:
 
 def bench_http(rows: list[list[Any]], figures: dict[str, Any]) -> None:
     from common.embedded import EmbeddedRedis
-    from functions.embeddings.model import load_model
+    from common.embedding_model import load_model
 
     source = model_source()
     rng = np.random.default_rng(1)

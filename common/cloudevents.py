@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import quote, unquote_to_bytes
 
 import msgspec
 
@@ -31,6 +32,8 @@ _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # Printable ASCII except '"' and '%': header values made only of these are sent as they are.
 _NEEDS_NO_ENCODING = re.compile(r"[\x21\x23\x24\x26-\x7e]*")
+# The same set for quote(), which escapes everything else as %XX of its UTF-8 bytes, upper-case.
+_HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not in '"%')
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 T = TypeVar("T")
@@ -144,13 +147,7 @@ def percent_encode(value: str) -> str:
     """Encode a header value as the HTTP binding requires (3.1.3.2)."""
     if _NEEDS_NO_ENCODING.fullmatch(value):  # the usual case (ids, types, times): nothing to escape
         return value
-    out = []
-    for char in value:
-        if "\u0021" <= char <= "\u007e" and char not in '"%':
-            out.append(char)
-        else:
-            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8"))
-    return "".join(out)
+    return quote(value, safe=_HEADER_SAFE, encoding="utf-8", errors="strict")
 
 
 def percent_decode(name: str, value: str) -> str:
@@ -163,17 +160,9 @@ def percent_decode(name: str, value: str) -> str:
         raw = value.encode("latin-1")
     except UnicodeEncodeError:
         raw = value.encode("utf-8")
-    decoded = bytearray()
-    i = 0
-    while i < len(raw):
-        if raw[i] == 0x25:  # '%'
-            decoded.append(int(raw[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            decoded.append(raw[i])
-            i += 1
     try:
-        return decoded.decode("utf-8")
+        # Bytes, not str: unquote_to_bytes would re-encode a str as UTF-8, doubling latin-1 header bytes.
+        return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         raise CloudEventError(400, f"header {name} is not valid UTF-8 after percent-decoding") from None
 

@@ -1,14 +1,19 @@
 """PostgreSQL (asyncpg) and LanceDB connections, and versioned schema migrations.
 
-Migrations are the ordered `common/migrations/NNNN_name.sql` files. `migrate`
-applies the ones not yet recorded in `schema_migrations`, each in its own
-transaction, while holding a PostgreSQL advisory lock so that replicas starting
-together apply each migration exactly once.
+Migrations are `NNNN_name.sql` files kept by their owners: `common/migrations`
+holds the tables every function shares (idempotency), and each function keeps
+its own in `functions/<name>/migrations`. Versions are global (unique across all
+the folders) and `migrate` applies the ones not yet recorded in
+`schema_migrations` in version order, each in its own transaction, while holding
+a PostgreSQL advisory lock so that replicas starting together apply each
+migration exactly once.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ from typing import Any
 import asyncpg
 
 log = logging.getLogger(__name__)
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+COMMON_MIGRATIONS = Path(__file__).with_name("migrations")
 # An arbitrary constant shared by every replica: the key of the migration lock.
 MIGRATION_LOCK_KEY = 0x56494354  # "VICT"
 
@@ -32,20 +37,38 @@ class Migration:
     sql: str
 
 
-def migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Every migration file, ordered by version; versions must be unique."""
+def migration_directories() -> list[Path]:
+    """`common/migrations`, then every `functions/<name>/migrations` folder, in name order.
+
+    The functions' folders are found on disk next to the installed `functions` package, never
+    imported: common/ does not depend on any function's code, only collects its SQL files.
+    """
+    directories = [COMMON_MIGRATIONS]
+    spec = importlib.util.find_spec("functions")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        directories.extend(sorted(path for path in Path(location).glob("*/migrations") if path.is_dir()))
+    return directories
+
+
+def migrations(directories: Iterable[Path] | None = None) -> list[Migration]:
+    """Every migration of `directories` (default: all owners'), ordered by version; versions are unique."""
     found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
-        number, _, name = path.stem.partition("_")
-        version = int(number)
-        if version in found:
-            raise ValueError(f"two migrations share version {version}: {found[version].name}, {name}")
-        found[version] = Migration(version, name, path.read_text(encoding="utf-8"))
+    for directory in migration_directories() if directories is None else directories:
+        for path in sorted(directory.glob("*.sql")):
+            number, _, name = path.stem.partition("_")
+            version = int(number)
+            if version in found:
+                raise ValueError(f"two migrations share version {version}: {found[version].name}, {name}")
+            found[version] = Migration(version, name, path.read_text(encoding="utf-8"))
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply pending migrations; returns the names applied (empty when up to date)."""
+async def migrate(dsn: str, directories: Iterable[Path] | None = None) -> list[str]:
+    """Apply pending migrations of `directories` (default: all owners'); returns the names applied.
+
+    The list is empty when the database is up to date. A migration is known by its version alone,
+    so moving its file to another owner's folder never makes it run again.
+    """
     connection = await asyncpg.connect(dsn)
     applied: list[str] = []
     try:
@@ -57,7 +80,7 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations")}
-            for migration in migrations(directory):
+            for migration in migrations(directories):
                 if migration.version in done:
                     continue
                 async with connection.transaction():

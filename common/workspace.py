@@ -70,9 +70,14 @@ class FileState:
     inode: int
 
 
+def starts_binary(head: bytes) -> bool:
+    """A NUL byte in the first BINARY_SNIFF_BYTES: the sniff that needs only a file's start."""
+    return b"\0" in head[:BINARY_SNIFF_BYTES]
+
+
 def is_binary(data: bytes) -> bool:
-    """Binary when the start holds a NUL byte or the bytes are not UTF-8."""
-    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+    """Binary when the start holds a NUL byte (`starts_binary`) or the bytes are not UTF-8."""
+    if starts_binary(data):
         return True
     try:
         data.decode("utf-8")

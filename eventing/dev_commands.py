@@ -144,7 +144,7 @@ def choose_dev_embedding_model(environ: dict[str, str]) -> str | None:
     """
     if environ.get("VICTOR_EMBEDDING_MODEL"):
         return None
-    from functions.embeddings.model import bundled_model_path
+    from common.embedding_model import bundled_model_path
 
     path = bundled_model_path()
     if path is None:

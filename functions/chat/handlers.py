@@ -28,7 +28,7 @@ from eventing.chat_events import ChatFailed, ChatRequested
 from eventing.client import DeliveryError, publish, send_event
 from eventing.events import CHAT_COMPLETED, CHAT_REQUESTED, CONVERSATION_ID, TOOLS_COMPLETED, TOOLS_REQUESTED
 from eventing.tools_events import ToolResult, ToolsCompleted, ToolsRequested
-from functions.chat import streaming
+from functions.chat import progress_channel
 from functions.chat.loop import ChatLoop
 from functions.chat.settings import UNCONFIGURED_MESSAGE
 
@@ -97,8 +97,8 @@ class ChatRun:
             extensions={CONVERSATION_ID: self.conversation_id},
         )
         self.streamed = body.stream
-        self.subscription = streaming.Subscription(runtime.cache, self.request_id)
-        self.driver: asyncio.Task[streaming.StreamMessage] | None = None
+        self.subscription = progress_channel.Subscription(runtime.cache, self.request_id)
+        self.driver: asyncio.Task[progress_channel.StreamMessage] | None = None
 
     async def start(self) -> None:
         """Hand the request to the broker, or run it here; any subscription is opened first."""
@@ -114,7 +114,7 @@ class ChatRun:
         else:
             self.driver = self.runtime.background(self.drive_here(), f"chat-{self.request_id}")
 
-    async def drive_here(self) -> streaming.StreamMessage:
+    async def drive_here(self) -> progress_channel.StreamMessage:
         """Run the chain in this process: chat steps here, tool rounds on the tools function over HTTP."""
         try:
             reply = await self.loop.on_chat_requested(self.event, decode_data(self.event, ChatRequested))
@@ -123,7 +123,7 @@ class ChatRun:
                     break
                 completed = await self.run_tools(reply)
                 reply = await self.loop.on_tools_completed(decode_data(completed, ToolsCompleted))
-            return streaming.StreamMessage(
+            return progress_channel.StreamMessage(
                 kind="done" if reply.type == CHAT_COMPLETED else "error", data=reply.json()
             )
         except Exception as exc:  # the waiter must hear of every ending, whatever its cause
@@ -135,8 +135,8 @@ class ChatRun:
                 error=str(exc) or type(exc).__name__,
             )
             data = msgspec.to_builtins(failed)
-            await streaming.publish(self.runtime.cache, self.request_id, "error", data)
-            return streaming.StreamMessage(kind="error", data=data)
+            await progress_channel.publish(self.runtime.cache, self.request_id, "error", data)
+            return progress_channel.StreamMessage(kind="error", data=data)
 
     async def run_tools(self, request: CloudEvent) -> CloudEvent:
         tools_url = self.runtime.settings.function_urls.get("tools")
@@ -158,14 +158,14 @@ class ChatRun:
             raise TransientFailure(f"the tools function did not reply with {TOOLS_COMPLETED}")
         return reply
 
-    async def progress(self) -> AsyncIterator[streaming.StreamMessage]:
+    async def progress(self) -> AsyncIterator[progress_channel.StreamMessage]:
         """Progress messages until done or error; ends with an error message at the wait timeout."""
         deadline = time.monotonic() + self.loop.chat.wait_timeout
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    yield streaming.StreamMessage(kind="error", data=self._timed_out())
+                    yield progress_channel.StreamMessage(kind="error", data=self._timed_out())
                     return
                 message = await self.subscription.next(min(STORE_POLL_SECONDS, remaining))
                 if message is None:
@@ -173,19 +173,19 @@ class ChatRun:
                 if message is None:
                     continue
                 yield message
-                if message.kind in streaming.FINAL:
+                if message.kind in progress_channel.FINAL:
                     return
         finally:
             await self.subscription.close()
 
-    async def _from_store(self) -> streaming.StreamMessage | None:
+    async def _from_store(self) -> progress_channel.StreamMessage | None:
         request = await self.loop.conversations.request(self.request_id)
         if request is None or request.status == "running":
             return None
         if request.status == "completed":
             done = await self.loop.conversations.completed(request)
-            return streaming.StreamMessage(kind="done", data=msgspec.to_builtins(done))
-        return streaming.StreamMessage(
+            return progress_channel.StreamMessage(kind="done", data=msgspec.to_builtins(done))
+        return progress_channel.StreamMessage(
             kind="error", data=msgspec.to_builtins(self.loop.conversations.failed(request))
         )
 
@@ -199,16 +199,16 @@ class ChatRun:
         )
         return msgspec.to_builtins(failed)  # type: ignore[no-any-return]
 
-    async def outcome(self) -> streaming.StreamMessage:
+    async def outcome(self) -> progress_channel.StreamMessage:
         """The final message (done or error)."""
         if self.driver is not None:  # run here: its own result, no need to go through Redis
             try:
                 return await asyncio.wait_for(asyncio.shield(self.driver), self.loop.chat.wait_timeout)
             except TimeoutError:
-                return streaming.StreamMessage(kind="error", data=self._timed_out())
-        final = streaming.StreamMessage(kind="error", data=self._timed_out())
+                return progress_channel.StreamMessage(kind="error", data=self._timed_out())
+        final = progress_channel.StreamMessage(kind="error", data=self._timed_out())
         async for message in self.progress():
-            if message.kind in streaming.FINAL:
+            if message.kind in progress_channel.FINAL:
                 final = message
         return final
 
@@ -243,6 +243,6 @@ async def start_chat(runtime: Runtime, body: ChatBody) -> ChatRun:
     return run
 
 
-def sse_frame(message: streaming.StreamMessage) -> bytes:
+def sse_frame(message: progress_channel.StreamMessage) -> bytes:
     """One Server-Sent Event: the message kind as the event name, its JSON as the data."""
     return b"event: " + message.kind.encode() + b"\ndata: " + msgspec.json.encode(message.data) + b"\n\n"

@@ -25,7 +25,7 @@ from common.function import EventRejected, Runtime, TransientFailure
 from eventing.chat_events import ChatCompleted, ChatFailed, ChatRequested, ToolCallRecord, Usage
 from eventing.events import CHAT_COMPLETED, CHAT_FAILED, CONVERSATION_ID, TOOLS_REQUESTED
 from eventing.tools_events import ToolCall, ToolsCompleted, ToolsRequested
-from functions.chat import metrics, streaming
+from functions.chat import metrics, progress_channel
 from functions.chat.conversation_store import ConversationStore, RequestState
 from functions.chat.providers.base import (
     Message,
@@ -39,7 +39,7 @@ from functions.chat.providers.base import (
 )
 from functions.chat.response_cache import ResponseCache
 from functions.chat.settings import UNCONFIGURED_MESSAGE, ChatSettings
-from functions.chat.tool_selection import ToolSelector
+from functions.chat.tool_selection import ToolSelectionClient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class ChatLoop:
         self.chat = chat
         self.provider = provider
         self.conversations = ConversationStore(runtime.store)
-        self.selector = ToolSelector(runtime.http, runtime.settings, chat)
+        self.selector = ToolSelectionClient(runtime.http, runtime.settings, chat)
         self.responses = ResponseCache(runtime.cache, chat)
 
     @property
@@ -96,7 +96,9 @@ class ChatLoop:
                 error=f"conversation {conversation_id} is still answering request {begun.busy_with}; "
                 "send the next message when it has finished",
             )
-            await streaming.publish(self.runtime.cache, request_id, "error", msgspec.to_builtins(failed))
+            await progress_channel.publish(
+                self.runtime.cache, request_id, "error", msgspec.to_builtins(failed)
+            )
             return self._event(CHAT_FAILED, f"{request_id}.final", conversation_id, failed)
         assert begun.request is not None
         request = begun.request
@@ -120,7 +122,7 @@ class ChatLoop:
             )
         if outcome in ("advanced", "max_rounds") and request.stream:
             for record in await self.conversations.tool_calls(payload.conversation_id, turn=payload.turn):
-                await streaming.publish(
+                await progress_channel.publish(
                     self.runtime.cache, request.id, "tool_result", msgspec.to_builtins(record)
                 )
         if outcome == "max_rounds":
@@ -200,7 +202,7 @@ class ChatLoop:
             if request.stream:
                 for call in calls:
                     record = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments, turn=turn)
-                    await streaming.publish(
+                    await progress_channel.publish(
                         self.runtime.cache, request.id, "tool_call", msgspec.to_builtins(record)
                     )
             payload = ToolsRequested(conversation_id=conversation_id, turn=turn, calls=calls)
@@ -258,7 +260,7 @@ class ChatLoop:
         listening there: a streamed request, or any request when steps run through the broker."""
         done = isinstance(payload, ChatCompleted)
         if streamed or self.runtime.settings.broker_url:
-            await streaming.publish(
+            await progress_channel.publish(
                 self.runtime.cache,
                 payload.request_id,
                 "done" if done else "error",
@@ -299,7 +301,9 @@ class ChatLoop:
             cached = await self.responses.get(provider.name, model_request)
             if cached is not None:
                 if request.stream and cached.text:
-                    await streaming.publish(self.runtime.cache, request.id, "text", {"text": cached.text})
+                    await progress_channel.publish(
+                        self.runtime.cache, request.id, "text", {"text": cached.text}
+                    )
                 zero = msgspec.structs.replace(cached, usage=TokenUsage())
                 return zero, True, time.perf_counter() - started
         if request.stream:
@@ -321,7 +325,7 @@ class ChatLoop:
                         time.perf_counter() - started
                     )
                     first = False
-                await streaming.publish(self.runtime.cache, request_id, "text", {"text": item.text})
+                await progress_channel.publish(self.runtime.cache, request_id, "text", {"text": item.text})
             else:
                 return item
         raise ProviderError(502, f"{provider.name} stream ended without a message", retryable=False)

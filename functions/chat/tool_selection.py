@@ -39,7 +39,9 @@ class _Catalog(msgspec.Struct):
     tools: list[ToolSpec]
 
 
-class ToolSelector:
+class ToolSelectionClient:
+    """The tools function's selection API as chat calls it (HTTP); ranking itself lives in tools."""
+
     def __init__(self, http: httpx.AsyncClient, settings: Settings, chat: ChatSettings) -> None:
         self.http = http
         self.url = settings.function_urls.get("tools")

@@ -9,6 +9,7 @@ from litestar import Litestar, post
 from litestar.exceptions import HTTPException
 
 from common.app import create_app
+from common.embedding_model import check_model_source
 from common.function import EventRejected, FunctionSpec, Runtime, TransientFailure
 from common.settings import Settings, get_settings
 from eventing.embeddings_events import IndexCompleted, IndexRequested, SearchCompleted, SearchRequested
@@ -22,7 +23,6 @@ from functions.embeddings.handlers import (
     on_search_requested,
     openai_embeddings,
 )
-from functions.embeddings.model import check_model_source
 from functions.embeddings.service import STATE_KEY, EmbeddingService, service_of, start_service
 from functions.embeddings.settings import EmbeddingSettings, load_embedding_settings
 

@@ -37,7 +37,7 @@ class EmbeddingData(msgspec.Struct, kw_only=True):
     object: str = "embedding"
 
 
-class Usage(msgspec.Struct, kw_only=True):
+class EmbeddingsUsage(msgspec.Struct, kw_only=True):
     prompt_tokens: int
     total_tokens: int
 
@@ -45,7 +45,7 @@ class Usage(msgspec.Struct, kw_only=True):
 class EmbeddingResponse(msgspec.Struct, kw_only=True):
     data: list[EmbeddingData]
     model: str
-    usage: Usage
+    usage: EmbeddingsUsage
     object: str = "list"
 
 
@@ -100,7 +100,7 @@ async def openai_embeddings(runtime: Runtime, request: EmbeddingRequest) -> Embe
             encoded = vector.tolist()
         data.append(EmbeddingData(index=number, embedding=encoded))
     return EmbeddingResponse(
-        data=data, model=service.model.name, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
+        data=data, model=service.model.name, usage=EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens)
     )
 
 

@@ -19,14 +19,13 @@ import msgspec
 import numpy as np
 
 from common.function import EventRejected
-from common.workspace import Workspace
-from common.workspace import WorkspaceError as ConfinementError
+from common.workspace import Workspace, WorkspaceError
 from eventing.embeddings_events import IndexCompleted, IndexRequested
 from functions.embeddings import metrics
 from functions.embeddings.chunking import Chunk, chunk_text
 from functions.embeddings.service import EmbeddingService
 from functions.embeddings.vector_store import ModelMismatch, check_collection_name
-from functions.embeddings.workspace_files import WorkspaceError, select_files
+from functions.embeddings.workspace_files import SelectionRefused, select_files
 
 
 @dataclass
@@ -63,7 +62,7 @@ def read_sources(
         relative = path.relative_to(workspace).as_posix()
         try:
             content = confined.read(relative)
-        except ConfinementError as exc:
+        except WorkspaceError as exc:
             selection.skipped[relative] = exc.message
             continue
         except OSError as exc:
@@ -134,7 +133,7 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
             sources, skipped, directory = await asyncio.to_thread(
                 read_sources, workspace, request.path, service
             )
-        except WorkspaceError as exc:
+        except SelectionRefused as exc:
             raise EventRejected(exc.status, exc.message, "invalid_path") from None
     else:
         sources = document_sources(request, service)

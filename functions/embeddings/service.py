@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.embedding_model import EmbeddingModel, load_model
 from common.function import Runtime, TransientFailure
 from functions.embeddings.batcher import MicroBatcher
 from functions.embeddings.embedding_cache import EmbeddingCache
-from functions.embeddings.model import EmbeddingModel, load_model
 from functions.embeddings.settings import EmbeddingSettings
 from functions.embeddings.vector_store import IndexPlan, VectorStore
 

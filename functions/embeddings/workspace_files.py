@@ -16,10 +16,10 @@ from pathlib import Path, PurePosixPath
 
 import pathspec
 
-SNIFF_BYTES = 8192
+from common.workspace import BINARY_SNIFF_BYTES, Workspace, starts_binary
 
 
-class WorkspaceError(ValueError):
+class SelectionRefused(ValueError):
     """The requested path cannot be used; the message says why (answered as 4xx)."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -29,7 +29,7 @@ class WorkspaceError(ValueError):
 
 
 @dataclass
-class Selection:
+class FileSelection:
     files: list[Path] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     # When the request named one directory and it was walked whole: that directory ("" for the root).
@@ -37,27 +37,31 @@ class Selection:
 
 
 def relative_pattern(workspace: Path, requested: str) -> str:
-    """The request as a workspace-relative POSIX pattern; refuses `..` and outside absolutes."""
+    """The request as a workspace-relative POSIX pattern; refuses `..` and outside absolutes.
+
+    Not `Workspace.relative`: a request here may be a glob, and its refusals carry the
+    indexer's HTTP statuses and wording; every match is then checked with `Workspace.contains`.
+    """
     text = requested.strip().replace("\\", "/")
     if not text:
-        raise WorkspaceError(422, "path is empty; give a file, directory or glob inside WORKSPACE_DIR")
+        raise SelectionRefused(422, "path is empty; give a file, directory or glob inside WORKSPACE_DIR")
     if "\x00" in text:
-        raise WorkspaceError(422, "path contains a NUL byte")
+        raise SelectionRefused(422, "path contains a NUL byte")
     if text.startswith("/"):
         root = str(workspace).rstrip("/") + "/"
         if text.rstrip("/") == str(workspace):
             return "."
         if not text.startswith(root):
-            raise WorkspaceError(403, f"path {requested!r} is outside WORKSPACE_DIR")
+            raise SelectionRefused(403, f"path {requested!r} is outside WORKSPACE_DIR")
         text = text[len(root) :]
     if ".." in PurePosixPath(text).parts:
-        raise WorkspaceError(403, f"path {requested!r} contains '..'; give a path inside WORKSPACE_DIR")
+        raise SelectionRefused(403, f"path {requested!r} contains '..'; give a path inside WORKSPACE_DIR")
     return text or "."
 
 
-def _inside(workspace: Path, candidate: Path) -> Path | None:
-    real = Path(os.path.realpath(candidate))
-    return real if real == workspace or workspace in real.parents else None
+def _inside(confined: Workspace, candidate: Path) -> Path | None:
+    real = os.path.realpath(candidate)
+    return Path(real) if confined.contains(real) else None
 
 
 class GitIgnore:
@@ -103,13 +107,16 @@ class GitIgnore:
 
 
 def looks_binary(path: Path) -> bool:
+    """The tools' sniff on the file's start, so both call the same files binary."""
     with path.open("rb") as handle:
-        return b"\x00" in handle.read(SNIFF_BYTES)
+        return starts_binary(handle.read(BINARY_SNIFF_BYTES))
 
 
-def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_files: int) -> Selection:
+def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_files: int) -> FileSelection:
     """The readable text files `requested` names inside `workspace`, and why others were skipped."""
     workspace = Path(os.path.realpath(workspace))
+    # The tools' containment check; the size limit is applied here, per file, with a skip reason.
+    confined = Workspace(workspace, max_file_size=max_file_bytes)
     pattern = relative_pattern(workspace, requested)
     ignore = GitIgnore(workspace)
     direct = workspace / pattern
@@ -119,13 +126,13 @@ def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_fi
     elif direct.is_dir() or direct.is_symlink() or direct.exists():
         candidates = [direct]
     else:
-        raise WorkspaceError(404, f"path {requested!r} does not exist in WORKSPACE_DIR")
-    selection = Selection()
+        raise SelectionRefused(404, f"path {requested!r} does not exist in WORKSPACE_DIR")
+    selection = FileSelection()
     seen: set[Path] = set()
 
     def consider(candidate: Path) -> None:
         relative = PurePosixPath(candidate.relative_to(workspace).as_posix())
-        real = _inside(workspace, candidate)
+        real = _inside(confined, candidate)
         if real is None:
             selection.skipped[str(relative)] = "leads outside WORKSPACE_DIR"
             return
@@ -147,7 +154,7 @@ def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_fi
         if len(selection.files) >= max_files:
             break
         if candidate.is_dir() and not candidate.is_symlink():
-            real = _inside(workspace, candidate)
+            real = _inside(confined, candidate)
             if real is None:
                 continue
             for root, dirs, names in os.walk(candidate, followlinks=False):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from functions.tools.command import COMMAND_TOOLS
-from functions.tools.files import FILE_TOOLS
-from functions.tools.git import GIT_TOOLS
 from functions.tools.registry import ToolRegistry
-from functions.tools.search import SEARCH_TOOLS
+from functions.tools.toolset.files import FILE_TOOLS
+from functions.tools.toolset.git import GIT_TOOLS
+from functions.tools.toolset.run_command import COMMAND_TOOLS
+from functions.tools.toolset.search import SEARCH_TOOLS
 
 
 def build_catalog() -> ToolRegistry:

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import numpy as np
 
-from functions.embeddings.model import EmbeddingModel, load_model
+from common.embedding_model import EmbeddingModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,6 @@ class RemoteEmbedder:
         return normalized(np.asarray([item.embedding for item in ordered], dtype=np.float32))
 
 
-# Loaded models by name, shared by every embedder in the process (one copy of the weights).
 class LocalEmbedder:
     """sentence-transformers in this process, loaded on first use."""
 
@@ -103,7 +102,7 @@ class LocalEmbedder:
         return True
 
     def _load(self) -> EmbeddingModel:
-        # The embeddings function's loader: one copy of a model per process, whichever function asks.
+        # The shared loader in common/: one copy of a model per process, whichever function asks.
         if self._model is None:
             if self._failed is not None:
                 raise EmbeddingsUnavailable(self._failed)

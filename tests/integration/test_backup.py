@@ -17,6 +17,7 @@ import pytest
 
 from common.embedded import free_port
 from common.store import migrate
+from tests.support.databases import scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTES = [(1, "first note"), (2, "second note"), (3, "ünïcode and 'quotes'")]
@@ -26,30 +27,12 @@ DOCS = [
 ]
 
 
-def with_database(url: str, name: str) -> str:
-    """`url` pointing at database `name` (the query, e.g. ?host=/socket/dir, kept)."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 @pytest.fixture
 async def database_url(services) -> AsyncIterator[str]:
     """A migrated database of its own, so restoring it cannot disturb other tests' data."""
-    name = f"victor_backup_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(services.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(services.database_url, name)
-    await migrate(url)
-    try:
+    async with scratch_database(services.database_url, "victor_backup") as url:
+        await migrate(url)
         yield url
-    finally:
-        admin = await asyncpg.connect(services.database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def victor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

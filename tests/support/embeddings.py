@@ -12,10 +12,10 @@ import httpx
 import pytest
 from litestar import Litestar
 
+from common.embedding_model import EmbeddingModel, bundled_model_path, load_model
 from common.metrics import REGISTRY
 from common.settings import Settings
 from functions.embeddings.app import create
-from functions.embeddings.model import EmbeddingModel, bundled_model_path, load_model
 from functions.embeddings.settings import load_embedding_settings
 
 # No model hub on these machines: everything must come from local files.

@@ -14,8 +14,8 @@ import httpx
 import msgspec
 from litestar import Litestar, post
 
+from common.embedding_model import bundled_model_path
 from common.settings import Settings
-from functions.embeddings.model import bundled_model_path
 from functions.tools.app import create
 from functions.tools.embedder import LocalEmbedder
 from functions.tools.settings import ToolsSettings

@@ -167,7 +167,7 @@ async def test_the_dead_letter_display_reports_each_dead_letter_on_one_line() ->
 
 
 def test_dev_uses_the_bundled_model_only_when_no_model_is_named(capsys: pytest.CaptureFixture[str]) -> None:
-    from functions.embeddings.model import bundled_model_path
+    from common.embedding_model import bundled_model_path
 
     unset: dict[str, str] = {}
     chosen = choose_dev_embedding_model(unset)

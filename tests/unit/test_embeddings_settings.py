@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from common.embedding_model import check_model_source
 from common.settings import SettingsError
-from functions.embeddings.model import check_model_source
 from functions.embeddings.settings import EmbeddingSettings, load_embedding_settings
 
 
@@ -64,3 +66,13 @@ def test_a_model_that_cannot_be_found_is_refused_naming_the_variable(
         assert str(raised.value).startswith(f"VICTOR_EMBEDDING_MODEL: {source!r} {problem}")
     (tmp_path / "modules.json").write_text("[]")
     check_model_source(str(tmp_path))
+
+
+def test_the_shared_model_loader_imports_no_torch_until_a_model_is_loaded() -> None:
+    # Both functions import it at start-up; torch and sentence-transformers take seconds to import.
+    probe = (
+        "import sys, common.embedding_model, functions.tools.embedder;"
+        "print(sorted({'torch', 'sentence_transformers'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.embeddings.workspace_files import WorkspaceError, select_files
+from functions.embeddings.workspace_files import SelectionRefused, select_files
 
 
 def make_tree(root: Path) -> Path:
@@ -90,7 +90,7 @@ def test_paths_leaving_the_workspace_or_missing_are_refused(
     tmp_path: Path, requested: str, status: int, message: str
 ) -> None:
     workspace = make_tree(tmp_path)
-    with pytest.raises(WorkspaceError) as refused:
+    with pytest.raises(SelectionRefused) as refused:
         select_files(workspace, requested, max_file_bytes=1000, max_files=100)
     assert (refused.value.status, refused.value.message) == (status, message)
 

@@ -11,10 +11,10 @@ from common.settings import SettingsError
 from common.workspace import Workspace, WorkspaceError, is_binary
 from functions.tools.catalog import build_catalog
 from functions.tools.execution import conflicts
-from functions.tools.files import FILE_TOOLS, file_filter, glob_regex
 from functions.tools.registry import InvalidArguments, PathAccess, ToolDefinition, ToolRegistry
 from functions.tools.selection import BM25, RRF_K, reciprocal_rank_fusion, tokens
 from functions.tools.settings import load_tools_settings
+from functions.tools.toolset.files import FILE_TOOLS, file_filter, glob_regex
 
 
 def test_tools_settings_parse_and_name_the_bad_variable() -> None:

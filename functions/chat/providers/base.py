@@ -38,7 +38,6 @@ class ToolResultBlock(msgspec.Struct, kw_only=True, tag="tool_result", tag_field
 
 
 Block = TextBlock | ToolUseBlock | ToolResultBlock
-StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "refusal", "pause_turn"]
 
 
 class Message(msgspec.Struct, kw_only=True):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import msgspec
@@ -90,11 +89,6 @@ class Subscription:
             return _decoder.decode(raw["data"])
         except msgspec.DecodeError:
             return None
-
-    async def messages(self, poll: float) -> AsyncIterator[StreamMessage | None]:
-        """Messages as they come; None every `poll` seconds of silence so the caller can check the store."""
-        while True:
-            yield await self.next(poll)
 
     async def close(self) -> None:
         if self.pubsub is not None:

@@ -29,8 +29,8 @@ from common.workspace import is_binary
 from functions.tools.code_index import CodeIndex, CodeIndexError
 from functions.tools.context import ToolContext
 from functions.tools.embedder import EmbeddingsUnavailable
-from functions.tools.files import SKIPPED_DIRS, _read_at, file_filter, walk_files
 from functions.tools.registry import PathAccess, ToolDefinition, ToolError
+from functions.tools.toolset.files import SKIPPED_DIRS, _read_at, file_filter, walk_files
 
 WINDOW_LINES = 30
 MAX_WINDOWS = 4000

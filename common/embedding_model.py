@@ -1,10 +1,14 @@
-"""The sentence-transformers model: where it comes from, the device it runs on, and encoding.
+"""A sentence-transformers model loaded by hub name or path: its source check, device and encoding.
+
+Shared by the embeddings function and the tools' local embedder (used when no embeddings
+function is configured), so neither reaches into the other and a process holds one copy.
 
 `VICTOR_EMBEDDING_MODEL` is a hub name (read from the local Hugging Face cache when
 offline) or a local directory. `check_model_source` is cheap and runs before the
 server starts, so a model that cannot be found stops start-up with one line;
 the heavy load (torch) happens later, off the liveness path, in `load_model`.
 Loaded models are shared per process, so several apps in one process load once.
+torch and sentence-transformers are imported only inside the functions that need them.
 """
 
 from __future__ import annotations
