@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,28 +92,36 @@ def best_device(preference: str = "auto") -> str:
 
 @dataclass
 class EmbeddingModel:
-    """A loaded model; `encode` is blocking and returns unit-length float32 rows."""
+    """A loaded model; `encode` is blocking and returns unit-length float32 rows.
+
+    Safe to call from several threads: calls run one at a time. A fast tokenizer keeps its
+    padding and truncation settings as state, so a `count_tokens` in one thread while `encode`
+    runs in another made the batch's rows different lengths ("Unable to create tensor").
+    """
 
     name: str
     device: str
     dimension: int
     max_tokens: int
     model: Any
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Normalized float32 vectors, one row per text (one model batch unless `batch_size` is given)."""
-        vectors = self.model.encode(
-            texts,
-            batch_size=batch_size or max(1, len(texts)),
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        with self._lock:
+            vectors = self.model.encode(
+                texts,
+                batch_size=batch_size or max(1, len(texts)),
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens of each text as the model sees them, special tokens included, before truncation."""
-        encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
+        with self._lock:
+            encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
 
