@@ -13,10 +13,12 @@ import hashlib
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import msgspec
+import regex
 
 from common.workspace import Workspace, WorkspaceError, is_binary, read_all
 from functions.tools.context import ToolContext
@@ -106,7 +108,10 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(char))
         index += 1
-    return re.compile("".join(out) + r"\Z")
+    try:
+        return re.compile("".join(out) + r"\Z")
+    except re.error as exc:  # a class such as [z-a]
+        raise ToolError(f"{pattern!r} is not a valid glob: {exc}", "invalid_pattern") from None
 
 
 def file_filter(pattern: str | None) -> Callable[[str], bool]:
@@ -120,7 +125,21 @@ def file_filter(pattern: str | None) -> Callable[[str], bool]:
 
 
 def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.stat_result]]:
-    """(relative path, name, directory fd, lstat) of regular files under `path`, never through symlinks."""
+    """(relative path, name, directory fd, lstat) of regular files under `path`, never through symlinks.
+
+    `path` may also name one regular file, which is then the only one.
+    """
+    rel = ws.relative(path)
+    if rel != ".":
+        parent, _, name = rel.rpartition("/")
+        with ws.open_directory(parent or ".") as (parent_fd, _):
+            try:
+                info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise WorkspaceError("not_found", f"{rel!r} does not exist") from None
+            if stat.S_ISREG(info.st_mode):
+                yield rel, name, parent_fd, info
+                return
     with ws.open_directory(path) as (fd, rel):
         count = 0
         for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
@@ -254,10 +273,12 @@ async def glob(args: GlobArgs, ctx: ToolContext) -> str:
     return ctx.cap(await asyncio.to_thread(_glob, args, ctx))
 
 
-def _grep(args: GrepArgs, ctx: ToolContext) -> str:
+def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> str:
+    # The `regex` module (re's syntax) releases the GIL while it matches and takes a timeout, so
+    # a pattern that backtracks for ever neither stops the event loop nor outlives the tool timeout.
     try:
-        regex = re.compile(args.pattern, re.IGNORECASE if args.ignore_case else 0)
-    except re.error as exc:
+        pattern = regex.compile(args.pattern, regex.V0 | (regex.IGNORECASE if args.ignore_case else 0))
+    except (regex.error, ValueError) as exc:
         raise ToolError(f"pattern is not a valid regular expression: {exc}", "invalid_pattern") from None
     wanted = file_filter(args.glob)
     out: list[str] = []
@@ -272,7 +293,7 @@ def _grep(args: GrepArgs, ctx: ToolContext) -> str:
         if data is None or is_binary(data):
             continue
         lines = data.decode("utf-8").splitlines()
-        hits = [index for index, line in enumerate(lines) if regex.search(line)]
+        hits = _matching_lines(pattern, lines, deadline, relative)
         if not hits:
             continue
         files_matched += 1
@@ -297,8 +318,31 @@ def _grep(args: GrepArgs, ctx: ToolContext) -> str:
     return "\n".join(out)
 
 
+def _matching_lines(
+    pattern: regex.Pattern[str], lines: list[str], deadline: float, relative: str
+) -> list[int]:
+    """Indexes of the lines `pattern` matches; a ToolError once the deadline passes, mid-match too."""
+    hits = []
+    for index, line in enumerate(lines):
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if pattern.search(line, timeout=remaining):
+                hits.append(index)
+        except TimeoutError:
+            raise ToolError(
+                f"grep stopped at {relative}:{index + 1}: the pattern took longer than the tool timeout "
+                "(nested repetition such as (a+)+ can backtrack for ever; simplify the pattern)",
+                "timeout",
+            ) from None
+    return hits
+
+
 async def grep(args: GrepArgs, ctx: ToolContext) -> str:
-    return ctx.cap(await asyncio.to_thread(_grep, args, ctx))
+    # The thread stops by itself at the deadline, just before the executor's own timeout.
+    deadline = time.monotonic() + ctx.tools_settings.tool_timeout * 0.95
+    return ctx.cap(await asyncio.to_thread(_grep, args, ctx, deadline))
 
 
 # ---------------------------------------------------------------- cache state
