@@ -50,7 +50,7 @@ from bench.support import (
 from bench.support import (
     _read_response as read_response,
 )
-from common.embedded import EmbeddedRedis
+from eventing.dev.embedded import EmbeddedRedis
 
 GOAL_EVENTS_PER_SECOND = 1000
 GOAL_P99_MS = 25.0

@@ -139,7 +139,7 @@ async def single_texts(url: str, items: list[str], concurrent: bool) -> float:
 
 
 def bench_http(rows: list[list[Any]], figures: dict[str, Any]) -> None:
-    from common.embedded import EmbeddedRedis
+    from eventing.dev.embedded import EmbeddedRedis
     from functions.embeddings.model import load_model
 
     source = model_source()

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from eventing import events
-from eventing.triggers import SubscriberDirectory, load_manifests
+from eventing.broker.triggers import SubscriberDirectory, load_manifests
+from eventing.schemas import chat, embeddings, health, tools
 from scripts.kustomize import KustomizeError, Resource, build, strategic_merge
 from tests.support.manifests import (
     KNATIVE,
@@ -29,13 +29,13 @@ FUNCTIONS = ("chat", "tools", "embeddings", "health")
 OVERLAYS = ("staging", "production")
 # ARCHITECTURE.md's event table: each type and the function a Trigger delivers it to.
 ROUTES = {
-    events.CHAT_REQUESTED: "chat",
-    events.TOOLS_REQUESTED: "tools",
-    events.TOOLS_COMPLETED: "chat",
-    events.EMBEDDINGS_REQUESTED: "embeddings",
-    events.INDEX_REQUESTED: "embeddings",
-    events.SEARCH_REQUESTED: "embeddings",
-    events.PING: "health",
+    chat.CHAT_REQUESTED: "chat",
+    tools.TOOLS_REQUESTED: "tools",
+    tools.TOOLS_COMPLETED: "chat",
+    embeddings.EMBEDDINGS_REQUESTED: "embeddings",
+    embeddings.INDEX_REQUESTED: "embeddings",
+    embeddings.SEARCH_REQUESTED: "embeddings",
+    health.PING: "health",
 }
 
 

@@ -15,8 +15,8 @@ import asyncpg
 import lancedb
 import pytest
 
-from common.embedded import free_port
 from common.store import migrate
+from eventing.dev.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTES = [(1, "first note"), (2, "second note"), (3, "ünïcode and 'quotes'")]

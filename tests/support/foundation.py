@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 from litestar import Litestar, Request, Response, get
 
-from common.embedded import free_port
 from common.settings import Settings
+from eventing.dev.embedded import free_port
 
 # The type of the `make_settings` fixture in tests/conftest.py.
 MakeSettings = Callable[..., Settings]

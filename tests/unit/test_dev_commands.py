@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eventing.dev_commands import MODULES, choose_dev_embedding_model, parse_only, plan_processes
-from eventing.dev_dead_letters import DeadLetterDisplay
-from eventing.dev_ping import PingSchedule, ScheduleError, cron_interval, load_ping_schedules, ping_forever
-from eventing.dev_services import DevDataError, prepare_data_dir
+from eventing.cli.dev import parse_only
+from eventing.dev.dead_letters import DeadLetterDisplay
+from eventing.dev.ping import PingSchedule, ScheduleError, cron_interval, load_ping_schedules, ping_forever
+from eventing.dev.runner import MODULES, choose_dev_embedding_model, plan_processes
+from eventing.dev.services import DevDataError, prepare_data_dir
 from tests.support.recorder import EventRecorder
 from tests.support.servers import running
 

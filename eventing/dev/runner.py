@@ -1,14 +1,9 @@
-"""`victor dev` (the whole system as local processes) and `victor send` (one CloudEvent).
+"""How `victor dev` runs the system: the process plan, the supervision loop, pings and dead letters.
 
-`victor dev` starts embedded PostgreSQL and Redis when DATABASE_URL / REDIS_URL
-are unset (data under `--data-dir`, `./.victor` by default, kept between runs),
-applies the migrations, then runs the broker and every function as its own
-`victor serve NAME` process on fixed local ports (broker 8000, chat 8001,
-tools 8002, embeddings 8003, health 8004, shifted by `--port-base`). Each
-process gets the URLs of the others, so the broker's Trigger subscribers
-resolve to these ports. A function whose package is not built yet is listed
-as skipped; one that crashes is restarted with exponential backoff. Ctrl-C or
-SIGTERM stops every process and the embedded servers.
+Every process is a `victor serve NAME` on a fixed local port (broker 8000,
+chat 8001, tools 8002, embeddings 8003, health 8004, shifted by the port
+base) and gets the URLs of the others, so the broker's Trigger subscribers
+resolve to these ports. The dead-letter display runs inside `victor dev`.
 """
 
 from __future__ import annotations
@@ -19,45 +14,30 @@ import contextlib
 import importlib.util
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import httpx
-import msgspec
 import uvicorn
 
-from common.cloudevents import CloudEventError, new_event, to_structured
-from common.settings import FUNCTION_NAMES, Settings
-from eventing.cli import fail
-from eventing.client import DeliveryError, send_event
-from eventing.dev_dead_letters import SERVICE_NAME as DEAD_LETTER_SERVICE
-from eventing.dev_dead_letters import DeadLetterDisplay
-from eventing.dev_ping import load_ping_schedules, ping_forever
-from eventing.dev_services import DevDataError, DevServices, ServiceInfo, prepare_data_dir
-from eventing.supervisor import Backoff, ProcessSpec, Supervisor
+from common.settings import FUNCTION_NAMES
+from eventing.dev.dead_letters import SERVICE_NAME as DEAD_LETTER_SERVICE
+from eventing.dev.dead_letters import DeadLetterDisplay
+from eventing.dev.ping import load_ping_schedules, ping_forever
+from eventing.dev.ports import BROKER_PATH, DEAD_LETTER_OFFSET, PORTS
+from eventing.dev.services import DevServices, ServiceInfo
+from eventing.dev.supervisor import Backoff, ProcessSpec, Supervisor
 
-# Port offsets from --port-base; the broker first, then the functions in a fixed order.
-PORTS = {"broker": 0, "chat": 1, "tools": 2, "embeddings": 3, "health": 4}
-# The dead-letter display runs inside `victor dev` itself, on the port after the functions.
-DEAD_LETTER_OFFSET = 5
 MODULES = {
-    "broker": "eventing.broker_app",
+    "broker": "eventing.broker.app",
     "chat": "functions.chat.app",
     "tools": "functions.tools.app",
     "embeddings": "functions.embeddings.app",
     "health": "functions.health.app",
 }
-BROKER_PATH = "/victor/default"
-DEFAULT_BROKER_URL = f"http://127.0.0.1:8000{BROKER_PATH}"
 DEFAULT_TRIGGERS_PATH = "knative/base"
-
-
-# ---------------------------------------------------------------- planning
 
 
 @dataclass(frozen=True)
@@ -159,17 +139,6 @@ def choose_dev_embedding_model(environ: dict[str, str]) -> str | None:
     return path
 
 
-def parse_only(value: str | None) -> list[str]:
-    if not value:
-        return list(PORTS)
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PORTS]
-    if unknown or not names:
-        named = ", ".join(unknown) if unknown else repr(value)
-        fail(f"--only: unknown name {named}; choose from {', '.join(PORTS)}")
-    return names
-
-
 def status_table(
     plan: DevPlan, supervisor: Supervisor, services: Sequence[ServiceInfo], dead_letters_up: bool = False
 ) -> str:
@@ -188,46 +157,7 @@ def status_table(
     return "\n".join(f"  {a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
 
 
-# ---------------------------------------------------------------- victor dev
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    selected = parse_only(args.only)
-    if args.ping_interval is not None and args.ping_interval < 0:
-        fail(f"--ping-interval must be 0 (off) or a positive number of seconds, got {args.ping_interval:g}")
-    if not 1 <= args.port_base <= 65535 - DEAD_LETTER_OFFSET:
-        fail(f"--port-base must be between 1 and {65535 - DEAD_LETTER_OFFSET}, got {args.port_base}")
-    try:
-        data_dir = prepare_data_dir(Path(args.data_dir), fresh=args.fresh)
-    except (DevDataError, OSError) as exc:
-        fail(str(exc))
-    environ = dict(os.environ)
-    environ.setdefault("LANCEDB_URI", str(data_dir / "lancedb"))
-    choose_dev_embedding_model(environ)
-    services = DevServices(data_dir, environ)
-    # Until the event loop takes over the signals, SIGTERM unwinds like Ctrl-C so cleanup still runs.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        try:
-            services.start()
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            fail(f"cannot start the dev services: {first_line}; see the logs under {data_dir}", 1)
-        environ.update(services.env())
-        if services.applied:
-            print("migrations applied: " + ", ".join(services.applied), flush=True)
-        plan = plan_processes(selected, args.port_base, environ)
-        return asyncio.run(_supervise(plan, services, args))
-    finally:
-        services.stop()
-        signal.signal(signal.SIGTERM, previous)
-
-
-async def _supervise(plan: DevPlan, services: DevServices, args: argparse.Namespace) -> int:
+async def supervise(plan: DevPlan, services: DevServices, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -312,87 +242,3 @@ def _start_pings(
     for schedule in schedules:
         print(f"ping: {schedule.name} every {schedule.interval:g}s to the broker", flush=True)
     return [asyncio.create_task(ping_forever(s, plan.broker_url, http)) for s in schedules]
-
-
-# ---------------------------------------------------------------- victor send
-
-
-def parse_extensions(pairs: Sequence[str]) -> dict[str, str]:
-    extensions = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            fail(f"--extension expects NAME=VALUE, got {pair!r}")
-        extensions[name] = value
-    return extensions
-
-
-def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        data: Any = msgspec.json.decode(args.data.encode("utf-8")) if args.data is not None else None
-    except msgspec.DecodeError as exc:
-        fail(f"--data is not valid JSON: {exc}")
-    try:
-        event = new_event(
-            args.type,
-            args.source,
-            data,
-            id=args.id,
-            subject=args.subject,
-            extensions=parse_extensions(args.extension),
-        )
-    except CloudEventError as exc:
-        fail(exc.message)
-    target = args.to or settings.broker_url or DEFAULT_BROKER_URL
-    try:
-        reply = asyncio.run(_send(target, event, args.timeout))
-    except DeliveryError as exc:
-        if exc.status == 0:
-            fail(f"cannot reach {target}: {type(exc.__cause__).__name__}", 1)
-        fail(f"{target} did not accept the event: {' '.join(str(exc).split())}", 1)
-    if reply is None:
-        print(f"accepted by {target} (no reply event)")
-    else:
-        print(to_structured(reply)[1].decode("utf-8"))
-    return 0
-
-
-async def _send(target: str, event: Any, timeout: float) -> Any:
-    async with httpx.AsyncClient() as http:
-        return await send_event(http, target, event, timeout=timeout)
-
-
-# ---------------------------------------------------------------- registration
-
-
-def register(commands: Any) -> None:
-    dev = commands.add_parser(
-        "dev",
-        help="run the broker and every function locally",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
-    )
-    dev.add_argument("--only", help="comma-separated subset: broker,chat,tools,embeddings,health")
-    dev.add_argument("--port-base", type=int, default=8000, help="broker port; functions follow (8000)")
-    dev.add_argument("--data-dir", default=".victor", help="embedded data and LanceDB (./.victor)")
-    dev.add_argument("--fresh", action="store_true", help="wipe the data directory first")
-    dev.add_argument(
-        "--ping-interval",
-        type=float,
-        default=None,
-        help="seconds between health pings (default: the PingSource schedule; 0 disables)",
-    )
-    dev.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for readiness")
-    dev.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
-    dev.add_argument("--max-backoff", type=float, default=30.0, help="longest wait before a restart")
-    dev.set_defaults(run=cmd_dev)
-
-    send = commands.add_parser("send", help="send a CloudEvent to the broker (or --to a URL)")
-    send.add_argument("type", help="event type, e.g. dev.knative.sources.ping")
-    send.add_argument("--data", help="event data as JSON")
-    send.add_argument("--source", default="/victor/cli", help="event source (/victor/cli)")
-    send.add_argument("--to", help="target URL (default: VICTOR_BROKER_URL or the local broker)")
-    send.add_argument("--id", help="event id (default: a new UUID)")
-    send.add_argument("--subject", help="event subject")
-    send.add_argument("--extension", action="append", default=[], metavar="NAME=VALUE")
-    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
-    send.set_defaults(run=cmd_send)

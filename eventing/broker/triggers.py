@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import yaml
 
-from eventing.delivery import DeliveryConfigError, DeliverySpec, parse_delivery
+from eventing.broker.delivery import DeliveryConfigError, DeliverySpec, parse_delivery
 
 log = logging.getLogger(__name__)
 EVENTING_GROUP = "eventing.knative.dev/"

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.embedded import EmbeddedPostgres, EmbeddedRedis
 from common.settings import redact_url
 from common.store import migrate
+from eventing.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 
 MARKER = ".victor-dev"
 
