@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from common.cloudevents import CloudEvent, CloudEventError, from_http, is_cloudevent, to_binary
+from eventing.knative_grammar import delivery_problems, duration_seconds
 
 BackoffPolicy = Literal["linear", "exponential"]
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
@@ -28,11 +28,6 @@ ERROR_DATA_MAX_BYTES = 1024
 # Knative reports a dispatch that got no HTTP answer as a 500 with this prefix in the data.
 NETWORK_ERROR_STATUS = 500
 NOT_A_CLOUDEVENT_STATUS = 502
-_DURATION = re.compile(
-    r"^P(?!$)(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
-)
-_UNIT_SECONDS = {"weeks": 604800.0, "days": 86400.0, "hours": 3600.0, "minutes": 60.0, "seconds": 1.0}
 
 
 class DeliveryConfigError(ValueError):
@@ -40,13 +35,11 @@ class DeliveryConfigError(ValueError):
 
 
 def parse_duration(text: str, where: str) -> float:
-    """Seconds in an ISO-8601 duration such as PT0.5S, PT2M or P1DT1H."""
-    match = _DURATION.match(text.strip().upper()) if isinstance(text, str) else None
-    if match is None:
+    """Seconds in an ISO-8601 duration such as PT0.5S, PT2M or P1DT1H (Knative's grammar)."""
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise DeliveryConfigError(f"{where}: {text!r} is not an ISO-8601 duration such as PT0.2S or PT1M")
-    return float(
-        sum(float(value) * _UNIT_SECONDS[unit] for unit, value in match.groupdict().items() if value)
-    )
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -80,16 +73,10 @@ def parse_delivery(
     """
     if block is None:
         return None
-    if not isinstance(block, Mapping):
-        raise DeliveryConfigError(f"{where}: delivery must be a mapping")
+    for _rule, message in delivery_problems(block, f"{where}: delivery"):
+        raise DeliveryConfigError(message)
     retry = block.get("retry", 0)
-    if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
-        raise DeliveryConfigError(f"{where}: delivery.retry must be a whole number >= 0, got {retry!r}")
     policy = block.get("backoffPolicy", "exponential")
-    if policy not in ("linear", "exponential"):
-        raise DeliveryConfigError(
-            f"{where}: delivery.backoffPolicy must be linear or exponential, got {policy!r}"
-        )
     delay = block.get("backoffDelay")
     timeout = block.get("timeout")
     sink = block.get("deadLetterSink")
