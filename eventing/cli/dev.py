@@ -1,4 +1,4 @@
-"""`victor dev` (the whole system as local processes) and `victor send` (one CloudEvent).
+"""`victor dev`: the whole system as local processes.
 
 `victor dev` starts embedded PostgreSQL and Redis when DATABASE_URL / REDIS_URL
 are unset (data under `--data-dir`, `./.victor` by default, kept between runs),
@@ -6,9 +6,8 @@ applies the migrations, then runs the broker and every function as its own
 `victor serve NAME` process on fixed local ports (broker 8000, chat 8001,
 tools 8002, embeddings 8003, health 8004, shifted by `--port-base`). Each
 process gets the URLs of the others, so the broker's Trigger subscribers
-resolve to these ports. A function whose package is not built yet is listed
-as skipped; one that crashes is restarted with exponential backoff. Ctrl-C or
-SIGTERM stops every process and the embedded servers.
+resolve to these ports. A process that crashes is restarted with exponential
+backoff. Ctrl-C or SIGTERM stops every process and the embedded servers.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import signal
 import sys
@@ -30,22 +29,14 @@ from eventing.dev.ports import BROKER_PATH, DEAD_LETTER_OFFSET, PORTS
 from eventing.dev.services import DevServices, ServiceInfo
 from eventing.dev.supervisor import Backoff, ProcessSpec, Supervisor
 
-MODULES = {
-    "broker": "eventing.broker.app",
-    "chat": "functions.chat.app",
-    "tools": "functions.tools.app",
-    "embeddings": "functions.embeddings.app",
-    "health": "functions.health.app",
-}
 DEFAULT_TRIGGERS_PATH = "knative/base"
 
 
 @dataclass(frozen=True)
 class DevPlan:
-    """The processes `victor dev` runs, the ones it skips (and why), and every local URL."""
+    """The processes `victor dev` runs and every local URL."""
 
     specs: list[ProcessSpec]
-    skipped: dict[str, str] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
 
     dead_letter_port: int | None = None
@@ -55,29 +46,15 @@ class DevPlan:
         return self.urls.get("broker")
 
 
-def module_missing(module: str) -> bool:
-    """Whether the module cannot be found at all (an import error inside it is a crash instead)."""
-    try:
-        return importlib.util.find_spec(module) is None
-    except ModuleNotFoundError:
-        return True
-
-
 def plan_processes(
     selected: Sequence[str],
     port_base: int,
     environ: Mapping[str, str],
     *,
     python: str = sys.executable,
-    modules: Mapping[str, str] = MODULES,
 ) -> DevPlan:
-    """One `victor serve` process per selected name that is built, with its environment."""
-    running = [name for name in PORTS if name in selected and not module_missing(modules[name])]
-    skipped = {
-        name: f"not built yet ({modules[name]} is missing)"
-        for name in PORTS
-        if name in selected and name not in running
-    }
+    """One `victor serve` process per selected name, in port order, with its environment."""
+    running = [name for name in PORTS if name in selected]
     base = {name: f"http://127.0.0.1:{port_base + PORTS[name]}" for name in running}
     urls = {name: (url + BROKER_PATH if name == "broker" else url) for name, url in base.items()}
     shared = dict(environ)
@@ -100,7 +77,7 @@ def plan_processes(
         for name in running
         for extra in [_broker_env(port_base, environ) if name == "broker" else {}]
     ]
-    return DevPlan(specs=specs, skipped=skipped, urls=urls, dead_letter_port=dead_letter_port)
+    return DevPlan(specs=specs, urls=urls, dead_letter_port=dead_letter_port)
 
 
 def _broker_env(port_base: int, environ: Mapping[str, str]) -> dict[str, str]:
@@ -147,8 +124,6 @@ def status_table(
     for name in PORTS:
         if name in supervisor.processes:
             rows.append((name, plan.urls[name], supervisor.processes[name].state))
-        elif name in plan.skipped:
-            rows.append((name, "-", f"skipped: {plan.skipped[name]}"))
     if plan.dead_letter_port is not None:
         state = "ready (in victor dev)" if dead_letters_up else "not listening"
         rows.append(("dead-letters", f"http://127.0.0.1:{plan.dead_letter_port}", state))
