@@ -18,6 +18,7 @@ from urllib.parse import urljoin
 
 import yaml
 
+from common.settings import FUNCTION_NAMES
 from eventing.broker.delivery import DeliveryConfigError, DeliverySpec, parse_delivery
 from eventing.knative_grammar import (
     SUPPORTED_DIALECTS,
@@ -31,7 +32,7 @@ EVENTING_GROUP = "eventing.knative.dev/"
 # Not a URL: a deadLetterSink `ref` with no local URL sends dead letters to the broker's own
 # Redis stream (`<stream>:dead-letters`), so the cluster's manifests run locally unchanged.
 LOCAL_DEAD_LETTER_SINK = "victor-broker:dead-letters"
-FUNCTION_SERVICES = {f"victor-{name}": name for name in ("chat", "tools", "embeddings", "health")}
+FUNCTION_SERVICES = {f"victor-{name}": name for name in FUNCTION_NAMES}
 
 
 class TriggerConfigError(ValueError):

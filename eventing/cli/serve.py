@@ -7,22 +7,16 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from common.settings import Settings
+from common.settings import FUNCTION_NAMES, Settings
 
-# Each servable process: the module and the factory that builds its ASGI app.
-APPS = {
-    "health": "functions.health.app:create",
-    "tools": "functions.tools.app:create",
-    "embeddings": "functions.embeddings.app:create",
-    "chat": "functions.chat.app:create",
-    "broker": "eventing.broker.app:create",
-}
+# What `victor serve` can run: the broker and every function.
+SERVABLE = ("broker", *FUNCTION_NAMES)
 
 
 def load_app(name: str, settings: Settings) -> Any:
-    module_name, _, factory = APPS[name].partition(":")
-    module = importlib.import_module(module_name)
-    create: Callable[[Settings], Any] = getattr(module, factory)
+    """Build the ASGI app of `name`; only that one's module is imported (this is every cold start)."""
+    module = importlib.import_module("eventing.broker.app" if name == "broker" else f"functions.{name}.app")
+    create: Callable[[Settings], Any] = module.create
     return create(settings)
 
 
@@ -59,6 +53,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `serve` to the `victor` command line."""
     serve_parser = commands.add_parser("serve", help="serve one function on $PORT")
-    serve_parser.add_argument("function", choices=sorted(APPS))
+    serve_parser.add_argument("function", choices=sorted(SERVABLE))
     serve_parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     serve_parser.set_defaults(run=cmd_serve)
