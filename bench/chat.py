@@ -88,7 +88,7 @@ async def measure(llm_url: str, chat_url: str, count: int, warmup: int) -> dict[
 
 
 def main() -> None:
-    from eventing.dev.embedded import configured_or_embedded
+    from eventing.dev.services import configured_or_embedded
 
     count, warmup = (100, 10) if quick() else (1000, 50)
     print_header("Chat function: latency added over a direct SDK call")

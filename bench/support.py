@@ -27,6 +27,8 @@ from pathlib import Path
 
 import msgspec
 
+from eventing.dev.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -118,13 +120,7 @@ class ServerProcess:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace=10)
         self.process = None
 
 
