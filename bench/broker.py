@@ -43,12 +43,10 @@ from bench.support import (
     print_header,
     print_json,
     quick,
+    read_response,
     scratch_dir,
     serving,
     table,
-)
-from bench.support import (
-    _read_response as read_response,
 )
 from eventing.dev.embedded import EmbeddedRedis
 

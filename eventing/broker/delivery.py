@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from common.cloudevents import CloudEvent, CloudEventError, from_http, is_cloudevent, to_binary
+from eventing.broker.http_response import read_response
 from eventing.knative_grammar import delivery_problems, duration_seconds
 
 BackoffPolicy = Literal["linear", "exponential"]
@@ -174,7 +175,7 @@ class SubscriberClient:
                     reused, (reader, writer) = await self._connection(key, origin)
                     try:
                         writer.write(request)
-                        status, response_headers, content, keep = await self._response(reader, max_body)
+                        response = await read_response(reader, max_body=max_body)
                         break
                     except (ConnectionError, asyncio.IncompleteReadError) as exc:
                         writer.close()
@@ -188,11 +189,11 @@ class SubscriberClient:
             raise TransportError(f"no answer within {timeout}s") from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
-        if keep and len(self._idle.setdefault(key, [])) < self.max_idle:
+        if response.keep_alive and len(self._idle.setdefault(key, [])) < self.max_idle:
             self._idle[key].append((reader, writer))
         else:
             writer.close()
-        return status, response_headers, content
+        return response.status, response.headers, response.body
 
     async def _connection(
         self, key: tuple[str, str, int], origin: _Origin
@@ -207,45 +208,6 @@ class SubscriberClient:
             origin.host, origin.port, ssl=origin.scheme == "https", limit=self.max_header_bytes
         )
         return False, opened
-
-    @staticmethod
-    async def _response(
-        reader: asyncio.StreamReader, max_body: int
-    ) -> tuple[int, dict[str, str], bytes, bool]:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-            version, _, rest = status_line.partition(" ")
-            status = int(rest[:3])
-            if status >= 200 or status == 101:
-                break  # 1xx interim answers (100 Continue) come before the real one
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
-        keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-        if status in (204, 304):
-            return status, headers, b"", keep
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            chunks = bytearray()
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-                if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                        pass  # trailers
-                    break
-                if len(chunks) + size > max_body:
-                    raise ValueError(f"the answer is larger than {max_body} bytes")
-                chunks += (await reader.readexactly(size + 2))[:-2]
-            return status, headers, bytes(chunks), keep
-        if "content-length" in headers:
-            length = int(headers["content-length"])
-            if length > max_body:
-                raise ValueError(f"the answer is larger than {max_body} bytes")
-            return status, headers, await reader.readexactly(length), keep
-        content = await reader.read(max_body + 1)  # no length: the body ends when the server closes
-        return status, headers, content, False
 
     async def aclose(self) -> None:
         for connections in self._idle.values():
