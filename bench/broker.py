@@ -43,14 +43,12 @@ from bench.support import (
     print_header,
     print_json,
     quick,
+    read_response,
     scratch_dir,
     serving,
     table,
 )
-from bench.support import (
-    _read_response as read_response,
-)
-from common.embedded import EmbeddedRedis
+from eventing.dev.embedded import EmbeddedRedis
 
 GOAL_EVENTS_PER_SECOND = 1000
 GOAL_P99_MS = 25.0

@@ -139,8 +139,8 @@ async def single_texts(url: str, items: list[str], concurrent: bool) -> float:
 
 
 def bench_http(rows: list[list[Any]], figures: dict[str, Any]) -> None:
-    from common.embedded import EmbeddedRedis
     from common.embedding_model import load_model
+    from eventing.dev.embedded import EmbeddedRedis
 
     source = model_source()
     rng = np.random.default_rng(1)

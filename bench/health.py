@@ -42,7 +42,7 @@ from bench.support import (
     serving,
     table,
 )
-from common.embedded import EmbeddedPostgres, EmbeddedRedis
+from eventing.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 
 # A caller that is tracing: every request of this row gets a server span, exported over OTLP.
 TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import msgspec
 
+from eventing.broker.http_response import read_response as read_http_response
+from eventing.dev.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -118,13 +121,7 @@ class ServerProcess:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace=10)
         self.process = None
 
 
@@ -204,31 +201,8 @@ class LoadResult(msgspec.Struct, kw_only=True):
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
-    """Read one HTTP/1.1 response (Content-Length or chunked body); returns its status."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = 0
-    chunked = False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value.strip())
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    if chunked:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    elif length:
-        await reader.readexactly(length)
-    return status
-
-
-_read_response = read_response  # the name bench/broker.py first imported
+    """Read one HTTP/1.1 response (the broker's reader, whatever its body's size); returns its status."""
+    return (await read_http_response(reader, max_body=1 << 40)).status
 
 
 async def _connection(

@@ -32,10 +32,10 @@ import httpx
 
 from bench.support import percentile, print_header, print_json, quick, scratch_dir, table
 from common.cache import Cache
-from common.embedded import EmbeddedRedis
 from common.embedding_model import bundled_model_path
 from common.settings import load_settings
 from common.workspace import Workspace
+from eventing.dev.embedded import EmbeddedRedis
 from functions.tools.catalog import build_catalog
 from functions.tools.context import ToolContext
 from functions.tools.embedder import LocalEmbedder

@@ -29,6 +29,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from eventing.knative_grammar import attributes_filter_problems, delivery_problems, filter_problems
 from scripts.kustomize import KustomizeError, Resource, build, load_documents
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +39,6 @@ NAMESPACE = "victor"
 RESERVED_PORTS = (8012, 8013, 8022, 9090, 9091, 8008)
 RESERVED_ENV = ("PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION")
 PORT_NAMES = ("http1", "h2c")
-FILTER_DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
-ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9]*$")
 MAX_CONTAINER_CONCURRENCY = 1000  # config-defaults container-concurrency-max-limit
 MAX_TIMEOUT_SECONDS = 600  # config-defaults max-revision-timeout-seconds
 
@@ -50,9 +49,6 @@ METRICS_BY_CLASS = {KPA: ("concurrency", "rps"), HPA: ("cpu", "memory")}
 # Go duration strings (time.ParseDuration), which Knative uses for its duration annotations.
 GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
 GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-ISO8601_DURATION = re.compile(
-    r"^P(?!$)(?:\d+Y)?(?:\d+M)?(?:\d+W)?(?:\d+D)?(?:T(?=\d)(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$"
-)
 KNOWN_AUTOSCALING_KEYS = frozenset(
     {
         "class",
@@ -288,70 +284,19 @@ def service_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 )
 
 
-def filter_problems(expression: Any, where: str) -> Iterator[tuple[str, str]]:
-    """One dialect per `filters` entry, non-empty nested lists, lowercase attribute names."""
-    if not isinstance(expression, dict):
-        yield "filters", f"{where} must be a mapping with one dialect"
-        return
-    dialects = [key for key in expression if key in FILTER_DIALECTS]
-    unknown = [key for key in expression if key not in FILTER_DIALECTS]
-    if unknown:
-        yield "filters", f"{where} has unknown dialect(s) {', '.join(unknown)}"
-    if len(dialects) != 1:
-        yield (
-            "one-dialect",
-            f"{where} must have exactly one dialect, found {len(dialects)} ({', '.join(dialects)})",
-        )
-    for dialect in dialects:
-        value = expression[dialect]
-        if dialect in ("exact", "prefix", "suffix"):
-            if not isinstance(value, dict) or not value:
-                yield "filters", f"{where}.{dialect} must map at least one attribute to a value"
-                continue
-            for attribute in value:
-                yield from attribute_name_problems(str(attribute), f"{where}.{dialect}")
-        elif dialect in ("all", "any"):
-            if not isinstance(value, list) or not value:
-                yield "filters", f"{where}.{dialect} must contain at least one filter expression"
-                continue
-            for index, nested in enumerate(value):
-                yield from filter_problems(nested, f"{where}.{dialect}[{index}]")
-        elif dialect == "not":
-            yield from filter_problems(value, f"{where}.not")
-
-
-def attribute_name_problems(name: str, where: str) -> Iterator[tuple[str, str]]:
-    if not ATTRIBUTE_NAME.match(name):
-        yield "attribute-name", f"{where} attribute {name!r} must match ^[a-z][a-z0-9]*$"
-
-
-def delivery_problems(delivery: Any, where: str) -> Iterator[tuple[str, str]]:
-    if not isinstance(delivery, dict):
-        return
-    retry = delivery.get("retry")
-    if isinstance(retry, int) and retry < 0:
-        yield "delivery", f"{where}.retry={retry} must be >= 0"
-    for key in ("backoffDelay", "timeout"):
-        if key in delivery and not ISO8601_DURATION.match(str(delivery[key])):
-            yield "delivery", f"{where}.{key}={delivery[key]!r} is not an ISO 8601 duration such as PT0.5S"
-    policy = delivery.get("backoffPolicy")
-    if policy is not None and policy not in ("linear", "exponential"):
-        yield "delivery", f"{where}.backoffPolicy={policy!r} must be linear or exponential"
-
-
 def trigger_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
     spec = body.get("spec") or {}
     if not spec.get("broker"):
         yield "broker", "spec.broker is required"
     attributes = (spec.get("filter") or {}).get("attributes") or {}
-    for attribute in attributes:
-        yield from attribute_name_problems(str(attribute), "spec.filter.attributes")
+    yield from attributes_filter_problems(attributes, "spec.filter.attributes")
     for index, expression in enumerate(spec.get("filters") or []):
         yield from filter_problems(expression, f"spec.filters[{index}]")
     subscriber = spec.get("subscriber") or {}
     if not subscriber.get("ref") and not subscriber.get("uri"):
         yield "subscriber", "spec.subscriber needs a ref or a uri"
-    yield from delivery_problems(spec.get("delivery"), "spec.delivery")
+    if spec.get("delivery") is not None:
+        yield from delivery_problems(spec["delivery"], "spec.delivery")
 
 
 def pingsource_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -410,7 +355,9 @@ def secret_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def broker_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    yield from delivery_problems((body.get("spec") or {}).get("delivery"), "spec.delivery")
+    delivery = (body.get("spec") or {}).get("delivery")
+    if delivery is not None:
+        yield from delivery_problems(delivery, "spec.delivery")
 
 
 KindRules = Callable[[dict[str, Any]], Iterator[tuple[str, str]]]

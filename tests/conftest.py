@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from common.embedded import configured_or_embedded
 from common.settings import Settings, load_settings
+from eventing.dev.services import configured_or_embedded
 
 
 class Services:

@@ -13,7 +13,8 @@ from litestar.response import Stream
 from common.app import create_app
 from common.function import FunctionSpec, Runtime, Unconfigured
 from common.settings import Settings, get_settings
-from eventing.events import CHAT_REQUESTED, TOOLS_COMPLETED
+from eventing.schemas.chat import CHAT_REQUESTED
+from eventing.schemas.tools import TOOLS_COMPLETED
 from functions.chat.conversation_store import ConversationView
 from functions.chat.handlers import (
     ChatBody,

@@ -19,8 +19,8 @@ import asyncpg
 import msgspec
 
 from common.store import Store
-from eventing.chat_events import ChatCompleted, ChatFailed, ToolCallRecord, Usage
-from eventing.tools_events import ToolCall, ToolResult
+from eventing.schemas.chat import ChatCompleted, ChatFailed, ToolCallRecord, Usage
+from eventing.schemas.tools import ToolCall, ToolResult
 from functions.chat.providers.base import Message, ModelTurn, ToolResultBlock
 
 _blocks = msgspec.json.Decoder(list[Any])

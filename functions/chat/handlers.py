@@ -24,10 +24,15 @@ import msgspec
 
 from common.cloudevents import CloudEvent, decode_data, new_event
 from common.function import Runtime, TransientFailure
-from eventing.chat_events import ChatFailed, ChatRequested
 from eventing.client import DeliveryError, publish, send_event
-from eventing.events import CHAT_COMPLETED, CHAT_REQUESTED, CONVERSATION_ID, TOOLS_COMPLETED, TOOLS_REQUESTED
-from eventing.tools_events import ToolResult, ToolsCompleted, ToolsRequested
+from eventing.schemas.chat import CHAT_COMPLETED, CHAT_REQUESTED, CONVERSATION_ID, ChatFailed, ChatRequested
+from eventing.schemas.tools import (
+    TOOLS_COMPLETED,
+    TOOLS_REQUESTED,
+    ToolResult,
+    ToolsCompleted,
+    ToolsRequested,
+)
 from functions.chat import progress_channel
 from functions.chat.loop import ChatLoop
 from functions.chat.settings import UNCONFIGURED_MESSAGE

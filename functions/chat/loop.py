@@ -22,9 +22,17 @@ import msgspec
 
 from common.cloudevents import CloudEvent, new_event
 from common.function import EventRejected, Runtime, TransientFailure
-from eventing.chat_events import ChatCompleted, ChatFailed, ChatRequested, ToolCallRecord, Usage
-from eventing.events import CHAT_COMPLETED, CHAT_FAILED, CONVERSATION_ID, TOOLS_REQUESTED
-from eventing.tools_events import ToolCall, ToolsCompleted, ToolsRequested
+from eventing.schemas.chat import (
+    CHAT_COMPLETED,
+    CHAT_FAILED,
+    CONVERSATION_ID,
+    ChatCompleted,
+    ChatFailed,
+    ChatRequested,
+    ToolCallRecord,
+    Usage,
+)
+from eventing.schemas.tools import TOOLS_REQUESTED, ToolCall, ToolsCompleted, ToolsRequested
 from functions.chat import metrics, progress_channel
 from functions.chat.conversation_store import ConversationStore, RequestState
 from functions.chat.providers.base import (

@@ -12,8 +12,15 @@ from common.app import create_app
 from common.embedding_model import check_model_source
 from common.function import EventRejected, FunctionSpec, Runtime, TransientFailure
 from common.settings import Settings, get_settings
-from eventing.embeddings_events import IndexCompleted, IndexRequested, SearchCompleted, SearchRequested
-from eventing.events import EMBEDDINGS_REQUESTED, INDEX_REQUESTED, SEARCH_REQUESTED
+from eventing.schemas.embeddings import (
+    EMBEDDINGS_REQUESTED,
+    INDEX_REQUESTED,
+    SEARCH_REQUESTED,
+    IndexCompleted,
+    IndexRequested,
+    SearchCompleted,
+    SearchRequested,
+)
 from functions.embeddings import indexer, search
 from functions.embeddings.handlers import (
     EmbeddingRequest,

@@ -10,13 +10,15 @@ import numpy as np
 
 from common.cloudevents import CloudEvent, decode_data, new_event
 from common.function import EventRejected, Runtime
-from eventing.embeddings_events import (
+from eventing.schemas.embeddings import (
+    EMBEDDINGS_COMPLETED,
+    INDEX_COMPLETED,
+    SEARCH_COMPLETED,
     EmbeddingsCompleted,
     EmbeddingsRequested,
     IndexRequested,
     SearchRequested,
 )
-from eventing.events import EMBEDDINGS_COMPLETED, INDEX_COMPLETED, SEARCH_COMPLETED
 from functions.embeddings import indexer, search
 from functions.embeddings.service import EmbeddingService, service_of
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from common.function import EventRejected
 from common.workspace import Workspace, WorkspaceError
-from eventing.embeddings_events import IndexCompleted, IndexRequested
+from eventing.schemas.embeddings import IndexCompleted, IndexRequested
 from functions.embeddings import metrics
 from functions.embeddings.chunking import Chunk, chunk_text
 from functions.embeddings.service import EmbeddingService

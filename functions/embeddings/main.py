@@ -18,7 +18,7 @@ from starlette.requests import Request
 from common.embedding_model import check_model_source
 from common.framework_target import entry_settings, json_answer, load_or_exit, make_target
 from common.function import Answer, EventRejected, Runtime, TransientFailure, error_answer
-from eventing.embeddings_events import IndexRequested, SearchRequested
+from eventing.schemas.embeddings import IndexRequested, SearchRequested
 from functions.embeddings import indexer, search
 from functions.embeddings.app import build_spec
 from functions.embeddings.handlers import EmbeddingRequest, openai_embeddings

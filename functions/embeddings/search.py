@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from common.function import EventRejected
-from eventing.embeddings_events import SearchCompleted, SearchFilter, SearchHit, SearchRequested
+from eventing.schemas.embeddings import SearchCompleted, SearchFilter, SearchHit, SearchRequested
 from functions.embeddings import metrics
 from functions.embeddings.service import EmbeddingService
 from functions.embeddings.settings import EmbeddingSettings

@@ -7,8 +7,7 @@ from litestar import Litestar, Response, get
 from common.app import create_app
 from common.function import FunctionSpec, Runtime
 from common.settings import Settings
-from eventing.events import PING
-from eventing.health_events import HealthReported
+from eventing.schemas.health import PING, HealthReported
 from functions.health.handlers import on_ping, status_report
 
 

@@ -10,8 +10,7 @@ from common.cloudevents import CloudEvent, new_event, now_rfc3339
 from common.function import Runtime, check_dependency
 from common.settings import FUNCTION_NAMES
 from common.tracing import current_headers
-from eventing.events import HEALTH_REPORTED
-from eventing.health_events import ComponentStatus, HealthReported
+from eventing.schemas.health import HEALTH_REPORTED, ComponentStatus, HealthReported
 
 DEPENDENCIES = ("redis", "postgres")
 

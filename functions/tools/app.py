@@ -28,7 +28,7 @@ from litestar.exceptions import (
 from common.app import create_app
 from common.function import FunctionSpec, Runtime
 from common.settings import Settings
-from eventing.events import TOOLS_REQUESTED
+from eventing.schemas.tools import TOOLS_REQUESTED
 from functions.tools import api
 from functions.tools.execution import ToolOutcome
 from functions.tools.handlers import on_tools_requested

@@ -1,7 +1,7 @@
 """A small client for the embeddings function's index and search API (`POST /v1/index`, `/v1/search`).
 
 The request and response bodies are the embeddings function's own event
-payloads (`eventing.embeddings_events`), so both sides share one definition.
+payloads (`eventing.schemas.embeddings`), so both sides share one definition.
 Paths travel workspace-relative: the embeddings function confines them to its
 own WORKSPACE_DIR, which must be the same directory the tools function serves.
 Every failure (unreachable, still loading, a refusal) becomes one
@@ -15,7 +15,7 @@ from typing import TypeVar
 import httpx
 import msgspec
 
-from eventing.embeddings_events import (
+from eventing.schemas.embeddings import (
     IndexCompleted,
     IndexRequested,
     SearchCompleted,

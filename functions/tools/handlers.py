@@ -17,8 +17,8 @@ import msgspec
 
 from common.cloudevents import CloudEvent, decode_data, new_event
 from common.function import Runtime
-from eventing.events import CONVERSATION_ID, TOOLS_COMPLETED
-from eventing.tools_events import ToolResult, ToolsCompleted, ToolsRequested
+from eventing.schemas.chat import CONVERSATION_ID
+from eventing.schemas.tools import TOOLS_COMPLETED, ToolResult, ToolsCompleted, ToolsRequested
 from functions.tools.execution import CallRequest, ToolOutcome
 from functions.tools.service import service_of
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST_PORTS = {"broker": 8000, "chat": 8001, "tools": 8002, "embeddings": 8003, "health": 8004}
 SETTINGS_MODULES = [
     ROOT / "common" / "settings.py",
-    ROOT / "eventing" / "broker_settings.py",
+    ROOT / "eventing" / "broker" / "settings.py",
     *sorted(ROOT.glob("functions/*/settings.py")),
 ]
 

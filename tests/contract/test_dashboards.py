@@ -40,7 +40,7 @@ def function_metric_modules() -> dict[str, Any]:
 def emitted_series() -> dict[str, tuple[str, ...]]:
     """Each series name the registry can expose, with the labels it carries."""
     function_metric_modules()
-    importlib.import_module("eventing.broker")  # the local broker's delivery metrics
+    importlib.import_module("eventing.broker.dispatch")  # the local broker's delivery metrics
     series: dict[str, tuple[str, ...]] = {}
     collectors: list[Any] = list(metrics.REGISTRY._collector_to_names)  # no public listing exists
     for collector in collectors:

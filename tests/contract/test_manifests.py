@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from eventing import events
-from eventing.triggers import SubscriberDirectory, load_manifests
+from common.settings import FUNCTION_NAMES
+from eventing.broker.triggers import SubscriberDirectory, load_manifests
+from eventing.schemas import chat, embeddings, health, tools
 from scripts.kustomize import KustomizeError, Resource, build, strategic_merge
 from tests.support.manifests import (
     KNATIVE,
@@ -25,17 +26,16 @@ from tests.support.manifests import (
     validate,
 )
 
-FUNCTIONS = ("chat", "tools", "embeddings", "health")
 OVERLAYS = ("staging", "production")
 # ARCHITECTURE.md's event table: each type and the function a Trigger delivers it to.
 ROUTES = {
-    events.CHAT_REQUESTED: "chat",
-    events.TOOLS_REQUESTED: "tools",
-    events.TOOLS_COMPLETED: "chat",
-    events.EMBEDDINGS_REQUESTED: "embeddings",
-    events.INDEX_REQUESTED: "embeddings",
-    events.SEARCH_REQUESTED: "embeddings",
-    events.PING: "health",
+    chat.CHAT_REQUESTED: "chat",
+    tools.TOOLS_REQUESTED: "tools",
+    tools.TOOLS_COMPLETED: "chat",
+    embeddings.EMBEDDINGS_REQUESTED: "embeddings",
+    embeddings.INDEX_REQUESTED: "embeddings",
+    embeddings.SEARCH_REQUESTED: "embeddings",
+    health.PING: "health",
 }
 
 
@@ -61,7 +61,7 @@ def test_every_build_passes_validation() -> None:
 
 def test_each_function_is_one_knative_service_running_its_own_command(built: list[Resource]) -> None:
     services = objects(built, "Service")
-    for name in FUNCTIONS:
+    for name in FUNCTION_NAMES:
         service = services[f"victor-{name}"]
         assert service["apiVersion"] == "serving.knative.dev/v1"
         assert service["metadata"]["namespace"] == "victor"
@@ -93,7 +93,7 @@ def test_containers_run_unprivileged_on_a_read_only_root(built: list[Resource]) 
 
 def test_secrets_are_referenced_never_stored(built: list[Resource]) -> None:
     assert not [r for r in built if r.kind == "Secret"]
-    for service in (objects(built, "Service")[f"victor-{n}"] for n in FUNCTIONS):
+    for service in (objects(built, "Service")[f"victor-{n}"] for n in FUNCTION_NAMES):
         for variable in container(service).get("env", []):
             assert "value" not in variable, variable["name"]
             assert variable["valueFrom"]["secretKeyRef"]["name"] == "victor-secrets"
@@ -105,7 +105,7 @@ def test_only_chat_and_health_have_public_routes(built: list[Resource]) -> None:
     services = objects(built, "Service")
     visibility = {
         name: services[f"victor-{name}"]["metadata"]["labels"].get("networking.knative.dev/visibility")
-        for name in FUNCTIONS
+        for name in FUNCTION_NAMES
     }
     assert visibility == {
         "chat": None,
@@ -143,10 +143,12 @@ def test_broker_retries_with_backoff_then_dead_letters(built: list[Resource]) ->
 
 def test_the_local_broker_loads_the_same_triggers_and_delivery() -> None:
     """`victor dev` and compose run the broker on knative/base: it must read what the cluster reads."""
-    names = [f"victor-{name}" for name in FUNCTIONS] + ["victor-dead-letters"]
+    names = [f"victor-{name}" for name in FUNCTION_NAMES] + ["victor-dead-letters"]
     directory = SubscriberDirectory({name: f"http://{name}.test" for name in names})
     manifests = load_manifests(KNATIVE / "base", directory, namespace="victor", broker="default")
-    assert {t.subscriber_url for t in manifests.triggers} == {f"http://victor-{n}.test" for n in FUNCTIONS}
+    assert {t.subscriber_url for t in manifests.triggers} == {
+        f"http://victor-{n}.test" for n in FUNCTION_NAMES
+    }
     assert len(manifests.triggers) == len(ROUTES)
     [broker] = manifests.brokers
     delivery = broker.delivery
@@ -158,7 +160,7 @@ def test_the_local_broker_loads_the_same_triggers_and_delivery() -> None:
 def test_overlays_differ_where_environments_should() -> None:
     staging = objects(build(KNATIVE / "overlays" / "staging"), "Service")
     production = objects(build(KNATIVE / "overlays" / "production"), "Service")
-    for name in FUNCTIONS:
+    for name in FUNCTION_NAMES:
         service = f"victor-{name}"
         assert container(staging[service])["image"] == "ghcr.io/victor-functions/victor:staging"
         assert container(production[service])["image"] == "ghcr.io/victor-functions/victor:0.1.0"

@@ -22,8 +22,7 @@ from mcp import Client
 
 from common.cloudevents import new_event
 from common.settings import Settings
-from eventing.events import TOOLS_COMPLETED, TOOLS_REQUESTED
-from eventing.tools_events import ToolCall, ToolsCompleted, ToolsRequested
+from eventing.schemas.tools import TOOLS_COMPLETED, TOOLS_REQUESTED, ToolCall, ToolsCompleted, ToolsRequested
 from tests.support.broker import broker_manifest, mesh, publish, trigger_manifest
 from tests.support.recorder import EventRecorder
 from tests.support.servers import running

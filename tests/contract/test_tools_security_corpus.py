@@ -20,8 +20,7 @@ from mcp import Client
 
 from common.cloudevents import from_http, new_event, to_binary
 from common.workspace import Workspace, WorkspaceError
-from eventing.events import TOOLS_REQUESTED
-from eventing.tools_events import ToolCall, ToolsCompleted, ToolsRequested
+from eventing.schemas.tools import TOOLS_REQUESTED, ToolCall, ToolsCompleted, ToolsRequested
 from functions.tools.settings import ToolsSettings
 from tests.support.tools import tools_server
 

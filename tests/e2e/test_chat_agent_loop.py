@@ -25,12 +25,12 @@ import pytest
 from litestar import Litestar
 
 from common.cloudevents import new_event
-from common.embedded import free_port
 from common.settings import Settings
-from eventing.broker_app import create as create_broker
-from eventing.broker_settings import load_broker_settings
+from eventing.broker.app import create as create_broker
+from eventing.broker.settings import load_broker_settings
 from eventing.client import publish
-from eventing.events import CHAT_REQUESTED
+from eventing.dev.embedded import free_port
+from eventing.schemas.chat import CHAT_REQUESTED
 from functions.chat.app import create as create_chat
 from functions.tools.app import create as create_tools
 from functions.tools.settings import ToolsSettings

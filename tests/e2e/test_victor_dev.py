@@ -115,7 +115,6 @@ def postgres_processes(data_dir: Path) -> list[int]:
     return []
 
 
-@pytest.mark.skipif(not (ROOT / "eventing" / "broker_app.py").exists(), reason="the broker is not built")
 async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a_second_trigger(
     tmp_path: Path,
 ) -> None:

@@ -15,8 +15,8 @@ import asyncpg
 import lancedb
 import pytest
 
-from common.embedded import free_port
 from common.store import migrate
+from eventing.dev.embedded import free_port
 from tests.support.databases import scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from common.cloudevents import CloudEvent
-from common.embedded import free_port
+from eventing.dev.embedded import free_port
 from tests.support.broker import (
     FAST,
     Reply,

@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from common.cloudevents import to_binary
-from common.embedded import EmbeddedRedis, free_port
+from eventing.dev.embedded import EmbeddedRedis, free_port
 from tests.support.broker import (
     Reply,
     Subscriber,

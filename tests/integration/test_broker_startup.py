@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from common.embedded import free_port
 from common.settings import SettingsError, load_settings
-from eventing.broker_app import create
+from eventing.broker.app import create
+from eventing.dev.embedded import free_port
 from tests.support.broker import broker_manifest, broker_settings, trigger_manifest, write_objects
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from eventing.cli import build_parser
+from eventing.cli.main import build_parser
 from tests.support.chat import (
     TEST_KEY,
     anthropic_env,

@@ -12,7 +12,8 @@ import pytest
 from common.cloudevents import new_event
 from common.metrics import REGISTRY
 from eventing.client import send_event
-from eventing.events import CHAT_COMPLETED, CHAT_FAILED, CHAT_REQUESTED, TOOLS_COMPLETED, TOOLS_REQUESTED
+from eventing.schemas.chat import CHAT_COMPLETED, CHAT_FAILED, CHAT_REQUESTED
+from eventing.schemas.tools import TOOLS_COMPLETED, TOOLS_REQUESTED
 from functions.chat.app import create
 from tests.support.chat import anthropic_env, chat_function, chat_settings, fake_anthropic, sse_events
 from tests.support.fake_anthropic import Failure, Reply, text, tool_use

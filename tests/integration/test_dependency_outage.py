@@ -10,7 +10,7 @@ import httpx
 
 from common.app import create_app
 from common.cloudevents import from_http
-from common.embedded import EmbeddedRedis
+from eventing.dev.embedded import EmbeddedRedis
 from functions.health.app import SPEC
 from tests.support.foundation import MakeSettings, unique
 from tests.support.servers import running

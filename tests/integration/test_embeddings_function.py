@@ -15,8 +15,14 @@ import pytest
 
 from common.cloudevents import from_http, new_event, to_binary
 from common.metrics import REGISTRY
-from eventing.embeddings_events import EmbeddingsRequested, IndexRequested, SearchRequested
-from eventing.events import EMBEDDINGS_REQUESTED, INDEX_REQUESTED, SEARCH_REQUESTED
+from eventing.schemas.embeddings import (
+    EMBEDDINGS_REQUESTED,
+    INDEX_REQUESTED,
+    SEARCH_REQUESTED,
+    EmbeddingsRequested,
+    IndexRequested,
+    SearchRequested,
+)
 from tests.support.embeddings import (  # noqa: F401 - fixtures
     copy_code_repo,
     embedding_settings,

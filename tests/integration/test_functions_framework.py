@@ -20,7 +20,7 @@ from common.cloudevents import from_http
 from common.framework_target import json_answer, make_target
 from common.function import Answer, Runtime
 from common.settings import load_settings
-from eventing.events import HEALTH_REPORTED, PING
+from eventing.schemas.health import HEALTH_REPORTED, PING
 from functions.health.app import SPEC
 from tests.support.foundation import ROOT, FakeFunction, clean_env, functions_framework, serving, unique
 from tests.support.servers import running

@@ -9,8 +9,8 @@ import httpx
 
 from common.app import create_app
 from common.cloudevents import from_http
-from common.embedded import free_port
 from common.settings import load_settings
+from eventing.dev.embedded import free_port
 from functions.health.app import SPEC, create
 from tests.conftest import Services
 from tests.support.foundation import FakeFunction, MakeSettings

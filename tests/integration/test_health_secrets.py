@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from common.embedded import free_port
+from eventing.dev.embedded import free_port
 from tests.conftest import Services
 from tests.support.foundation import clean_env, serving, unique, victor_serve
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.embedded import free_port
+from eventing.dev.embedded import free_port
 from functions.health.app import create
 from tests.conftest import Services
 from tests.support.foundation import MakeSettings, clean_env, serving, unique, victor_serve

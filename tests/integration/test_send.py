@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.embedded import free_port
+from eventing.dev.embedded import free_port
 from functions.health.app import create
 from tests.support.recorder import EventRecorder
 from tests.support.servers import running

@@ -10,8 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from common.embedded import free_port
-from eventing.supervisor import Backoff, ProcessSpec, RestartPolicy, Supervisor
+from eventing.dev.embedded import free_port
+from eventing.dev.supervisor import Backoff, ProcessSpec, RestartPolicy, Supervisor
 from tests.support.processes import alive, python, wait_for_file_lines, wait_gone
 
 ENV = dict(os.environ)
@@ -176,7 +176,7 @@ async def test_children_get_sigterm_when_the_supervisor_is_killed(tmp_path: Path
     runner = textwrap.dedent(
         f"""
         import asyncio, os, sys
-        from eventing.supervisor import ProcessSpec, Supervisor
+        from eventing.dev.supervisor import ProcessSpec, Supervisor
         async def main():
             spec = ProcessSpec("sleeper", [sys.executable, "-c", {child_code!r}], dict(os.environ))
             await Supervisor([spec]).start()

@@ -99,7 +99,7 @@ async def test_each_call_reports_its_own_error_without_failing_the_batch(make_se
 
 
 async def test_tools_keep_answering_while_redis_is_down(make_settings, tmp_path) -> None:
-    from common.embedded import EmbeddedRedis
+    from eventing.dev.embedded import EmbeddedRedis
 
     redis = EmbeddedRedis(tmp_path / "private-redis")
     url = redis.start()

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from common.embedded import free_port
 from common.settings import Settings
+from eventing.dev.embedded import free_port
 from functions.tools.settings import ToolsSettings
 from tests.support.embeddings import (  # noqa: F401 - fixtures
     copy_code_repo,

@@ -8,8 +8,7 @@ import asyncpg
 import msgspec
 
 from common.cloudevents import CloudEvent, from_http, new_event, to_binary
-from eventing.events import TOOLS_COMPLETED, TOOLS_REQUESTED
-from eventing.tools_events import ToolCall, ToolsCompleted, ToolsRequested
+from eventing.schemas.tools import TOOLS_COMPLETED, TOOLS_REQUESTED, ToolCall, ToolsCompleted, ToolsRequested
 from tests.support.tools import ToolsServer, tools_server
 
 

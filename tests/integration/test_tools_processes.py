@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 
 from common.cloudevents import from_http, new_event, to_binary
-from eventing.events import TOOLS_REQUESTED
-from eventing.tools_events import ToolCall, ToolsRequested
+from eventing.schemas.tools import TOOLS_REQUESTED, ToolCall, ToolsRequested
 from tests.support.foundation import ROOT, clean_env, functions_framework, serving, victor_serve
 from tests.support.tools import make_repository
 

@@ -23,9 +23,9 @@ import yaml
 
 from common.cloudevents import CloudEvent, from_http, new_event, to_binary
 from common.settings import Settings
-from eventing.broker import Broker
-from eventing.broker_app import BROKER_KEY, BrokerApp, create
-from eventing.broker_settings import BrokerSettings, load_broker_settings
+from eventing.broker.app import BROKER_KEY, BrokerApp, create
+from eventing.broker.dispatch import Broker
+from eventing.broker.settings import BrokerSettings, load_broker_settings
 from tests.support.recorder import read_request
 from tests.support.servers import running
 

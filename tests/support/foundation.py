@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -23,8 +22,9 @@ from typing import Any
 import httpx
 from litestar import Litestar, Request, Response, get
 
-from common.embedded import free_port
 from common.settings import Settings
+from eventing.dev.embedded import free_port
+from eventing.dev.processes import stop_process
 
 # The type of the `make_settings` fixture in tests/conftest.py.
 MakeSettings = Callable[..., Settings]
@@ -90,13 +90,7 @@ async def serving(argv: list[str], env: Mapping[str, str], log: Path) -> AsyncIt
                 raise RuntimeError(f"{argv[0]} did not answer /health/live:\n{served.output()}")
         yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, grace=15)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from common.embedded import free_port
+from eventing.dev.embedded import free_port
 
 
 @contextlib.asynccontextmanager

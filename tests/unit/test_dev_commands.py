@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eventing.dev_commands import MODULES, choose_dev_embedding_model, parse_only, plan_processes
-from eventing.dev_dead_letters import DeadLetterDisplay
-from eventing.dev_ping import PingSchedule, ScheduleError, cron_interval, load_ping_schedules, ping_forever
-from eventing.dev_services import DevDataError, prepare_data_dir
+from eventing.cli.dev import parse_only
+from eventing.dev.dead_letters import DeadLetterDisplay
+from eventing.dev.ping import PingSchedule, ScheduleError, cron_interval, load_ping_schedules, ping_forever
+from eventing.dev.runner import choose_dev_embedding_model, plan_processes
+from eventing.dev.services import DevDataError, prepare_data_dir
 from tests.support.recorder import EventRecorder
 from tests.support.servers import running
 
@@ -46,13 +47,6 @@ def test_the_users_subscriber_urls_come_after_the_dev_defaults_so_they_win() -> 
     assert broker.env["VICTOR_SUBSCRIBER_URLS"] == (
         "victor-dead-letters=http://127.0.0.1:8005,victor-dead-letters=http://dl:1,sink=http://s:2"
     )
-
-
-def test_a_function_whose_package_is_missing_is_skipped_with_the_reason() -> None:
-    modules = dict(MODULES, tools="functions.no_such_function.app")
-    plan = plan_processes(["tools", "health"], 8000, ENVIRON, modules=modules)
-    assert [spec.name for spec in plan.specs] == ["health"]
-    assert plan.skipped == {"tools": "not built yet (functions.no_such_function.app is missing)"}
 
 
 def test_only_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from eventing.delivery import DeliveryConfigError, DeliverySpec, is_retryable, parse_duration
-from eventing.triggers import (
+from eventing.broker.delivery import DeliveryConfigError, DeliverySpec, is_retryable, parse_duration
+from eventing.broker.triggers import (
     LOCAL_DEAD_LETTER_SINK,
     SubscriberDirectory,
     TriggerConfigError,

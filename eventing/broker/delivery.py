@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from common.cloudevents import CloudEvent, CloudEventError, from_http, is_cloudevent, to_binary
+from eventing.broker.http_response import read_response
+from eventing.knative_grammar import delivery_problems, duration_seconds
 
 BackoffPolicy = Literal["linear", "exponential"]
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
@@ -28,11 +29,6 @@ ERROR_DATA_MAX_BYTES = 1024
 # Knative reports a dispatch that got no HTTP answer as a 500 with this prefix in the data.
 NETWORK_ERROR_STATUS = 500
 NOT_A_CLOUDEVENT_STATUS = 502
-_DURATION = re.compile(
-    r"^P(?!$)(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
-    r"(?:T(?=\d)(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
-)
-_UNIT_SECONDS = {"weeks": 604800.0, "days": 86400.0, "hours": 3600.0, "minutes": 60.0, "seconds": 1.0}
 
 
 class DeliveryConfigError(ValueError):
@@ -40,13 +36,11 @@ class DeliveryConfigError(ValueError):
 
 
 def parse_duration(text: str, where: str) -> float:
-    """Seconds in an ISO-8601 duration such as PT0.5S, PT2M or P1DT1H."""
-    match = _DURATION.match(text.strip().upper()) if isinstance(text, str) else None
-    if match is None:
+    """Seconds in an ISO-8601 duration such as PT0.5S, PT2M or P1DT1H (Knative's grammar)."""
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise DeliveryConfigError(f"{where}: {text!r} is not an ISO-8601 duration such as PT0.2S or PT1M")
-    return float(
-        sum(float(value) * _UNIT_SECONDS[unit] for unit, value in match.groupdict().items() if value)
-    )
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -80,16 +74,10 @@ def parse_delivery(
     """
     if block is None:
         return None
-    if not isinstance(block, Mapping):
-        raise DeliveryConfigError(f"{where}: delivery must be a mapping")
+    for _rule, message in delivery_problems(block, f"{where}: delivery"):
+        raise DeliveryConfigError(message)
     retry = block.get("retry", 0)
-    if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
-        raise DeliveryConfigError(f"{where}: delivery.retry must be a whole number >= 0, got {retry!r}")
     policy = block.get("backoffPolicy", "exponential")
-    if policy not in ("linear", "exponential"):
-        raise DeliveryConfigError(
-            f"{where}: delivery.backoffPolicy must be linear or exponential, got {policy!r}"
-        )
     delay = block.get("backoffDelay")
     timeout = block.get("timeout")
     sink = block.get("deadLetterSink")
@@ -187,7 +175,7 @@ class SubscriberClient:
                     reused, (reader, writer) = await self._connection(key, origin)
                     try:
                         writer.write(request)
-                        status, response_headers, content, keep = await self._response(reader, max_body)
+                        response = await read_response(reader, max_body=max_body)
                         break
                     except (ConnectionError, asyncio.IncompleteReadError) as exc:
                         writer.close()
@@ -201,11 +189,11 @@ class SubscriberClient:
             raise TransportError(f"no answer within {timeout}s") from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
-        if keep and len(self._idle.setdefault(key, [])) < self.max_idle:
+        if response.keep_alive and len(self._idle.setdefault(key, [])) < self.max_idle:
             self._idle[key].append((reader, writer))
         else:
             writer.close()
-        return status, response_headers, content
+        return response.status, response.headers, response.body
 
     async def _connection(
         self, key: tuple[str, str, int], origin: _Origin
@@ -220,45 +208,6 @@ class SubscriberClient:
             origin.host, origin.port, ssl=origin.scheme == "https", limit=self.max_header_bytes
         )
         return False, opened
-
-    @staticmethod
-    async def _response(
-        reader: asyncio.StreamReader, max_body: int
-    ) -> tuple[int, dict[str, str], bytes, bool]:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-            version, _, rest = status_line.partition(" ")
-            status = int(rest[:3])
-            if status >= 200 or status == 101:
-                break  # 1xx interim answers (100 Continue) come before the real one
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
-        keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-        if status in (204, 304):
-            return status, headers, b"", keep
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            chunks = bytearray()
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-                if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                        pass  # trailers
-                    break
-                if len(chunks) + size > max_body:
-                    raise ValueError(f"the answer is larger than {max_body} bytes")
-                chunks += (await reader.readexactly(size + 2))[:-2]
-            return status, headers, bytes(chunks), keep
-        if "content-length" in headers:
-            length = int(headers["content-length"])
-            if length > max_body:
-                raise ValueError(f"the answer is larger than {max_body} bytes")
-            return status, headers, await reader.readexactly(length), keep
-        content = await reader.read(max_body + 1)  # no length: the body ends when the server closes
-        return status, headers, content, False
 
     async def aclose(self) -> None:
         for connections in self._idle.values():

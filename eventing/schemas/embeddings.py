@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from eventing.events import Payload
+from eventing.schemas.event_type import EventType, Payload
 
 SearchMode = Literal["vector", "hybrid"]
 
@@ -88,3 +88,17 @@ class SearchCompleted(Payload, kw_only=True):
     mode: SearchMode
     model: str
     results: list[SearchHit]
+
+
+EMBEDDINGS_REQUESTED_EVENT = EventType("ai.victor.embeddings.requested", EmbeddingsRequested)
+EMBEDDINGS_REQUESTED = EMBEDDINGS_REQUESTED_EVENT.name
+EMBEDDINGS_COMPLETED_EVENT = EventType("ai.victor.embeddings.completed", EmbeddingsCompleted)
+EMBEDDINGS_COMPLETED = EMBEDDINGS_COMPLETED_EVENT.name
+INDEX_REQUESTED_EVENT = EventType("ai.victor.index.requested", IndexRequested)
+INDEX_REQUESTED = INDEX_REQUESTED_EVENT.name
+INDEX_COMPLETED_EVENT = EventType("ai.victor.index.completed", IndexCompleted)
+INDEX_COMPLETED = INDEX_COMPLETED_EVENT.name
+SEARCH_REQUESTED_EVENT = EventType("ai.victor.search.requested", SearchRequested)
+SEARCH_REQUESTED = SEARCH_REQUESTED_EVENT.name
+SEARCH_COMPLETED_EVENT = EventType("ai.victor.search.completed", SearchCompleted)
+SEARCH_COMPLETED = SEARCH_COMPLETED_EVENT.name

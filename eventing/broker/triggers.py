@@ -10,7 +10,7 @@ naming the Trigger, never a Trigger silently ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,16 +18,21 @@ from urllib.parse import urljoin
 
 import yaml
 
-from eventing.delivery import DeliveryConfigError, DeliverySpec, parse_delivery
+from common.settings import FUNCTION_NAMES
+from eventing.broker.delivery import DeliveryConfigError, DeliverySpec, parse_delivery
+from eventing.knative_grammar import (
+    SUPPORTED_DIALECTS,
+    Problem,
+    attributes_filter_problems,
+    filter_problems,
+)
 
 log = logging.getLogger(__name__)
 EVENTING_GROUP = "eventing.knative.dev/"
 # Not a URL: a deadLetterSink `ref` with no local URL sends dead letters to the broker's own
 # Redis stream (`<stream>:dead-letters`), so the cluster's manifests run locally unchanged.
 LOCAL_DEAD_LETTER_SINK = "victor-broker:dead-letters"
-FUNCTION_SERVICES = {f"victor-{name}": name for name in ("chat", "tools", "embeddings", "health")}
-SUPPORTED_DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not")
-KNOWN_DIALECTS = (*SUPPORTED_DIALECTS, "cesql")
+FUNCTION_SERVICES = {f"victor-{name}": name for name in FUNCTION_NAMES}
 
 
 class TriggerConfigError(ValueError):
@@ -105,35 +110,20 @@ class NotFilter:
 PASS_ALL: TriggerFilter = AllFilter(())
 
 
-def _string_map(value: Any, where: str, *, allow_empty_values: bool) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not value:
-        raise TriggerConfigError(f"{where} must be a non-empty mapping of attribute names to strings")
-    result = {}
-    for name, wanted in value.items():
-        if not isinstance(name, str) or not name:
-            raise TriggerConfigError(f"{where} has an attribute name that is not a non-empty string")
-        if not isinstance(wanted, str) or (wanted == "" and not allow_empty_values):
-            raise TriggerConfigError(f"{where}.{name} must be a non-empty string, got {wanted!r}")
-        result[name] = wanted
-    return result
+def _refuse_problems(problems: Iterator[Problem]) -> None:
+    """Raise the first problem Knative's grammar found, as the broker's one-line start-up error."""
+    for _rule, message in problems:
+        raise TriggerConfigError(message)
 
 
 def parse_filter_expression(expression: Any, where: str) -> TriggerFilter:
     """One entry of `filters` (exactly one dialect), nested expressions included."""
-    if not isinstance(expression, Mapping):
-        raise TriggerConfigError(
-            f"{where} must be a mapping with one dialect ({', '.join(SUPPORTED_DIALECTS)})"
-        )
-    dialects = [key for key in expression if key in KNOWN_DIALECTS]
-    unknown = [key for key in expression if key not in KNOWN_DIALECTS]
-    if unknown:
-        raise TriggerConfigError(
-            f"{where} uses unknown filter dialect {unknown[0]!r}; supported: {', '.join(SUPPORTED_DIALECTS)}"
-        )
-    if len(dialects) != 1:
-        raise TriggerConfigError(f"{where} must use exactly one dialect, found {len(dialects)}")
-    dialect = dialects[0]
-    value = expression[dialect]
+    _refuse_problems(filter_problems(expression, where))
+    return _build_filter(expression, where)
+
+
+def _build_filter(expression: Mapping[str, Any], where: str) -> TriggerFilter:
+    [(dialect, value)] = expression.items()
     here = f"{where}.{dialect}"
     if dialect == "cesql":
         raise TriggerConfigError(
@@ -141,12 +131,10 @@ def parse_filter_expression(expression: Any, where: str) -> TriggerFilter:
             f"use {', '.join(SUPPORTED_DIALECTS)}"
         )
     if dialect in ("exact", "prefix", "suffix"):
-        return StringFilter(dialect, _string_map(value, here, allow_empty_values=False))
+        return StringFilter(dialect, dict(value))
     if dialect == "not":
-        return NotFilter(parse_filter_expression(value, here))
-    if not isinstance(value, list) or not value:
-        raise TriggerConfigError(f"{here} must be a non-empty list of filter expressions")
-    nested = [parse_filter_expression(item, f"{here}[{i}]") for i, item in enumerate(value)]
+        return NotFilter(_build_filter(value, here))
+    nested = [_build_filter(item, f"{here}[{i}]") for i, item in enumerate(value)]
     return AllFilter(nested) if dialect == "all" else AnyFilter(nested)
 
 
@@ -165,11 +153,10 @@ def parse_trigger_filter(spec: Mapping[str, Any], where: str) -> TriggerFilter:
     attributes = legacy.get("attributes") if isinstance(legacy, Mapping) else None
     if attributes is None:
         return PASS_ALL
-    if not isinstance(attributes, Mapping):
-        raise TriggerConfigError(f"{where}.filter.attributes must be a mapping of attribute names to strings")
+    _refuse_problems(attributes_filter_problems(attributes, f"{where}.filter.attributes"))
     if not attributes:
         return PASS_ALL
-    return AttributesFilter(_string_map(attributes, f"{where}.filter.attributes", allow_empty_values=True))
+    return AttributesFilter(dict(attributes))
 
 
 # ---------------------------------------------------------------- manifests

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from eventing.events import Payload
+from eventing.schemas.event_type import EventType, Payload
 
 
 class ComponentStatus(msgspec.Struct, kw_only=True):
@@ -23,3 +23,10 @@ class HealthReported(Payload, kw_only=True):
     status: Literal["ok", "degraded", "down"]
     checked_at: str
     components: list[ComponentStatus]
+
+
+# The PingSource's data is whatever its manifest says; the health function does not read it.
+PING_EVENT = EventType("dev.knative.sources.ping", None)
+PING = PING_EVENT.name
+HEALTH_REPORTED_EVENT = EventType("ai.victor.health.reported", HealthReported)
+HEALTH_REPORTED = HEALTH_REPORTED_EVENT.name

@@ -8,17 +8,16 @@ free loopback port.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import redis
+
+from eventing.dev.processes import stop_process
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -85,13 +84,8 @@ class EmbeddedRedis:
         return self.url
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, grace=5)
         self.process = None
 
 
@@ -125,31 +119,3 @@ class EmbeddedPostgres:
         if self.server is not None:
             self.server.cleanup()
             self.server = None
-
-
-@contextlib.contextmanager
-def configured_or_embedded(root: Path, env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
-    """(database URL, Redis URL): DATABASE_URL / REDIS_URL from `env`, else servers embedded under `root`.
-
-    The database is migrated; the servers started here stop when the block ends. The
-    test harness and the benchmarks start their services this one way.
-    """
-    from common.store import migrate  # asyncpg and the migrations only when services are wanted
-
-    started: list[EmbeddedPostgres | EmbeddedRedis] = []
-    database_url = env.get("DATABASE_URL")
-    redis_url = env.get("REDIS_URL")
-    try:
-        if not database_url:
-            postgres = EmbeddedPostgres(root / "pg", delete_on_stop=True)
-            database_url = postgres.start()
-            started.append(postgres)
-        if not redis_url:
-            embedded_redis = EmbeddedRedis(root / "redis")
-            redis_url = embedded_redis.start()
-            started.append(embedded_redis)
-        asyncio.run(migrate(database_url))
-        yield database_url, redis_url
-    finally:
-        for server in reversed(started):
-            server.stop()

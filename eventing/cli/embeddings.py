@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 
 from common.settings import Settings
@@ -28,6 +27,8 @@ def _url(settings: Settings) -> str:
 
 def _post(settings: Settings, route: str, body: dict[str, Any], timeout: float) -> Any | None:
     """The JSON answer, or None after printing one line saying what went wrong."""
+    import httpx  # loaded when the command runs, not for `victor serve`
+
     headers = {"authorization": f"Bearer {settings.api_key.reveal()}"} if settings.api_key else {}
     url = _url(settings)
     try:

@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from common.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx  # loaded when the command runs, not for `victor serve`
+
     url = settings.function_urls.get("chat", DEFAULT_URL)
     headers = {"authorization": f"Bearer {settings.api_key.reveal()}"} if settings.api_key else {}
     body: dict[str, Any] = {"message": args.message, "stream": not args.no_stream}

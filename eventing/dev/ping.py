@@ -25,7 +25,7 @@ import yaml
 
 from common.cloudevents import CloudEvent, now_rfc3339
 from eventing.client import DeliveryError, send_event
-from eventing.events import PING
+from eventing.schemas.health import PING
 
 log = logging.getLogger(__name__)
 _EVERY_N_MINUTES = re.compile(r"^\*/([1-9][0-9]*)$")

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from eventing.events import Payload
+from eventing.schemas.event_type import EventType, Payload
 
 
 class ChatRequested(Payload, kw_only=True):
@@ -66,3 +66,14 @@ class ChatFailed(Payload, kw_only=True):
     code: str
     error: str
     provider_status: int | None = None
+
+
+# Extension attribute carrying the conversation an event belongs to.
+CONVERSATION_ID = "conversationid"
+
+CHAT_REQUESTED_EVENT = EventType("ai.victor.chat.requested", ChatRequested)
+CHAT_REQUESTED = CHAT_REQUESTED_EVENT.name
+CHAT_COMPLETED_EVENT = EventType("ai.victor.chat.completed", ChatCompleted)
+CHAT_COMPLETED = CHAT_COMPLETED_EVENT.name
+CHAT_FAILED_EVENT = EventType("ai.victor.chat.failed", ChatFailed)
+CHAT_FAILED = CHAT_FAILED_EVENT.name

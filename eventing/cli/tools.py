@@ -11,8 +11,6 @@ import json
 import sys
 from typing import Any
 
-import httpx
-
 from common.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8002"
@@ -23,6 +21,8 @@ def _url(settings: Settings) -> str:
 
 
 def _request(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    import httpx  # loaded when the command runs, not for `victor serve`
+
     headers = {}
     if settings.api_key is not None:
         headers["authorization"] = f"Bearer {settings.api_key.reveal()}"

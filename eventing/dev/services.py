@@ -9,14 +9,14 @@ conversations, indexes and pending broker deliveries survive a restart of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.embedded import EmbeddedPostgres, EmbeddedRedis
 from common.settings import redact_url
-from common.store import migrate
+from eventing.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 
 MARKER = ".victor-dev"
 
@@ -50,10 +50,15 @@ def prepare_data_dir(directory: Path, *, fresh: bool) -> Path:
 
 
 class DevServices:
-    """Starts what the environment lacks; `stop()` stops only what this object started."""
+    """Starts what the environment lacks; `stop()` stops only what this object started.
 
-    def __init__(self, data_dir: Path, environ: Mapping[str, str]) -> None:
+    With `keep_data=False` the embedded PostgreSQL deletes its data when it stops
+    (the tests' and benchmarks' throwaway servers).
+    """
+
+    def __init__(self, data_dir: Path, environ: Mapping[str, str], *, keep_data: bool = True) -> None:
         self.data_dir = data_dir
+        self.keep_data = keep_data
         self.database_url = environ.get("DATABASE_URL") or None
         self.redis_url = environ.get("REDIS_URL") or None
         self._postgres: EmbeddedPostgres | None = None
@@ -62,8 +67,10 @@ class DevServices:
 
     def start(self) -> None:
         """Start embedded servers where no URL is configured, then apply migrations."""
+        from common.store import migrate  # asyncpg and the migrations only when services are wanted
+
         if self.database_url is None:
-            self._postgres = EmbeddedPostgres(self.data_dir / "postgres")
+            self._postgres = EmbeddedPostgres(self.data_dir / "postgres", delete_on_stop=not self.keep_data)
             self.database_url = self._postgres.start()
         if self.redis_url is None:
             self._redis = EmbeddedRedis(self.data_dir / "redis")
@@ -90,3 +97,20 @@ class DevServices:
             ServiceInfo("postgres", redact_url(self.database_url or "-"), origin[self._postgres is not None]),
             ServiceInfo("redis", redact_url(self.redis_url or "-"), origin[self._redis is not None]),
         ]
+
+
+@contextlib.contextmanager
+def configured_or_embedded(root: Path, env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """(database URL, Redis URL): DATABASE_URL / REDIS_URL from `env`, else servers embedded under `root`.
+
+    The database is migrated; the servers started here stop, and their data is
+    deleted, when the block ends. The test harness and the benchmarks start
+    their services this one way, `victor dev` through `DevServices` itself.
+    """
+    services = DevServices(root, env, keep_data=False)
+    try:
+        services.start()
+        urls = services.env()
+        yield urls["DATABASE_URL"], urls["REDIS_URL"]
+    finally:
+        services.stop()

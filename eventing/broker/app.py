@@ -31,9 +31,9 @@ from common import metrics
 from common.app import answer_response, create_app
 from common.function import Answer, FunctionSpec, Runtime, error_answer
 from common.settings import Settings, SettingsError, get_settings
-from eventing.broker import Broker
-from eventing.broker_settings import BrokerSettings, load_broker_settings
-from eventing.triggers import Manifests, SubscriberDirectory, TriggerConfigError, load_manifests
+from eventing.broker.dispatch import Broker
+from eventing.broker.settings import BrokerSettings, load_broker_settings
+from eventing.broker.triggers import Manifests, SubscriberDirectory, TriggerConfigError, load_manifests
 
 BROKER_KEY = "broker"
 INGRESS_ROUTE = "/{namespace:str}/{broker:str}"

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from eventing.events import Payload
+from eventing.schemas.event_type import EventType, Payload
 
 
 class ToolCall(msgspec.Struct, kw_only=True):
@@ -43,3 +43,9 @@ class ToolsCompleted(Payload, kw_only=True):
     conversation_id: str
     turn: int
     results: list[ToolResult]
+
+
+TOOLS_REQUESTED_EVENT = EventType("ai.victor.tools.requested", ToolsRequested)
+TOOLS_REQUESTED = TOOLS_REQUESTED_EVENT.name
+TOOLS_COMPLETED_EVENT = EventType("ai.victor.tools.completed", ToolsCompleted)
+TOOLS_COMPLETED = TOOLS_COMPLETED_EVENT.name

@@ -26,9 +26,9 @@ from redis.exceptions import RedisError, ResponseError
 from common import metrics
 from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc3339
 from common.function import Answer, error_answer
-from eventing.broker_settings import BrokerSettings
-from eventing.delivery import DeliveryResult, DeliverySpec, SubscriberClient, dead_letter, deliver
-from eventing.triggers import LOCAL_DEAD_LETTER_SINK, BrokerConfig, Trigger
+from eventing.broker.delivery import DeliveryResult, DeliverySpec, SubscriberClient, dead_letter, deliver
+from eventing.broker.settings import BrokerSettings
+from eventing.broker.triggers import LOCAL_DEAD_LETTER_SINK, BrokerConfig, Trigger
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from common.settings import EnvReader, Settings, SettingsError
-from eventing.delivery import DeliveryConfigError, parse_duration
+from eventing.broker.delivery import DeliveryConfigError, parse_duration
 
 
 class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,80 @@
+"""`victor send TYPE`: one CloudEvent to the broker (or any URL), and the reply printed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from common.cloudevents import CloudEvent, CloudEventError, new_event, to_structured
+from common.settings import Settings
+from eventing.cli.errors import fail
+from eventing.dev.ports import DEFAULT_BROKER_URL
+
+
+def parse_extensions(pairs: Sequence[str]) -> dict[str, str]:
+    extensions = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            fail(f"--extension expects NAME=VALUE, got {pair!r}")
+        extensions[name] = value
+    return extensions
+
+
+def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
+    from eventing.client import DeliveryError
+
+    try:
+        data: Any = msgspec.json.decode(args.data.encode("utf-8")) if args.data is not None else None
+    except msgspec.DecodeError as exc:
+        fail(f"--data is not valid JSON: {exc}")
+    try:
+        event = new_event(
+            args.type,
+            args.source,
+            data,
+            id=args.id,
+            subject=args.subject,
+            extensions=parse_extensions(args.extension),
+        )
+    except CloudEventError as exc:
+        fail(exc.message)
+    target = args.to or settings.broker_url or DEFAULT_BROKER_URL
+    try:
+        reply = asyncio.run(_send(target, event, args.timeout))
+    except DeliveryError as exc:
+        if exc.status == 0:
+            fail(f"cannot reach {target}: {type(exc.__cause__).__name__}", 1)
+        fail(f"{target} did not accept the event: {' '.join(str(exc).split())}", 1)
+    if reply is None:
+        print(f"accepted by {target} (no reply event)")
+    else:
+        print(to_structured(reply)[1].decode("utf-8"))
+    return 0
+
+
+async def _send(target: str, event: CloudEvent, timeout: float) -> CloudEvent | None:
+    # httpx and the client are loaded only when an event is sent (not for `victor serve`).
+    import httpx
+
+    from eventing.client import send_event
+
+    async with httpx.AsyncClient() as http:
+        return await send_event(http, target, event, timeout=timeout)
+
+
+def register(commands: Any) -> None:
+    send = commands.add_parser("send", help="send a CloudEvent to the broker (or --to a URL)")
+    send.add_argument("type", help="event type, e.g. dev.knative.sources.ping")
+    send.add_argument("--data", help="event data as JSON")
+    send.add_argument("--source", default="/victor/cli", help="event source (/victor/cli)")
+    send.add_argument("--to", help="target URL (default: VICTOR_BROKER_URL or the local broker)")
+    send.add_argument("--id", help="event id (default: a new UUID)")
+    send.add_argument("--subject", help="event subject")
+    send.add_argument("--extension", action="append", default=[], metavar="NAME=VALUE")
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+    send.set_defaults(run=cmd_send)
