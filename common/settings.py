@@ -18,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from common.workspace import SECRET_FILES
+
 Profile = Literal["development", "production"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -204,6 +206,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_key: Secret | None = None
     max_event_bytes: int = 4 * 1024 * 1024
     function_urls: dict[str, str] = msgspec.field(default_factory=dict)
+    # File names the tools and the indexer never read or write (globs, matched case-insensitively).
+    secret_files: tuple[str, ...] = SECRET_FILES
 
     @property
     def database_dsn(self) -> str | None:
@@ -254,7 +258,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_key=env.secret("VICTOR_API_KEY"),
         max_event_bytes=env.size("VICTOR_MAX_EVENT_BYTES", 4 * 1024 * 1024),
         function_urls=function_urls,
+        secret_files=secret_file_patterns(env),
     )
+
+
+def secret_file_patterns(env: EnvReader) -> tuple[str, ...]:
+    """VICTOR_SECRET_FILES: comma-separated name globs that replace the default list."""
+    raw = env.optional("VICTOR_SECRET_FILES")
+    if raw is None:
+        return SECRET_FILES
+    patterns = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for pattern in patterns:
+        if "/" in pattern:
+            raise SettingsError(
+                "VICTOR_SECRET_FILES", f"expected file-name globs such as .env or *.pem, got {pattern!r}"
+            )
+    return patterns
 
 
 @lru_cache(maxsize=1)

@@ -18,11 +18,22 @@ binary files are reported as binary instead of being decoded. Nothing is ever
 written inside git metadata (a `.git` file or directory at any depth, by name
 or through a symlink): git runs programs named in `.git/config`, so a write
 there would let the model run code.
+
+Two kinds of regular file are never read (nor written), so their content never
+reaches the model, an index or a search result:
+
+- secret files, by name (`VICTOR_SECRET_FILES`, default `SECRET_FILES`), the
+  name the path gives and the name of the file it really opens (a symlink
+  called notes.txt that leads to .env is refused too);
+- hard links (a regular file with more than one link): a hard link made
+  inside the workspace to a file outside it passes every path check, since it
+  is the file itself.
 """
 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import stat
 import uuid
@@ -37,6 +48,19 @@ BINARY_SNIFF_BYTES = 8192
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 GIT_METADATA = ".git"
+# Names of files that hold credentials; VICTOR_SECRET_FILES replaces the list.
+SECRET_FILES = (
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ed25519*",
+    ".npmrc",
+    ".pypirc",
+    ".netrc",
+    ".git-credentials",
+)
 
 
 class WorkspaceError(Exception):
@@ -89,9 +113,34 @@ def is_binary(data: bytes) -> bool:
 class Workspace:
     """The confined root; every method refuses paths that leave it with `WorkspaceError`."""
 
-    def __init__(self, root: Path, *, max_file_size: int) -> None:
+    def __init__(
+        self, root: Path, *, max_file_size: int, secret_files: tuple[str, ...] = SECRET_FILES
+    ) -> None:
         self.root = os.path.realpath(root)
         self.max_file_size = max_file_size
+        self.secret_files = secret_files
+
+    # ------------------------------------------------------------ what is never read
+
+    def is_secret(self, name: str) -> bool:
+        """Whether a file name matches the secret-file list (case-insensitively)."""
+        folded = name.casefold()
+        return any(fnmatch.fnmatchcase(folded, pattern.casefold()) for pattern in self.secret_files)
+
+    def refusal(self, shown: str, name: str, info: os.stat_result) -> WorkspaceError | None:
+        """Why the regular file `name` (stat `info`) must not be read, or None; walks skip these."""
+        if self.is_secret(name):
+            return WorkspaceError(
+                "secret_file",
+                f"{shown!r} is a secret file (its name matches VICTOR_SECRET_FILES); the tools never read it",
+            )
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            return WorkspaceError(
+                "hard_link",
+                f"{shown!r} has {info.st_nlink} hard links and may be a file from outside the workspace; "
+                "it is not read",
+            )
+        return None
 
     # ------------------------------------------------------------ path checks
 
@@ -235,6 +284,10 @@ class Workspace:
                 raise WorkspaceError("is_directory", f"{rel!r} is a directory; use list_directory")
             if not stat.S_ISREG(info.st_mode):
                 raise WorkspaceError("special_file", f"{rel!r} is not a regular file")
+            real_name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+            for name in (rel.rsplit("/", 1)[-1], real_name):
+                if (refused := self.refusal(rel, name, info)) is not None:
+                    raise refused
             if info.st_size > self.max_file_size:
                 raise WorkspaceError(
                     "too_large", f"{rel!r} is {info.st_size} bytes, over the {self.max_file_size}-byte limit"
@@ -263,6 +316,15 @@ class Workspace:
             )
         # Before any parent directory is created; checked again where the write really lands.
         self._refuse_git_metadata(os.path.realpath(os.path.join(self.root, rel)), rel)
+        for name in (
+            rel.rsplit("/", 1)[-1],
+            os.path.basename(os.path.realpath(os.path.join(self.root, rel))),
+        ):
+            if self.is_secret(name):
+                raise WorkspaceError(
+                    "secret_file",
+                    f"{rel!r} is a secret file (its name matches VICTOR_SECRET_FILES); not written",
+                )
         parent, _, name = rel.rpartition("/")
         dir_fd = self._open(parent or ".", _DIR_FLAGS, create_dirs=True)
         try:

@@ -55,8 +55,11 @@ def read_sources(
         max_file_bytes=service.settings.max_file_bytes,
         max_files=service.settings.max_files,
     )
-    # Read through the tools' confinement: a symlink swapped in after selection is still refused.
-    confined = Workspace(workspace, max_file_size=service.settings.max_file_bytes)
+    # Read through the tools' confinement: a symlink swapped in after selection is still refused, and
+    # secret files and hard links are skipped, each with its reason.
+    confined = Workspace(
+        workspace, max_file_size=service.settings.max_file_bytes, secret_files=service.secret_files
+    )
     sources = []
     for path in selection.files:
         relative = path.relative_to(workspace).as_posix()

@@ -14,6 +14,7 @@ import numpy as np
 
 from common.embedding_model import EmbeddingModel, load_model
 from common.function import Runtime, TransientFailure
+from common.workspace import SECRET_FILES
 from functions.embeddings.batcher import MicroBatcher
 from functions.embeddings.embedding_cache import EmbeddingCache
 from functions.embeddings.settings import EmbeddingSettings
@@ -29,6 +30,8 @@ class EmbeddingService:
     batcher: MicroBatcher
     cache: EmbeddingCache
     store: VectorStore
+    # The shared VICTOR_SECRET_FILES: the indexer never reads those files.
+    secret_files: tuple[str, ...] = SECRET_FILES
 
     @property
     def max_input_tokens(self) -> int:
@@ -59,6 +62,7 @@ async def start_service(runtime: Runtime, settings: EmbeddingSettings) -> Embedd
             model.dimension,
             IndexPlan(settings.vector_index_threshold, settings.vector_index_type),
         ),
+        secret_files=runtime.settings.secret_files,
     )
     runtime.state[STATE_KEY] = service
     return service

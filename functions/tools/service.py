@@ -45,7 +45,9 @@ class ToolsService:
         context = ToolContext(
             settings=settings,
             tools_settings=limits,
-            workspace=Workspace(settings.workspace_dir, max_file_size=limits.max_file_size),
+            workspace=Workspace(
+                settings.workspace_dir, max_file_size=limits.max_file_size, secret_files=settings.secret_files
+            ),
             http=runtime.http,
             embedder=embedder,
             code_index=code_index,

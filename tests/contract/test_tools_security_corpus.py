@@ -25,6 +25,18 @@ from functions.tools.settings import ToolsSettings
 from tests.support.tools import tools_server
 
 CANARY = "CANARY-7f3a-do-not-read"
+SECRETS = (
+    ".env",
+    ".env.production",
+    "deploy/server.pem",
+    "deploy/tls.KEY",
+    ".ssh/id_rsa",
+    ".ssh/id_ed25519.pub",
+    ".npmrc",
+    ".pypirc",
+    ".netrc",
+    ".git-credentials",
+)
 OLD_ATIME = 1_000_000_000  # 2001: older than the mtime, so a read would move it (relatime)
 RUN_COMMAND = ToolsSettings(
     enable_run_command=True,
@@ -55,6 +67,14 @@ def prepare(tmp_path: Path) -> tuple[Path, Path]:
     (workspace / "root_link").symlink_to("/")
     os.mkfifo(workspace / "fifo")
     (workspace / "big.txt").write_text("x" * (128 * 1024))
+    # A hard link passes every path check: it is the outside file itself.
+    os.link(canary, workspace / "hardlink.txt")
+    # Secret files, directly and behind a harmless-looking symlink.
+    for name in SECRETS:
+        path = workspace / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"TOKEN={CANARY}\n")
+    (workspace / "notes.txt").symlink_to(".env")
     return canary, sibling / "canary.txt"
 
 
@@ -91,6 +111,9 @@ def attempts(tmp_path: Path) -> list[tuple[str, dict[str, Any]]]:
         "n" * 300,
         "fifo",
         "big.txt",
+        "hardlink.txt",
+        "notes.txt",
+        *SECRETS,
     ]
     found: list[tuple[str, dict[str, Any]]] = [("read_file", {"path": path}) for path in reads]
     found += [
@@ -109,6 +132,15 @@ def attempts(tmp_path: Path) -> list[tuple[str, dict[str, Any]]]:
         ("write_file", {"path": "nested/up/new.txt", "content": "owned"}),
         ("edit_file", {"path": "canary_link", "old_text": "CANARY", "new_text": "owned"}),
         ("edit_file", {"path": "chain1", "old_text": "CANARY", "new_text": "owned"}),
+        ("edit_file", {"path": "hardlink.txt", "old_text": "CANARY", "new_text": "owned"}),
+        (
+            "edit_file",
+            {"path": ".env", "old_text": "TOKEN", "new_text": "ANTHROPIC_BASE_URL=http://evil\nTOKEN"},
+        ),
+        ("write_file", {"path": ".env", "content": "ANTHROPIC_BASE_URL=http://evil.example\n"}),
+        ("write_file", {"path": "notes.txt", "content": "ANTHROPIC_BASE_URL=http://evil.example\n"}),
+        ("grep", {"pattern": "TOKEN", "path": ".env"}),
+        ("grep", {"pattern": "CANARY", "path": "hardlink.txt"}),
         ("git_diff", {"path": "../outside"}),
         ("git_log", {"path": "/etc"}),
         ("run_command", {"argv": ["cat", "../outside/canary.txt"]}),

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 
@@ -384,3 +385,28 @@ async def test_reindexing_a_directory_drops_files_that_are_gone_but_keeps_docume
             "docs/keep.md",
             "top.md",
         ]
+
+
+async def test_the_indexer_never_reads_secret_files_or_hard_links(embeddings_app, tmp_path: Path) -> None:
+    app, settings = embeddings_app()
+    workspace = workspace_of(settings)
+    outside = tmp_path / "outside-secret.txt"
+    outside.write_text("OUTSIDE-CANARY the database password is hunter2\n")
+    (workspace / "app.py").write_text("def connect():\n    return 'database connection'\n")
+    (workspace / ".env").write_text("DATABASE_PASSWORD=ENV-CANARY-hunter2\n")
+    (workspace / "deploy").mkdir()
+    (workspace / "deploy" / "server.pem").write_text("PEM-CANARY private key for the database\n")
+    (workspace / "notes.txt").symlink_to(".env")
+    os.link(outside, workspace / "linked.txt")
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
+        await wait_started(http)
+        indexed = (await http.post("/v1/index", json={"path": ".", "collection": "secrets"})).json()
+        found = await http.post("/v1/search", json={"query": "database password", "collection": "secrets"})
+    assert indexed["files_indexed"] == 1
+    # notes.txt is a symlink to .env: the indexer takes a link's target once, and refuses that.
+    assert set(indexed["skipped"]) == {".env", "deploy/server.pem", "linked.txt"}
+    assert indexed["skipped"]["linked.txt"].startswith("'linked.txt' has 2 hard links")
+    assert "secret file" in indexed["skipped"][".env"]
+    assert "secret file" in indexed["skipped"]["deploy/server.pem"]
+    assert {r["path"] for r in found.json()["results"]} == {"app.py"}
+    assert "CANARY" not in found.text

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import SettingsError, load_settings
+from common.workspace import SECRET_FILES
 from tests.support.foundation import ROOT, clean_env, victor_serve
 
 
@@ -177,3 +178,15 @@ def test_redact_url_hides_a_password_and_leaves_urls_without_one_alone() -> None
         == "postgresql://postgres:@/postgres?host=/tmp/pg"
     )
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_secret_files_default_to_the_credential_names_and_can_be_replaced() -> None:
+    assert load_settings({}).secret_files == SECRET_FILES
+    assert ".env" in SECRET_FILES and "*.pem" in SECRET_FILES
+    replaced = load_settings({"VICTOR_SECRET_FILES": " .env , *.secret ,"})
+    assert replaced.secret_files == (".env", "*.secret")
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"VICTOR_SECRET_FILES": ".env,config/prod.yaml"})
+    assert str(refused.value) == (
+        "VICTOR_SECRET_FILES: expected file-name globs such as .env or *.pem, got 'config/prod.yaml'"
+    )

@@ -138,6 +138,9 @@ def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.sta
             except FileNotFoundError:
                 raise WorkspaceError("not_found", f"{rel!r} does not exist") from None
             if stat.S_ISREG(info.st_mode):
+                # Named on its own, a file the workspace will not read is refused, not silently skipped.
+                if (refused := ws.refusal(rel, name, info)) is not None:
+                    raise refused
                 yield rel, name, parent_fd, info
                 return
     with ws.open_directory(path) as (fd, rel):
@@ -164,15 +167,18 @@ def tree_state(ws: Workspace, path: str) -> str:
     return digest.hexdigest()
 
 
-def _read_at(dir_fd: int, name: str, limit: int) -> bytes | None:
+def read_walked(ws: Workspace, dir_fd: int, name: str) -> bytes | None:
+    """The bytes of a file a walk found; None when it is not a regular file or the workspace refuses it
+    (a secret file or a hard link: searches skip those silently, as they skip binary files)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or ws.refusal(name, name, info) is not None:
             return None
-        return read_all(fd, limit)
+        return read_all(fd, ws.max_file_size)
     finally:
         os.close(fd)
 
@@ -289,7 +295,7 @@ def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> str:
             continue
         if info.st_size > ctx.workspace.max_file_size:
             continue
-        data = _read_at(dir_fd, name, ctx.workspace.max_file_size)
+        data = read_walked(ctx.workspace, dir_fd, name)
         if data is None or is_binary(data):
             continue
         lines = data.decode("utf-8").splitlines()

@@ -30,7 +30,7 @@ from functions.tools.code_index import CodeIndex, CodeIndexError
 from functions.tools.context import ToolContext
 from functions.tools.embedder import EmbeddingsUnavailable
 from functions.tools.registry import PathAccess, ToolDefinition, ToolError
-from functions.tools.toolset.files import SKIPPED_DIRS, _read_at, file_filter, walk_files
+from functions.tools.toolset.files import SKIPPED_DIRS, file_filter, read_walked, walk_files
 
 WINDOW_LINES = 30
 MAX_WINDOWS = 4000
@@ -67,7 +67,7 @@ def _windows(ctx: ToolContext, args: CodeSearchArgs) -> list[tuple[str, list[Win
             continue
         if info.st_size == 0 or info.st_size > ctx.workspace.max_file_size:
             continue
-        data = _read_at(dir_fd, name, ctx.workspace.max_file_size)
+        data = read_walked(ctx.workspace, dir_fd, name)
         if data is None or is_binary(data):
             continue
         lines = data.decode("utf-8").splitlines()
