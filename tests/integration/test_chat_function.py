@@ -169,7 +169,7 @@ async def test_follow_up_continues_the_stored_conversation(make_settings) -> Non
     ]
     assert llm.requests[1].body["system"][0]["text"] == "S"
     assert unknown.status_code == 404
-    assert invalid.status_code == 400
+    assert invalid.status_code == 422
 
 
 async def test_tool_round_as_events_and_redelivered_results_make_one_llm_call(
