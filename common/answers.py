@@ -124,9 +124,15 @@ def too_large(limit: int) -> Refusal:
 
 def decode_body(body: bytes, model: type[T]) -> T:
     """The JSON body as `model`: 400 `invalid_json` if not JSON, 422 `invalid_request` naming the field."""
+    body = body or b"{}"
     try:
-        return msgspec.json.decode(body or b"{}", type=model)
+        return msgspec.json.decode(body, type=model)
     except msgspec.ValidationError as exc:
-        raise Refusal(422, f"invalid request body: {exc}", "invalid_request") from None
+        misfit = exc  # msgspec stops at the first misfit, perhaps before a syntax error further on
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec reports bad UTF-8 as the latter
         raise Refusal(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    try:
+        msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise Refusal(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    raise Refusal(422, f"invalid request body: {misfit}", "invalid_request")
