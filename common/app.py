@@ -199,7 +199,8 @@ def _operation_class(route: Route) -> type[Operation]:
         body = RequestBody(content={"application/json": OpenAPIMediaType(schema=schema)}, required=True)  # type: ignore[arg-type]
     answer = inline_schema(route.returns) if route.returns is not None else None
 
-    def __post_init__(self: Operation) -> None:
+    def __init__(self: Operation, *args: Any, **kwargs: Any) -> None:
+        Operation.__init__(self, *args, **kwargs)
         self.request_body = body
         if answer is not None and self.responses is not None:
             self.responses["200"] = OpenAPIResponse(
@@ -207,7 +208,7 @@ def _operation_class(route: Route) -> type[Operation]:
                 content={route.media_type: OpenAPIMediaType(schema=answer)},  # type: ignore[arg-type]
             )
 
-    return type(f"{route.handler.__name__}_operation", (Operation,), {"__post_init__": __post_init__})
+    return type(f"{route.handler.__name__}_operation", (Operation,), {"__init__": __init__})
 
 
 def _litestar_route(route: Route) -> HTTPRouteHandler:

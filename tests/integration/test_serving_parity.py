@@ -309,3 +309,28 @@ async def test_embeddings_answers_alike_in_both_modes(
         for client in clients.values():
             await wait_started(client)
         await assert_same(clients, cases(SEARCH_REQUESTED, EMBEDDINGS))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        HEALTH,
+        tools_function(ToolsSettings()),
+        chat_function(chat_settings(provider=None)),
+        embeddings_function(load_embedding_settings({})),
+    ],
+    ids=lambda spec: spec.name,
+)
+def test_the_openapi_schema_describes_every_route_of_the_table(
+    spec: FunctionSpec, parity_settings: Callable[..., Settings]
+) -> None:
+    schema = create_app(spec, parity_settings()).openapi_schema.to_schema()
+    for route in spec.routes:
+        operation = schema["paths"][route.path][route.method.lower()]
+        if route.body is not None and route.body is not bytes:
+            body = operation["requestBody"]["content"]["application/json"]["schema"]
+            assert set(body["properties"]) == set(route.body.__struct_fields__), route.path
+            assert "$ref" not in str(body)
+        if route.returns is not None:
+            answer = operation["responses"]["200"]["content"][route.media_type]["schema"]
+            assert set(answer["properties"]) == set(route.returns.__struct_fields__), route.path
