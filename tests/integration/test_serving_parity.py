@@ -11,10 +11,13 @@ must be the same.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,7 +46,8 @@ from functions.health.function import FUNCTION as HEALTH
 from functions.tools.function import build_function as tools_function
 from functions.tools.settings import ToolsSettings
 from tests.support.chat import chat_settings
-from tests.support.embeddings import minilm, wait_started  # noqa: F401 - fixtures
+from tests.support.embeddings import minilm, minilm_directory, wait_started  # noqa: F401 - fixtures
+from tests.support.foundation import ROOT, clean_env
 from tests.support.servers import running
 
 KEY = "parity-key-0123456789"
@@ -334,3 +338,18 @@ def test_the_openapi_schema_describes_every_route_of_the_table(
         if route.returns is not None:
             answer = operation["responses"]["200"]["content"][route.media_type]["schema"]
             assert set(answer["properties"]) == set(route.returns.__struct_fields__), route.path
+
+
+@pytest.mark.parametrize("name", ["chat", "tools", "embeddings", "health"])
+def test_the_functions_framework_entry_imports_nothing_from_litestar(name: str, tmp_path: Path) -> None:
+    load = (
+        "import importlib.util, sys;"
+        f"spec = importlib.util.spec_from_file_location('main', 'functions/{name}/main.py');"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec));"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'litestar'}))"
+    )
+    env = clean_env(WORKSPACE_DIR=str(tmp_path), VICTOR_EMBEDDING_MODEL=minilm_directory())
+    result = subprocess.run(
+        [sys.executable, "-c", load], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
