@@ -1,64 +1,70 @@
-"""The Litestar app factory every function uses.
+"""The Litestar app (`victor serve NAME`), generated from a `FunctionSpec`.
 
-It adds the routes every function has (health probes, /health, /metrics,
-`POST /` for CloudEvents, the OpenAPI schema), request metrics, JSON error
-bodies for every 4xx and 5xx, an optional API key on the public `/v1` routes,
-and the function's start/stop as the app's lifespan.
+It serves the routes every function has (health probes, /health, /metrics,
+`POST /` for CloudEvents, the OpenAPI schema) and one Litestar route per entry
+of the function's route table, each answered by `common.routing.serve_route`
+exactly as the functions-framework target answers it; the OpenAPI schema gets
+each route's body and answer Structs from the same table. Litestar adds request
+metrics, its own routing errors in the shared JSON error body, and the
+function's start/stop as the app's lifespan.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from typing import Any
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, Router, get, post
-from litestar.connection import ASGIConnection
-from litestar.di import Provide
-from litestar.enums import ScopeType
-from litestar.exceptions import (
-    HTTPException,
-    MethodNotAllowedException,
-    NotAuthorizedException,
-    NotFoundException,
-    ValidationException,
-)
-from litestar.handlers.base import BaseRouteHandler
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.enums import HttpMethod, ScopeType
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+from litestar.handlers import HTTPRouteHandler, asgi
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
 from litestar.plugins import PluginProtocol
 from litestar.plugins.core import MsgspecDIPlugin
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.response import Stream
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from common import metrics, tracing
-from common.function import (
-    API_KEY_REQUIRED,
-    LIVE,
-    VERSION,
+from common.answers import (
     Answer,
-    FunctionSpec,
-    HealthReport,
-    Runtime,
-    api_key_accepted,
-    handle_event_request,
-    health_state,
+    Refusal,
+    StreamedAnswer,
     internal_error_answer,
     method_not_allowed_answer,
     not_found_answer,
-    readiness,
-    startup_state,
-    too_large_answer,
+    refusal_answer,
+    status_code_name,
+    too_large,
 )
+from common.event_pipeline import handle_event_request
+from common.function import FunctionSpec, Mount, Route
+from common.probes import LIVE, HealthReport, health_state, readiness, startup_state
+from common.routing import API_KEY_REQUIRED, api_key_accepted, serve_route
+from common.runtime import VERSION, Runtime
 from common.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})  # ASGI header names are lowercase
+_PARAMETER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
-def answer_response(answer: Answer) -> Response[bytes]:
+def answer_response(answer: Answer | StreamedAnswer) -> Response[Any]:
+    if isinstance(answer, StreamedAnswer):
+        return Stream(answer.chunks, status_code=answer.status, headers=answer.headers)
     return Response(
         content=answer.body,
         status_code=answer.status,
@@ -67,58 +73,24 @@ def answer_response(answer: Answer) -> Response[bytes]:
     )
 
 
-def _error_body(status: int, code: str, detail: str, extra: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"status_code": status, "error": code, "detail": detail}
-    if extra:
-        body["extra"] = extra
-    return body
-
-
 def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own refusals (routing, body size) in the shared error body."""
     if exc.status_code == 413:  # Litestar's own answer names neither the problem's code nor the limit
-        return answer_response(too_large_answer(request.app.state.runtime.settings.max_event_bytes))
+        return answer_response(refusal_answer(too_large(request.app.state.runtime.settings.max_event_bytes)))
     # Litestar's routing errors say only "Not Found"; answer as the functions-framework target does.
-    if isinstance(exc, NotFoundException) and exc.detail == "Not Found":
+    if isinstance(exc, NotFoundException):
         return answer_response(not_found_answer(request.url.path))
     if isinstance(exc, MethodNotAllowedException):
         offered = (exc.headers or {}).get("allow", "").split(",")
         allowed = [method.strip() for method in offered if method.strip() not in ("", "OPTIONS")]
         return answer_response(method_not_allowed_answer(request.url.path, allowed))
-    code = "invalid_request" if isinstance(exc, ValidationException) else exc.__class__.__name__
-    code = {
-        "NotFoundException": "not_found",
-        "MethodNotAllowedException": "method_not_allowed",
-        "NotAuthorizedException": "unauthorized",
-        "PermissionDeniedException": "forbidden",
-        "TooManyRequestsException": "too_many_requests",
-        "ClientException": "bad_request",
-        "InternalServerException": "internal_error",
-        "ServiceUnavailableException": "unavailable",
-    }.get(code, code)
-    if code == "HTTPException":  # raised with only a status: name the status ("conflict", "bad_request")
-        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    headers = dict(exc.headers or {})
-    return Response(
-        _error_body(exc.status_code, code, exc.detail, exc.extra),
-        status_code=exc.status_code,
-        headers=headers,
-        media_type=MediaType.JSON,
-    )
+    refusal = Refusal(exc.status_code, exc.detail, status_code_name(exc.status_code), headers=exc.headers)
+    return answer_response(refusal_answer(refusal))
 
 
 def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return answer_response(internal_error_answer())
-
-
-async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard for the public /v1 routes: needs VICTOR_API_KEY when one is set.
-
-    Async so that Litestar does not hand every guarded request to a worker thread.
-    """
-    settings: Settings = connection.app.state.runtime.settings
-    if not api_key_accepted(settings, connection.headers):
-        raise NotAuthorizedException(API_KEY_REQUIRED)
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:
@@ -155,8 +127,8 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def runtime_dependency(request: Request[Any, Any, Any]) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+def _runtime(request: Request[Any, Any, Any]) -> Runtime[Any]:
+    runtime: Runtime[Any] = request.app.state.runtime
     return runtime
 
 
@@ -167,23 +139,23 @@ def live() -> dict[str, str]:
 
 
 @get("/health/startup", include_in_schema=False)
-async def startup(runtime: Runtime) -> Response[dict[str, str]]:
+async def startup(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """Startup: 200 once the function's start (model loading, for example) has finished."""
-    status, body = startup_state(runtime)
+    status, body = startup_state(_runtime(request))
     return Response(body, status_code=status)
 
 
 @get("/health/ready", include_in_schema=False)
-async def ready(runtime: Runtime) -> Response[dict[str, str]]:
+async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """Readiness: 200 when started and every required dependency answers."""
-    status, body = await readiness(runtime)
+    status, body = await readiness(_runtime(request))
     return Response(body, status_code=status)
 
 
 @get("/health")
-async def health(runtime: Runtime) -> Response[HealthReport]:
+async def health(request: Request[Any, Any, Any]) -> Response[HealthReport]:
     """Each dependency's state and latency; 503 when the function is not ready."""
-    status, report = await health_state(runtime)
+    status, report = await health_state(_runtime(request))
     return Response(report, status_code=status)
 
 
@@ -194,10 +166,106 @@ async def prometheus_metrics() -> Response[bytes]:
 
 
 @post("/", status_code=202, summary="Deliver a CloudEvent (binary or structured mode)")
-async def receive_event(request: Request[Any, Any, Any], runtime: Runtime) -> Response[bytes]:
+async def receive_event(request: Request[Any, Any, Any]) -> Response[Any]:
     """Answered 202 with an empty body, or 200 with exactly one CloudEvent (the reply)."""
     body = await request.body()
-    return answer_response(await handle_event_request(runtime, dict(request.headers), body))
+    return answer_response(await handle_event_request(_runtime(request), dict(request.headers), body))
+
+
+def inline_schema(model: Any) -> dict[str, Any]:
+    """`model`'s JSON Schema with every definition written in place (route Structs are not recursive)."""
+    (schema,), definitions = msgspec.json.schema_components([model], ref_template="{name}")
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def _operation_class(route: Route) -> type[Operation]:
+    """An OpenAPI operation that describes the route's body and answer from the route table."""
+    body = None
+    if route.body is bytes:
+        body = RequestBody(content={"application/json": OpenAPIMediaType(schema=Schema())}, required=False)
+    elif route.body is not None:
+        schema = inline_schema(route.body)
+        body = RequestBody(content={"application/json": OpenAPIMediaType(schema=schema)}, required=True)  # type: ignore[arg-type]
+    answer = inline_schema(route.returns) if route.returns is not None else None
+
+    def __init__(self: Operation, *args: Any, **kwargs: Any) -> None:
+        Operation.__init__(self, *args, **kwargs)
+        self.request_body = body
+        if answer is not None and self.responses is not None:
+            self.responses["200"] = OpenAPIResponse(
+                description="OK",
+                content={route.media_type: OpenAPIMediaType(schema=answer)},  # type: ignore[arg-type]
+            )
+
+    return type(f"{route.handler.__name__}_operation", (Operation,), {"__init__": __init__})
+
+
+def _litestar_route(route: Route) -> HTTPRouteHandler:
+    """The Litestar handler of one route of the table, answered by `serve_route`."""
+
+    async def read_body(request: Request[Any, Any, Any]) -> bytes:
+        try:
+            return await request.body()
+        except HTTPException as exc:
+            if exc.status_code == 413:
+                raise too_large(_runtime(request).settings.max_event_bytes) from None
+            raise
+
+    async def handler(request: Request[Any, Any, Any]) -> Response[Any]:
+        answer = await serve_route(
+            _runtime(request), route, request.path_params, request.headers, lambda: read_body(request)
+        )
+        return answer_response(answer)
+
+    handler.__name__ = handler.__qualname__ = route.handler.__name__
+    handler.__doc__ = route.handler.__doc__
+    path = _PARAMETER.sub(r"{\1:str}", route.path)
+    return HTTPRouteHandler(
+        path=path,
+        http_method=HttpMethod(route.method),
+        status_code=200,
+        summary=route.summary,
+        description=route.description or route.handler.__doc__,
+        operation_class=_operation_class(route),
+        signature_namespace={"Request": Request, "Response": Response, "Any": Any},
+    )(handler)
+
+
+def _litestar_mount(mount: Mount) -> Any:
+    """The mount as a Litestar ASGI handler, behind the same API key as the route table."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        runtime: Runtime[Any] = scope["app"].state.runtime
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        if not api_key_accepted(runtime.settings, headers):
+            answer = refusal_answer(Refusal(401, API_KEY_REQUIRED, "unauthorized"))
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": answer.status,
+                "headers": [(k.encode(), v.encode()) for k, v in answer.headers.items()],
+            }
+            await send(start)
+            body: HTTPResponseBodyEvent = {
+                "type": "http.response.body",
+                "body": answer.body,
+                "more_body": False,
+            }
+            await send(body)
+            return
+        await mount.app(runtime, scope, receive, send)
+
+    return asgi(mount.path, is_mount=True, copy_scope=True)(app)
 
 
 class _MsgspecLitestar(Litestar):
@@ -227,10 +295,9 @@ def create_app(spec: FunctionSpec, settings: Settings | None = None) -> Litestar
         finally:
             await runtime.stop()
 
-    public = Router(path="/", route_handlers=list(spec.routes), guards=[require_api_key])
+    own = [_litestar_route(route) for route in spec.routes] + [_litestar_mount(m) for m in spec.mounts]
     app = _MsgspecLitestar(
-        route_handlers=[live, startup, ready, health, prometheus_metrics, receive_event, public],
-        dependencies={"runtime": Provide(runtime_dependency, sync_to_thread=False)},
+        route_handlers=[live, startup, ready, health, prometheus_metrics, receive_event, *own],
         lifespan=[lifespan],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled},
         openapi_config=OpenAPIConfig(title=f"Victor {spec.name} function", version=VERSION, path="/schema"),

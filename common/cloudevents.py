@@ -19,6 +19,8 @@ from urllib.parse import quote, unquote_to_bytes
 
 import msgspec
 
+from common.answers import Refusal
+
 SPEC_VERSIONS = ("1.0", "0.3")
 REQUIRED = ("id", "source", "type")
 CONTEXT_ATTRIBUTES = frozenset(
@@ -41,14 +43,11 @@ T = TypeVar("T")
 _NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError)
 
 
-class CloudEventError(Exception):
+class CloudEventError(Refusal):
     """An incoming event cannot be accepted; `status` is the HTTP answer (400, 413, 415, 422)."""
 
     def __init__(self, status: int, message: str, code: str = "invalid_event") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
+        super().__init__(status, message, code)
 
 
 class CloudEvent(msgspec.Struct, frozen=True, kw_only=True):

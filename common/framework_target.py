@@ -1,13 +1,13 @@
-"""A functions-framework HTTP target built from a `FunctionSpec`.
+"""The functions-framework HTTP target, generated from a `FunctionSpec`.
 
 `functions-framework --asgi --target handle --source functions/<name>/main.py`
-serves every path through one async function of a Starlette request. This
-module makes that function: it serves the same shared routes as the Litestar
-app (probes, /health, /metrics, `POST /` for CloudEvents) through the same
-framework-free core in `common.function`, plus the function's own routes given
-as `extra_routes`. The functions-framework `cloud_event` signature is not used
-on purpose: it answers every event with a plain "OK" body, which a Knative
-Trigger turns into a 502.
+serves every path through one async function of a Starlette request; `target`
+makes it from the function's declaration: the shared routes (probes, /health,
+/metrics, `POST /` for CloudEvents) and the function's own route table, served
+through the same framework-free code as the Litestar app, so both modes answer
+alike. Nothing here imports Litestar. The functions-framework `cloud_event`
+signature is not used on purpose: it answers every event with a plain "OK"
+body, which a Knative Trigger turns into a 502.
 
 There is no lifespan under functions-framework, so the runtime is created and
 started on the first request (once, under a lock).
@@ -17,71 +17,51 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from common import metrics, tracing
-from common.function import (
-    API_KEY_REQUIRED,
-    LIVE,
+from common.answers import (
     Answer,
-    FunctionSpec,
-    Runtime,
-    api_key_accepted,
-    error_answer,
-    exit_cleanly_after_graceful_shutdown,
-    handle_event_request,
-    health_state,
+    Refusal,
+    StreamedAnswer,
     internal_error_answer,
+    json_answer,
     method_not_allowed_answer,
     not_found_answer,
-    readiness,
-    startup_state,
-    too_large_answer,
+    refusal_answer,
+    too_large,
 )
+from common.event_pipeline import handle_event_request
+from common.function import FunctionSpec
 from common.logging import configure_logging
+from common.probes import LIVE, health_state, readiness, startup_state
+from common.routing import RouteTable, serve_route
+from common.runtime import Runtime, exit_cleanly_after_graceful_shutdown
 from common.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# A function's own route: it gets the request and the runtime and gives an answer.
-RouteHandler = Callable[[Request, Runtime], Awaitable[Answer]]
 Target = Callable[[Request], Awaitable[Response]]
 _SHARED_GET = ("/health/live", "/health/startup", "/health/ready", "/health", "/metrics")
 
 
-def json_answer(status: int, body: Any) -> Answer:
-    """`body` (dicts, lists, msgspec Structs) as a JSON answer."""
-    return Answer(status, {"content-type": "application/json"}, msgspec.json.encode(body))
-
-
 class FrameworkTarget:
-    """Dispatches functions-framework requests to the shared answers and the function's routes."""
+    """Dispatches functions-framework requests to the shared answers and the function's route table."""
 
-    def __init__(
-        self,
-        spec: FunctionSpec,
-        settings: Settings | None,
-        extra_routes: Mapping[tuple[str, str], RouteHandler],
-    ) -> None:
+    def __init__(self, spec: FunctionSpec, settings: Settings | None) -> None:
         self.spec = spec
         self._settings = settings
-        self.routes = [
-            _Route.compile(method, template, handler) for (method, template), handler in extra_routes.items()
-        ]
-        self.runtime: Runtime | None = None
+        self.table = RouteTable(spec.routes)
+        self.runtime: Runtime[Any] | None = None
         self._lock = asyncio.Lock()
 
-    async def ensure_runtime(self) -> Runtime:
+    async def ensure_runtime(self) -> Runtime[Any]:
         """The started runtime; the first request creates and starts it."""
         if self.runtime is not None:
             return self.runtime
@@ -98,84 +78,53 @@ class FrameworkTarget:
                 self.runtime = runtime
         return self.runtime
 
-    def resolve(self, path: str) -> tuple[str | None, dict[str, _Route], dict[str, str]]:
-        """The route template `path` matches (None if none), its routes by method, and path parameters."""
-        if path in _SHARED_GET:
-            return path, {}, {}
-        if path == "/":
-            return path, {}, {}
-        for route in self.routes:
-            found = route.pattern.fullmatch(path)
-            if found is not None:
-                by_method = {r.method: r for r in self.routes if r.template == route.template}
-                return route.template, by_method, found.groupdict()
-        return None, {}, {}
-
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
         method, path = request.method.upper(), request.url.path
         runtime = await self.ensure_runtime()
-        template, routes, params = self.resolve(path)
-        allowed = (
-            sorted(routes) if routes else ["GET"] if path in _SHARED_GET else ["POST"] if path == "/" else []
-        )
+        template: str | None
+        if path in _SHARED_GET:
+            template, allowed = path, ["GET"]
+        elif path == "/":
+            template, allowed = path, ["POST"]
+        else:
+            found, routes, params = self.table.match(path)
+            template, allowed = found, sorted(routes)
         route = template if template is not None and method in allowed else "unmatched"
+        limit = runtime.settings.max_event_bytes
+
+        async def read() -> bytes:
+            body = await read_body(request, limit)
+            if body is None:
+                raise too_large(limit)
+            return body
+
+        answer: Answer | StreamedAnswer
         with tracing.server_span(method, path, dict(request.headers)):
             try:
                 if template is None:
                     answer = not_found_answer(path)
                 elif method not in allowed:
                     answer = method_not_allowed_answer(path, allowed)
-                elif routes:
-                    request.scope["path_params"] = params
-                    answer = await self.own_route(runtime, request, routes[method])
+                elif path == "/":
+                    try:
+                        answer = await handle_event_request(runtime, dict(request.headers), await read())
+                    except Refusal as exc:
+                        answer = refusal_answer(exc)
+                elif path in _SHARED_GET:
+                    answer = await shared_answer(runtime, path)
                 else:
-                    answer = await self.shared_route(runtime, request, path)
+                    answer = await serve_route(runtime, routes[method], params, request.headers, read)
             except Exception:  # the same JSON 500 as the Litestar app, never functions-framework's text page
                 log.exception("unhandled error on %s %s", method, path)
                 answer = internal_error_answer()
         metrics.record_request(self.spec.name, method, route, answer.status, time.perf_counter() - started)
+        if isinstance(answer, StreamedAnswer):
+            return StreamingResponse(answer.chunks, status_code=answer.status, headers=answer.headers)
         return Response(answer.body, status_code=answer.status, headers=answer.headers)
 
-    async def own_route(self, runtime: Runtime, request: Request, route: _Route) -> Answer:
-        if not api_key_accepted(runtime.settings, request.headers):
-            return error_answer(401, "unauthorized", API_KEY_REQUIRED)
-        # The same body limit as the Litestar app's, for every route; Starlette keeps the body read
-        # here, so the route's own `await request.body()` gets it without reading again.
-        body = await read_body(request, runtime.settings.max_event_bytes)
-        if body is None:
-            return too_large_answer(runtime.settings.max_event_bytes)
-        request._body = body
-        return await route.handler(request, runtime)
 
-    async def shared_route(self, runtime: Runtime, request: Request, path: str) -> Answer:
-        if path == "/":
-            body = await read_body(request, runtime.settings.max_event_bytes)
-            if body is None:
-                return too_large_answer(runtime.settings.max_event_bytes)
-            return await handle_event_request(runtime, dict(request.headers), body)
-        return await shared_answer(runtime, path)
-
-
-@dataclass(frozen=True)
-class _Route:
-    """One of the function's own routes; `{name}` in the template matches one path segment."""
-
-    method: str
-    template: str
-    pattern: re.Pattern[str]
-    handler: RouteHandler
-
-    @classmethod
-    def compile(cls, method: str, template: str, handler: RouteHandler) -> _Route:
-        pattern = "".join(
-            f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") and part.endswith("}") else re.escape(part)
-            for part in re.split(r"(\{[a-z_][a-z0-9_]*\})", template)
-        )
-        return cls(method.upper(), template, re.compile(pattern), handler)
-
-
-async def shared_answer(runtime: Runtime, path: str) -> Answer:
+async def shared_answer(runtime: Runtime[Any], path: str) -> Answer:
     """The answer of one of the shared GET routes."""
     if path == "/health/live":
         return json_answer(*LIVE)
@@ -222,23 +171,16 @@ def entry_settings() -> Settings:
     return settings
 
 
-def make_target(
-    spec: FunctionSpec,
-    settings: Settings | None = None,
-    *,
-    extra_routes: Mapping[tuple[str, str], RouteHandler] | None = None,
-) -> Target:
-    """An async functions-framework HTTP target serving `spec` like the Litestar app does.
+def target(spec: FunctionSpec, settings: Settings | None = None) -> Target:
+    """The async functions-framework HTTP target serving `spec` as `victor serve` does.
 
-    `extra_routes` maps (method, path template) to the function's own routes; a
-    `{name}` segment matches one path segment and reaches the handler as
-    `request.path_params["name"]`. They need VICTOR_API_KEY when one is set, as
-    in the Litestar app. Settings default to the process's, read on the first request.
+    Settings default to the process's, read on the first request. The target's
+    `dispatcher` attribute holds the `FrameworkTarget` (tests reach the runtime through it).
     """
-    dispatcher = FrameworkTarget(spec, settings, extra_routes or {})
+    dispatcher = FrameworkTarget(spec, settings)
 
-    async def target(request: Request) -> Response:
+    async def handle(request: Request) -> Response:
         return await dispatcher(request)
 
-    target.dispatcher = dispatcher  # type: ignore[attr-defined]
-    return target
+    handle.dispatcher = dispatcher  # type: ignore[attr-defined]
+    return handle

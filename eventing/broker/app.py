@@ -21,15 +21,17 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as redis
-from litestar import Litestar, Request, Response, post
+from litestar import Litestar
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import metrics
-from common.app import answer_response, create_app
-from common.function import Answer, FunctionSpec, Runtime, error_answer
+from common.answers import Answer, error_answer
+from common.app import create_app
+from common.function import Call, FunctionSpec, Route
+from common.runtime import Runtime
 from common.settings import Settings, SettingsError, get_settings
 from eventing.broker.dispatch import Broker
 from eventing.broker.settings import BrokerSettings, load_broker_settings
@@ -39,20 +41,22 @@ BROKER_KEY = "broker"
 INGRESS_ROUTE = "/{namespace:str}/{broker:str}"
 
 
-@post(
-    "/{namespace:str}/{broker:str}",
-    status_code=202,
-    summary="Broker ingress: accept one CloudEvent (binary or structured mode)",
-)
-async def ingress(
-    namespace: str, broker: str, request: Request[Any, Any, Any], runtime: Runtime
-) -> Response[bytes]:
+async def ingress(call: Call[bytes], runtime: Runtime[dict[str, Any]]) -> Answer:
     """202 with an empty body once the event is stored; 400 invalid event, 404 unknown broker."""
     served: Broker | None = runtime.state.get(BROKER_KEY)
     if served is None:
-        return answer_response(error_answer(503, "starting", "the broker is starting; retry"))
-    body = await request.body()
-    return answer_response(await served.ingress(namespace, broker, dict(request.headers), body))
+        return error_answer(503, "starting", "the broker is starting; retry")
+    params = call.params
+    return await served.ingress(params["namespace"], params["broker"], dict(call.headers), call.body)
+
+
+INGRESS = Route(
+    "POST",
+    "/{namespace}/{broker}",
+    ingress,
+    bytes,
+    summary="Broker ingress: accept one CloudEvent (binary or structured mode)",
+)
 
 
 class BrokerApp:
@@ -133,7 +137,7 @@ def create(settings: Settings | None = None, broker_settings: BrokerSettings | N
     manifests = load_triggers(config)
     redis_url = settings.redis_url
 
-    async def start(runtime: Runtime) -> None:
+    async def start(runtime: Runtime[dict[str, Any]]) -> None:
         # A client of its own: blocking stream reads must not share the cache's short socket timeout.
         # Retrying a dropped connection makes a Redis restart invisible to publishers (a retried
         # XADD may store an event twice: at-least-once).
@@ -154,12 +158,12 @@ def create(settings: Settings | None = None, broker_settings: BrokerSettings | N
         await served.start()
         runtime.state[BROKER_KEY] = served
 
-    async def stop(runtime: Runtime) -> None:
+    async def stop(runtime: Runtime[dict[str, Any]]) -> None:
         served: Broker | None = runtime.state.pop(BROKER_KEY, None)
         if served is not None:
             await served.stop()
             await served.client.aclose()
 
-    spec = FunctionSpec(name="broker", routes=[ingress], requires=("redis",), start=start, stop=stop)
+    spec = FunctionSpec(name="broker", routes=[INGRESS], requires=("redis",), start=start, stop=stop)
     app = create_app(spec, msgspec.structs.replace(settings, api_key=None))
     return BrokerApp(app, settings.max_event_bytes)

@@ -24,8 +24,8 @@ from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError, ResponseError
 
 from common import metrics
+from common.answers import Answer, error_answer
 from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc3339
-from common.function import Answer, error_answer
 from eventing.broker.delivery import DeliveryResult, DeliverySpec, SubscriberClient, dead_letter, deliver
 from eventing.broker.settings import BrokerSettings
 from eventing.broker.triggers import LOCAL_DEAD_LETTER_SINK, BrokerConfig, Trigger

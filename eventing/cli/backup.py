@@ -290,7 +290,7 @@ def _remove_contents(directory: Path, *, remove_directory: bool) -> None:
 
 
 def _victor_version() -> str:
-    from common.function import VERSION
+    from common.runtime import VERSION
 
     return VERSION
 

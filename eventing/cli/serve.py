@@ -24,9 +24,9 @@ def serve(name: str, settings: Settings, host: str = "0.0.0.0") -> None:
     """Serve one function on $PORT until SIGTERM; in-flight requests finish first."""
     import uvicorn
 
-    from common.function import exit_cleanly_after_graceful_shutdown
     from common.logging import configure_logging
     from common.metrics import serve_separately
+    from common.runtime import exit_cleanly_after_graceful_shutdown
 
     configure_logging(settings)
     if settings.metrics_port:

@@ -1,10 +1,12 @@
-"""The chat function's handlers: the two events of the loop, and the HTTP request that drives it.
+"""The chat function's handlers: the two events of the loop, and the HTTP routes that drive and show it.
 
 POST /v1/chat starts the same loop the events run. With a broker
 (VICTOR_BROKER_URL or K_SINK) it publishes `ai.victor.chat.requested` and the
 steps run wherever the Triggers deliver them; without one, this replica drives
-the chain itself, sending each `ai.victor.tools.requested` to the tools function
-(VICTOR_TOOLS_URL) as a CloudEvent and handling the reply. Through the broker
+the chain itself, each step through the same event pipeline as a delivery
+(idempotency claim, event metrics, span), sending each
+`ai.victor.tools.requested` to the tools function (VICTOR_TOOLS_URL) as a
+CloudEvent and handling the reply the same way. Through the broker
 the caller waits on the request's Redis channel (and, as a backstop when Redis
 is quiet or down, on the store), so it learns the outcome whichever replica
 ran each step; run here, it awaits the chain itself. A streamed request always
@@ -22,8 +24,11 @@ from typing import Annotated, Any
 
 import msgspec
 
+from common.answers import Refusal, StreamedAnswer, json_answer
 from common.cloudevents import CloudEvent, decode_data, new_event
-from common.function import Runtime, TransientFailure
+from common.event_pipeline import process_event
+from common.function import Call
+from common.runtime import Runtime
 from eventing.client import DeliveryError, publish, send_event
 from eventing.schemas.chat import CHAT_COMPLETED, CHAT_REQUESTED, CONVERSATION_ID, ChatFailed, ChatRequested
 from eventing.schemas.tools import (
@@ -34,7 +39,8 @@ from eventing.schemas.tools import (
     ToolsRequested,
 )
 from functions.chat import progress_channel
-from functions.chat.loop import ChatLoop
+from functions.chat.conversation_store import ConversationView
+from functions.chat.service import ChatLoop, ChatState
 from functions.chat.settings import UNCONFIGURED_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -63,23 +69,28 @@ class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stream: bool = False
 
 
-def loop_of(runtime: Runtime) -> ChatLoop:
-    loop: ChatLoop = runtime.state["loop"]
-    return loop
+Chat = Runtime[ChatState]
 
 
-async def on_chat_requested(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+def loop_of(runtime: Chat) -> ChatLoop:
+    """The started loop; 503 before start has finished."""
+    if runtime.state.loop is None:
+        raise Refusal.unavailable("the chat function is starting")
+    return runtime.state.loop
+
+
+async def on_chat_requested(event: CloudEvent, runtime: Chat) -> CloudEvent:
     return await loop_of(runtime).on_chat_requested(event, decode_data(event, ChatRequested))
 
 
-async def on_tools_completed(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+async def on_tools_completed(event: CloudEvent, runtime: Chat) -> CloudEvent:
     return await loop_of(runtime).on_tools_completed(decode_data(event, ToolsCompleted))
 
 
 class ChatRun:
     """One POST /v1/chat: starts the loop and follows its progress on the request's channel."""
 
-    def __init__(self, runtime: Runtime, body: ChatBody) -> None:
+    def __init__(self, runtime: Chat, body: ChatBody) -> None:
         self.runtime = runtime
         self.loop = loop_of(runtime)
         self.conversation_id = body.conversation_id or str(uuid.uuid4())
@@ -115,19 +126,19 @@ class ChatRun:
                 await publish(self.runtime.http, broker, self.event)
             except DeliveryError as exc:
                 await self.subscription.close()
-                raise TransientFailure(f"the broker did not accept the chat request: {exc}") from exc
+                raise Refusal.unavailable(f"the broker did not accept the chat request: {exc}") from exc
         else:
             self.driver = self.runtime.background(self.drive_here(), f"chat-{self.request_id}")
 
     async def drive_here(self) -> progress_channel.StreamMessage:
-        """Run the chain in this process: chat steps here, tool rounds on the tools function over HTTP."""
+        """Run the chain in this process: each chat step through the event pipeline, as a broker delivery
+        would, and tool rounds on the tools function over HTTP."""
         try:
-            reply = await self.loop.on_chat_requested(self.event, decode_data(self.event, ChatRequested))
+            reply = await self.step(self.event)
             for _ in range(self.loop.chat.max_tool_rounds + 1):
                 if reply.type != TOOLS_REQUESTED:
                     break
-                completed = await self.run_tools(reply)
-                reply = await self.loop.on_tools_completed(decode_data(completed, ToolsCompleted))
+                reply = await self.step(await self.run_tools(reply))
             return progress_channel.StreamMessage(
                 kind="done" if reply.type == CHAT_COMPLETED else "error", data=reply.json()
             )
@@ -142,6 +153,12 @@ class ChatRun:
             data = msgspec.to_builtins(failed)
             await progress_channel.publish(self.runtime.cache, self.request_id, "error", data)
             return progress_channel.StreamMessage(kind="error", data=data)
+
+    async def step(self, event: CloudEvent) -> CloudEvent:
+        reply = await process_event(self.runtime, event)
+        if reply is None:  # chat's handlers always reply; a None would be a stored empty answer
+            raise Refusal.unavailable(f"the chat step for {event.type} gave no reply")
+        return reply
 
     async def run_tools(self, request: CloudEvent) -> CloudEvent:
         tools_url = self.runtime.settings.function_urls.get("tools")
@@ -160,7 +177,7 @@ class ChatRun:
             return new_event(TOOLS_COMPLETED, "/victor/chat/local", payload)
         reply = await send_event(self.runtime.http, f"{tools_url}/", request, timeout=600.0)
         if reply is None or reply.type != TOOLS_COMPLETED:
-            raise TransientFailure(f"the tools function did not reply with {TOOLS_COMPLETED}")
+            raise Refusal.unavailable(f"the tools function did not reply with {TOOLS_COMPLETED}")
         return reply
 
     async def progress(self) -> AsyncIterator[progress_channel.StreamMessage]:
@@ -222,30 +239,50 @@ def failure_status(data: dict[str, Any]) -> int:
     return FAILURE_STATUS.get(str(data.get("code")), 504 if data.get("code") == "wait_timeout" else 502)
 
 
-class ChatRejected(Exception):
-    """POST /v1/chat cannot start: `status` and a one-line `message` for the caller."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-async def start_chat(runtime: Runtime, body: ChatBody) -> ChatRun:
-    """Check the request and start its loop; raises `ChatRejected` (503 unconfigured, 404, 503 broker)."""
+async def start_chat(runtime: Chat, body: ChatBody) -> ChatRun:
+    """Check the request and start its loop: 503 when unconfigured or the broker refuses, 404 for an
+    unknown conversation."""
     loop = loop_of(runtime)
     if loop.provider is None:
-        raise ChatRejected(503, UNCONFIGURED_MESSAGE)
+        raise Refusal.unavailable(UNCONFIGURED_MESSAGE)
     if body.conversation_id is not None and not await loop.conversations.exists(body.conversation_id):
-        raise ChatRejected(
-            404, f"conversation {body.conversation_id} does not exist; omit conversation_id to start one"
+        raise Refusal(
+            404,
+            f"conversation {body.conversation_id} does not exist; omit conversation_id to start one",
+            "not_found",
         )
     run = ChatRun(runtime, body)
-    try:
-        await run.start()
-    except TransientFailure as exc:
-        raise ChatRejected(503, str(exc)) from exc
+    await run.start()
     return run
+
+
+async def post_chat(call: Call[ChatBody], runtime: Chat) -> Any:
+    """The final answer with the tool calls made and the usage; with `stream: true`, SSE events
+    `text`, `tool_call`, `tool_result`, then `done` (the same JSON as the plain answer) or `error`."""
+    run = await start_chat(runtime, call.body)
+    headers = {"x-conversation-id": run.conversation_id, "x-request-id": run.request_id}
+    if call.body.stream:
+        headers = {**headers, "content-type": "text/event-stream", "cache-control": "no-cache"}
+        return StreamedAnswer(200, headers, _frames(run))
+    final = await run.outcome()
+    if final.kind != "done":
+        code = str(final.data.get("code") or "chat_failed")
+        raise Refusal(failure_status(final.data), str(final.data.get("error")), code, extra=final.data)
+    return json_answer(200, final.data, headers)
+
+
+async def _frames(run: ChatRun) -> AsyncIterator[bytes]:
+    async for message in run.progress():
+        yield sse_frame(message)
+
+
+async def get_conversation(call: Call[None], runtime: Chat) -> ConversationView:
+    """The stored conversation: messages (content blocks), requests, tool calls, LLM calls, usage."""
+    conversation_id = call.params["conversation_id"]
+    view = await loop_of(runtime).conversations.view(conversation_id)
+    if view is None:
+        raise Refusal(404, f"conversation {conversation_id} does not exist", "not_found")
+    return view
 
 
 def sse_frame(message: progress_channel.StreamMessage) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from common.function import TransientFailure
+from common.answers import Refusal
 from common.settings import Settings
 from common.tracing import current_headers
 from functions.chat.providers.base import ToolSpec
@@ -75,10 +75,14 @@ class ToolSelectionClient:
                 method, f"{self.url}{path}", json=body, headers=current_headers(), timeout=30.0
             )
         except httpx.HTTPError as exc:
-            raise TransientFailure(f"cannot reach the tools function ({path}): {type(exc).__name__}") from exc
+            raise Refusal.unavailable(
+                f"cannot reach the tools function ({path}): {type(exc).__name__}"
+            ) from exc
         if response.status_code != 200:
-            raise TransientFailure(f"the tools function answered {response.status_code} to {method} {path}")
+            raise Refusal.unavailable(
+                f"the tools function answered {response.status_code} to {method} {path}"
+            )
         try:
             return msgspec.json.decode(response.content, type=model)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise TransientFailure(f"the tools function's answer to {path} does not fit: {exc}") from exc
+            raise Refusal.unavailable(f"the tools function's answer to {path} does not fit: {exc}") from exc

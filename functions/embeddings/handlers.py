@@ -1,22 +1,26 @@
-"""The embeddings function's logic, shared by its HTTP routes and its CloudEvent handlers."""
+"""The embeddings function's handlers: its HTTP routes and its CloudEvent handlers, over the same logic."""
 
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
+from common.answers import Refusal
 from common.cloudevents import CloudEvent, decode_data, new_event
-from common.function import EventRejected, Runtime
+from common.function import Call
+from common.runtime import Runtime
 from eventing.schemas.embeddings import (
     EMBEDDINGS_COMPLETED,
     INDEX_COMPLETED,
     SEARCH_COMPLETED,
     EmbeddingsCompleted,
     EmbeddingsRequested,
+    IndexCompleted,
     IndexRequested,
+    SearchCompleted,
     SearchRequested,
 )
 from functions.embeddings import indexer, search
@@ -51,8 +55,8 @@ class EmbeddingResponse(msgspec.Struct, kw_only=True):
     object: str = "list"
 
 
-def _reject(message: str, status: int = 400, code: str = "invalid_request") -> EventRejected:
-    return EventRejected(status, message, code)
+def _reject(message: str, status: int = 400, code: str = "invalid_request") -> Refusal:
+    return Refusal(status, message, code)
 
 
 async def embed_texts(
@@ -89,7 +93,7 @@ async def embed_texts(
     return await service.embed(texts), sum(tokens)
 
 
-async def openai_embeddings(runtime: Runtime, request: EmbeddingRequest) -> EmbeddingResponse:
+async def openai_embeddings(runtime: Runtime[Any], request: EmbeddingRequest) -> EmbeddingResponse:
     service = service_of(runtime)
     texts = [request.input] if isinstance(request.input, str) else request.input
     vectors, tokens = await embed_texts(service, texts, request.model, request.dimensions)
@@ -106,10 +110,28 @@ async def openai_embeddings(runtime: Runtime, request: EmbeddingRequest) -> Embe
     )
 
 
+# ---------------------------------------------------------------- routes
+
+
+async def create_embeddings(call: Call[EmbeddingRequest], runtime: Runtime[Any]) -> EmbeddingResponse:
+    """One vector per input, in the OpenAI embeddings response shape."""
+    return await openai_embeddings(runtime, call.body)
+
+
+async def index_files(call: Call[IndexRequested], runtime: Runtime[Any]) -> IndexCompleted:
+    """Index files of the workspace, or inline documents."""
+    return await indexer.index(service_of(runtime), runtime.settings.workspace_dir, call.body)
+
+
+async def search_collection(call: Call[SearchRequested], runtime: Runtime[Any]) -> SearchCompleted:
+    """Search a collection (vector or hybrid)."""
+    return await search.search(service_of(runtime), call.body)
+
+
 # ---------------------------------------------------------------- events
 
 
-async def on_embeddings_requested(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+async def on_embeddings_requested(event: CloudEvent, runtime: Runtime[Any]) -> CloudEvent:
     request = decode_data(event, EmbeddingsRequested)
     service = service_of(runtime)
     vectors, tokens = await embed_texts(service, request.input, request.model)
@@ -122,13 +144,13 @@ async def on_embeddings_requested(event: CloudEvent, runtime: Runtime) -> CloudE
     return new_event(EMBEDDINGS_COMPLETED, runtime.source, reply, subject=event.id)
 
 
-async def on_index_requested(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+async def on_index_requested(event: CloudEvent, runtime: Runtime[Any]) -> CloudEvent:
     request = decode_data(event, IndexRequested)
     result = await indexer.index(service_of(runtime), runtime.settings.workspace_dir, request)
     return new_event(INDEX_COMPLETED, runtime.source, result, subject=event.id)
 
 
-async def on_search_requested(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+async def on_search_requested(event: CloudEvent, runtime: Runtime[Any]) -> CloudEvent:
     request = decode_data(event, SearchRequested)
     result = await search.search(service_of(runtime), request)
     return new_event(SEARCH_COMPLETED, runtime.source, result, subject=event.id)

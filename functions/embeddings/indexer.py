@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from common.function import EventRejected
+from common.answers import Refusal
 from common.workspace import Workspace, WorkspaceError
 from eventing.schemas.embeddings import IndexCompleted, IndexRequested
 from functions.embeddings import metrics
@@ -81,9 +81,9 @@ def read_sources(
 def document_sources(request: IndexRequested, service: EmbeddingService) -> list[Source]:
     documents = request.documents or []
     if not documents:
-        raise EventRejected(422, "documents is empty; give at least one {id, text}", "invalid_request")
+        raise Refusal(422, "documents is empty; give at least one {id, text}", "invalid_request")
     if len(documents) > service.settings.max_files:
-        raise EventRejected(
+        raise Refusal(
             413,
             f"{len(documents)} documents exceed VICTOR_INDEX_MAX_FILES={service.settings.max_files}",
             "too_large",
@@ -91,13 +91,11 @@ def document_sources(request: IndexRequested, service: EmbeddingService) -> list
     seen: set[str] = set()
     for number, document in enumerate(documents):
         if not document.id.strip():
-            raise EventRejected(422, f"documents[{number}].id is empty", "invalid_request")
+            raise Refusal(422, f"documents[{number}].id is empty", "invalid_request")
         if document.id in seen:
-            raise EventRejected(
-                422, f"documents[{number}].id {document.id!r} appears twice", "invalid_request"
-            )
+            raise Refusal(422, f"documents[{number}].id {document.id!r} appears twice", "invalid_request")
         if len(document.text.encode()) > service.settings.max_file_bytes:
-            raise EventRejected(
+            raise Refusal(
                 413,
                 f"documents[{number}].text is larger than "
                 f"VICTOR_INDEX_MAX_FILE_BYTES={service.settings.max_file_bytes}",
@@ -124,11 +122,9 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
     try:
         check_collection_name(request.collection)
     except ValueError as exc:
-        raise EventRejected(422, str(exc), "invalid_request") from None
+        raise Refusal(422, str(exc), "invalid_request") from None
     if (request.path is None) == (request.documents is None):
-        raise EventRejected(
-            422, "give exactly one of path (inside WORKSPACE_DIR) or documents", "invalid_request"
-        )
+        raise Refusal(422, "give exactly one of path (inside WORKSPACE_DIR) or documents", "invalid_request")
     skipped: dict[str, str] = {}
     directory: str | None = None
     if request.path is not None:
@@ -137,14 +133,14 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
                 read_sources, workspace, request.path, service
             )
         except SelectionRefused as exc:
-            raise EventRejected(exc.status, exc.message, "invalid_path") from None
+            raise Refusal(exc.status, exc.message, "invalid_path") from None
     else:
         sources = document_sources(request, service)
     store = service.store
     try:
         table = await asyncio.to_thread(store.table, request.collection, create=True)
     except ModelMismatch as exc:
-        raise EventRejected(409, str(exc), "model_mismatch") from None
+        raise Refusal(409, str(exc), "model_mismatch") from None
     hashes = {s.path: content_hash(service, s.text, s.metadata) for s in sources}
     stored = await asyncio.to_thread(store.stored_hashes, table, list(hashes))
     changed = [s for s in sources if stored.get(s.path) != hashes[s.path]]

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from common.function import EventRejected
+from common.answers import Refusal
 from eventing.schemas.embeddings import SearchCompleted, SearchFilter, SearchHit, SearchRequested
 from functions.embeddings import metrics
 from functions.embeddings.service import EmbeddingService
@@ -33,15 +33,15 @@ def where_clause(selected: SearchFilter | None) -> str | None:
 
 def validate(request: SearchRequested, max_k: int) -> None:
     if not request.query.strip():
-        raise EventRejected(422, "query is empty; give the words to search for", "invalid_request")
+        raise Refusal(422, "query is empty; give the words to search for", "invalid_request")
     if not 1 <= request.k <= max_k:
-        raise EventRejected(
+        raise Refusal(
             422, f"k must be between 1 and {max_k} (VICTOR_SEARCH_MAX_K); got {request.k}", "invalid_request"
         )
     try:
         check_collection_name(request.collection)
     except ValueError as exc:
-        raise EventRejected(422, str(exc), "invalid_request") from None
+        raise Refusal(422, str(exc), "invalid_request") from None
 
 
 def _hits(rows: list[dict[str, Any]], score_of: Any) -> list[SearchHit]:
@@ -104,9 +104,9 @@ async def search(service: EmbeddingService, request: SearchRequested) -> SearchC
     try:
         hits = await asyncio.to_thread(run_query, service, request, vector)
     except UnknownCollection as exc:
-        raise EventRejected(404, str(exc), "unknown_collection") from None
+        raise Refusal(404, str(exc), "unknown_collection") from None
     except ModelMismatch as exc:
-        raise EventRejected(409, str(exc), "model_mismatch") from None
+        raise Refusal(409, str(exc), "model_mismatch") from None
     metrics.search_duration.labels(request.mode).observe(time.perf_counter() - started)
     return SearchCompleted(
         query=request.query,

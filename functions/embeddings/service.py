@@ -1,4 +1,4 @@
-"""What the embeddings function holds once started: model, batcher, cache and vector store.
+"""What the embeddings function holds once started (model, batcher, cache, vector store) and its typed state.
 
 `EmbeddingService.start` is the slow part of start-up (loading and warming the
 model); it runs off the liveness path. Until it has finished, requests that
@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from common.answers import Refusal
 from common.embedding_model import EmbeddingModel, load_model
-from common.function import Runtime, TransientFailure
+from common.runtime import Runtime
 from common.workspace import SECRET_FILES
 from functions.embeddings.batcher import MicroBatcher
 from functions.embeddings.embedding_cache import EmbeddingCache
 from functions.embeddings.settings import EmbeddingSettings
 from functions.embeddings.vector_store import IndexPlan, VectorStore
-
-STATE_KEY = "embeddings"
 
 
 @dataclass
@@ -44,7 +44,7 @@ class EmbeddingService:
         return await asyncio.to_thread(self.model.count_tokens, texts)
 
 
-async def start_service(runtime: Runtime, settings: EmbeddingSettings) -> EmbeddingService:
+async def start_service(runtime: Runtime[EmbeddingsState], settings: EmbeddingSettings) -> EmbeddingService:
     model = await asyncio.to_thread(load_model, runtime.settings.embedding_model, settings.device)
     batcher = MicroBatcher(
         model.encode, max_batch_size=settings.max_batch_size, max_wait=settings.max_wait_ms / 1000
@@ -64,15 +64,22 @@ async def start_service(runtime: Runtime, settings: EmbeddingSettings) -> Embedd
         ),
         secret_files=runtime.settings.secret_files,
     )
-    runtime.state[STATE_KEY] = service
+    runtime.state.service = service
     return service
 
 
-def service_of(runtime: Runtime) -> EmbeddingService:
-    """The started service; raises `TransientFailure` (503) while the model is still loading."""
-    service = runtime.state.get(STATE_KEY)
+@dataclass
+class EmbeddingsState:
+    """The embeddings function's state: the service, once the model has loaded."""
+
+    service: EmbeddingService | None = None
+
+
+def service_of(runtime: Runtime[Any]) -> EmbeddingService:
+    """The started service; refuses with 503 while the model is still loading."""
+    service = runtime.state.service
     if service is None:
         reason = runtime.startup_error or "the embedding model is still loading"
-        raise TransientFailure(f"embeddings are not available yet: {reason}")
+        raise Refusal.unavailable(f"embeddings are not available yet: {reason}")
     assert isinstance(service, EmbeddingService)
     return service

@@ -1,13 +1,16 @@
-"""The health function's logic: check every dependency and every other function."""
+"""The health function's handlers: check every dependency and every other function."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal
+from typing import Any, Literal
 
+from common.answers import json_answer
 from common.cloudevents import CloudEvent, new_event, now_rfc3339
-from common.function import Runtime, check_dependency
+from common.function import Call
+from common.probes import check_dependency
+from common.runtime import Runtime
 from common.settings import FUNCTION_NAMES
 from common.tracing import current_headers
 from eventing.schemas.health import HEALTH_REPORTED, ComponentStatus, HealthReported
@@ -15,7 +18,7 @@ from eventing.schemas.health import HEALTH_REPORTED, ComponentStatus, HealthRepo
 DEPENDENCIES = ("redis", "postgres")
 
 
-async def check_function(runtime: Runtime, name: str, url: str) -> ComponentStatus:
+async def check_function(runtime: Runtime[Any], name: str, url: str) -> ComponentStatus:
     """A function is up when its /health/ready answers 200."""
     started = time.perf_counter()
     try:
@@ -40,7 +43,7 @@ async def check_function(runtime: Runtime, name: str, url: str) -> ComponentStat
     )
 
 
-async def system_status(runtime: Runtime) -> HealthReported:
+async def system_status(runtime: Runtime[Any]) -> HealthReported:
     """Every dependency and every other function, checked concurrently."""
     dependency_checks = [check_dependency(runtime, name) for name in DEPENDENCIES]
     function_checks = [
@@ -62,13 +65,13 @@ async def system_status(runtime: Runtime) -> HealthReported:
     return HealthReported(status=status, checked_at=now_rfc3339(), components=components)
 
 
-async def status_report(runtime: Runtime) -> tuple[int, HealthReported]:
-    """GET /v1/status in every serving mode: the report, and 503 when everything is down."""
+async def v1_status(call: Call[None], runtime: Runtime[Any]) -> Any:
+    """Every dependency and every other function with state and latency; 503 when all are down."""
     report = await system_status(runtime)
-    return (503 if report.status == "down" else 200), report
+    return json_answer(503 if report.status == "down" else 200, report)
 
 
-async def on_ping(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+async def on_ping(event: CloudEvent, runtime: Runtime[Any]) -> CloudEvent:
     """A PingSource tick: run the checks and reply with `ai.victor.health.reported`."""
     report = await system_status(runtime)
     return new_event(HEALTH_REPORTED, runtime.source, report, subject=event.id)

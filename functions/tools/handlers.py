@@ -1,4 +1,9 @@
-"""The tools function's event handler: `ai.victor.tools.requested` → `ai.victor.tools.completed`.
+"""The tools function's handlers: its HTTP routes and `ai.victor.tools.requested` → `.completed`.
+
+Routes: `GET /v1/tools` (the catalog), `POST /v1/tools/{name}` (one call; the
+body is the arguments object: unknown tool 404, arguments that do not fit the
+tool's schema 422 naming the field; a call that runs and fails answers 200 with
+`is_error: true`), `POST /v1/tools/batch` and `POST /v1/tools/select`.
 
 Besides the app-level (source, id) idempotency, every call is journaled by
 (conversation_id, turn, call id): a call that changes the workspace is
@@ -12,27 +17,89 @@ interrupted instead of being repeated.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Annotated, Any
 
 import msgspec
 
+from common.answers import Refusal
 from common.cloudevents import CloudEvent, decode_data, new_event
-from common.function import Runtime
+from common.function import Call
+from common.runtime import Runtime
 from eventing.schemas.chat import CONVERSATION_ID
 from eventing.schemas.tools import TOOLS_COMPLETED, ToolResult, ToolsCompleted, ToolsRequested
 from functions.tools.execution import CallRequest, ToolOutcome
-from functions.tools.service import service_of
+from functions.tools.registry import InvalidArguments, ToolInfo, UnknownTool
+from functions.tools.selection import Selection, SelectionUnavailable, SelectRequest
+from functions.tools.service import ToolsState, service_of
 
 INTERRUPTED = (
     "this call was started by an earlier delivery that did not finish; it changes the workspace, "
     "so it is not run again; check the workspace and call it again if needed"
 )
 _MEMORY_LIMIT = 10_000
+MAX_BATCH = 100
+Tools = Runtime[ToolsState]
+
+
+class Catalog(msgspec.Struct, kw_only=True):
+    catalog_version: str
+    tools: list[ToolInfo]
+
+
+class BatchCall(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+    id: str | None = None
+
+
+class BatchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    calls: Annotated[list[BatchCall], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchResponse(msgspec.Struct, kw_only=True):
+    results: list[ToolOutcome]
+
+
+async def list_tools(call: Call[None], runtime: Tools) -> Catalog:
+    """Every tool with its JSON Schema and flags, and the catalog version."""
+    registry = service_of(runtime).registry
+    return Catalog(catalog_version=registry.version, tools=registry.infos())
+
+
+async def run_tool(call: Call[bytes], runtime: Tools) -> ToolOutcome:
+    """Run one call; the body is the arguments object."""
+    try:  # the same rule as every body: not JSON is 400, JSON that does not fit is 422
+        msgspec.json.decode(call.body or b"{}")
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise Refusal(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    executor = service_of(runtime).executor
+    try:
+        prepared = executor.prepare(call.params["name"], call.body or b"{}")
+    except UnknownTool as exc:
+        raise Refusal(404, str(exc), "not_found") from None
+    except InvalidArguments as exc:
+        raise Refusal(422, str(exc), "invalid_request") from None
+    return await executor.execute(prepared)
+
+
+async def run_batch(call: Call[BatchRequest], runtime: Tools) -> BatchResponse:
+    """Run many calls; each result carries is_error and a message instead of failing the batch."""
+    calls = [CallRequest(c.name, c.arguments, c.id) for c in call.body.calls]
+    return BatchResponse(results=await service_of(runtime).executor.run_batch(calls))
+
+
+async def select_tools(call: Call[SelectRequest], runtime: Tools) -> Selection:
+    """The k tools most relevant to the query, best first, with scores."""
+    try:
+        return await service_of(runtime).selector.select(call.body)
+    except SelectionUnavailable as exc:
+        raise Refusal.unavailable(str(exc)) from None
 
 
 class CallJournal:
     """Per-call results in PostgreSQL (`tool_call_results`), or a bounded in-process map without it."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime[Any]) -> None:
         self.runtime = runtime
         self.memory: OrderedDict[tuple[str, int, str], bytes | None] = OrderedDict()
 
@@ -99,11 +166,13 @@ def as_result(outcome: ToolOutcome, call_id: str) -> ToolResult:
     )
 
 
-async def on_tools_requested(event: CloudEvent, runtime: Runtime) -> CloudEvent:
+async def on_tools_requested(event: CloudEvent, runtime: Tools) -> CloudEvent:
     """Run every call of the turn (bounded, in parallel) and reply with their results in order."""
     request = decode_data(event, ToolsRequested)
     service = service_of(runtime)
-    journal: CallJournal = runtime.state.setdefault("tools_journal", CallJournal(runtime))
+    if runtime.state.journal is None:
+        runtime.state.journal = CallJournal(runtime)
+    journal = runtime.state.journal
     ids = [call.id for call in request.calls]
     seen = await journal.recorded(request.conversation_id, request.turn, ids)
     results: dict[str, ToolResult] = {}

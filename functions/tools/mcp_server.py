@@ -14,17 +14,13 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import mcp_types as types
-from litestar.handlers import asgi
-from litestar.types import Receive, Scope, Send
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-from common.function import VERSION, Runtime, error_answer
+from common.answers import Refusal, refusal_answer
+from common.runtime import VERSION, Runtime
 from functions.tools.registry import InvalidArguments, UnknownTool
-from functions.tools.service import ToolsService
-
-MANAGER_KEY = "mcp_manager"
-STACK_KEY = "mcp_stack"
+from functions.tools.service import ToolsService, ToolsState
 
 
 def build_server(service: ToolsService) -> Server[Any]:
@@ -51,7 +47,7 @@ def build_server(service: ToolsService) -> Server[Any]:
     return Server("victor-tools", version=VERSION, on_list_tools=list_tools, on_call_tool=call_tool)
 
 
-async def start_mcp(runtime: Runtime, service: ToolsService) -> None:
+async def start_mcp(runtime: Runtime[ToolsState], service: ToolsService) -> None:
     """Start the session manager (its task group lives until `stop_mcp`)."""
     manager = StreamableHTTPSessionManager(
         app=build_server(service),
@@ -61,25 +57,23 @@ async def start_mcp(runtime: Runtime, service: ToolsService) -> None:
     )
     stack = AsyncExitStack()
     await stack.enter_async_context(manager.run())
-    runtime.state[MANAGER_KEY] = manager
-    runtime.state[STACK_KEY] = stack
+    runtime.state.mcp_manager = manager
+    runtime.state.mcp_stack = stack
 
 
-async def stop_mcp(runtime: Runtime) -> None:
-    stack: AsyncExitStack | None = runtime.state.pop(STACK_KEY, None)
+async def stop_mcp(runtime: Runtime[ToolsState]) -> None:
+    stack, runtime.state.mcp_stack = runtime.state.mcp_stack, None
     if stack is not None:
         await stack.aclose()
 
 
-@asgi("/mcp", is_mount=True, copy_scope=True)
-async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+async def mcp_endpoint(runtime: Runtime[ToolsState], scope: Any, receive: Any, send: Any) -> None:
     """The MCP streamable HTTP endpoint (POST JSON-RPC; GET/DELETE as the transport defines)."""
-    runtime: Runtime = scope["app"].state.runtime
-    manager: StreamableHTTPSessionManager | None = runtime.state.get(MANAGER_KEY)
+    manager = runtime.state.mcp_manager
     if manager is None:  # a request before start finished: answer like a not-ready function
-        answer = error_answer(503, "unavailable", "the MCP endpoint is starting")
+        answer = refusal_answer(Refusal.unavailable("the MCP endpoint is starting"))
         headers = [(name.encode(), value.encode()) for name, value in answer.headers.items()]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})  # type: ignore[arg-type]
-        await send({"type": "http.response.body", "body": answer.body})  # type: ignore[arg-type]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
         return
-    await manager.handle_request(scope, receive, send)  # type: ignore[arg-type]
+    await manager.handle_request(scope, receive, send)

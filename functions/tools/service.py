@@ -1,10 +1,13 @@
-"""Everything one tools process serves with: catalog, executor, selector; built at start."""
+"""What one tools process serves with (catalog, executor, selector; built at start) and its typed state."""
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from common.function import Runtime
+from common.answers import Refusal
+from common.runtime import Runtime
 from common.workspace import Workspace
 from functions.tools.catalog import build_catalog
 from functions.tools.code_index import CodeIndex
@@ -16,7 +19,10 @@ from functions.tools.result_cache import ResultCache
 from functions.tools.selection import ToolSelector
 from functions.tools.settings import ToolsSettings, load_tools_settings
 
-STATE_KEY = "tools"
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from functions.tools.handlers import CallJournal
 
 
 @dataclass
@@ -27,7 +33,7 @@ class ToolsService:
     selector: ToolSelector
 
     @classmethod
-    def build(cls, runtime: Runtime, tools_settings: ToolsSettings | None = None) -> ToolsService:
+    def build(cls, runtime: Runtime[Any], tools_settings: ToolsSettings | None = None) -> ToolsService:
         settings = runtime.settings
         limits = tools_settings or load_tools_settings()
         registry = build_catalog()
@@ -77,6 +83,19 @@ class ToolsService:
         return cls(registry, context, executor, selector)
 
 
-def service_of(runtime: Runtime) -> ToolsService:
-    service: ToolsService = runtime.state[STATE_KEY]
+@dataclass
+class ToolsState:
+    """What one tools process holds once started."""
+
+    service: ToolsService | None = None
+    journal: CallJournal | None = None
+    mcp_manager: StreamableHTTPSessionManager | None = None
+    mcp_stack: AsyncExitStack | None = None
+
+
+def service_of(runtime: Runtime[ToolsState]) -> ToolsService:
+    """The started service; 503 before start has finished."""
+    service = runtime.state.service
+    if service is None:
+        raise Refusal.unavailable("the tools function is starting")
     return service

@@ -23,7 +23,7 @@ from common.app import create_app
 from common.cloudevents import STRUCTURED, from_http
 from common.settings import load_settings
 from eventing.schemas.health import HEALTH_REPORTED, PING
-from functions.health.app import SPEC
+from functions.health.function import FUNCTION as SPEC
 from tests.support.cloudevents_cases import ECHO_SPEC, ECHOED, Case, expected_parse, load_cases, to_request
 from tests.support.foundation import clean_env, functions_framework, serving
 from tests.support.servers import running

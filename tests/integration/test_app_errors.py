@@ -1,28 +1,30 @@
-"""Error bodies of the shared app name the problem, whatever exception a route raises."""
+"""Error bodies of the shared app name the problem, whatever refusal a route raises."""
 
 from __future__ import annotations
 
-import httpx
-from litestar import get
-from litestar.exceptions import HTTPException
+from typing import Any
 
+import httpx
+
+from common.answers import Refusal
 from common.app import create_app
-from common.function import FunctionSpec
+from common.function import Call, FunctionSpec, Route
+from common.runtime import Runtime
 from tests.support.servers import running
 
 
-@get("/v1/conflict")
-async def conflict() -> None:
-    raise HTTPException(status_code=409, detail="collection 'default' holds another model")
+async def conflict(call: Call[None], runtime: Runtime[Any]) -> None:
+    raise Refusal(409, "collection 'default' holds another model")
 
 
-@get("/v1/refused")
-async def refused() -> None:
-    raise HTTPException(status_code=400, detail="input is empty")
+async def refused(call: Call[None], runtime: Runtime[Any]) -> None:
+    raise Refusal(400, "input is empty")
 
 
 async def test_an_exception_raised_with_only_a_status_gets_that_status_as_its_code(make_settings) -> None:
-    spec = FunctionSpec(name="errors", routes=[conflict, refused])
+    spec = FunctionSpec(
+        name="errors", routes=[Route("GET", "/v1/conflict", conflict), Route("GET", "/v1/refused", refused)]
+    )
     async with running(create_app(spec, make_settings())) as url, httpx.AsyncClient(base_url=url) as client:
         answer = await client.get("/v1/conflict")
         assert answer.status_code == 409

@@ -43,7 +43,7 @@ async def test_functions_framework_serves_chat_stream_and_conversations(services
     assert [name for name, _ in sse_events(streamed.text)] == ["text"] * 4 + ["done"]
     assert [m["role"] for m in view.json()["messages"]] == ["user", "assistant", "user", "assistant"]
     assert (missing.status_code, missing.json()["detail"]) == (404, "conversation nope does not exist")
-    assert invalid.status_code == 400
+    assert invalid.status_code == 422
     assert {d["name"]: d["state"] for d in health["dependencies"]}["provider"] == "up"
     assert TEST_KEY not in (tmp_path / "ff.log").read_text()
 

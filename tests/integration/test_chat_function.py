@@ -170,7 +170,7 @@ async def test_follow_up_continues_the_stored_conversation(make_settings) -> Non
     ]
     assert llm.requests[1].body["system"][0]["text"] == "S"
     assert unknown.status_code == 404
-    assert invalid.status_code == 400
+    assert invalid.status_code == 422
 
 
 async def test_tool_round_as_events_and_redelivered_results_make_one_llm_call(
@@ -394,3 +394,37 @@ async def test_results_for_a_round_that_never_happened_are_rejected_with_422(mak
     assert bad.status_code == 422
     assert "message" in bad.json()["detail"]
     assert llm.requests == []
+
+
+async def test_post_chat_run_here_goes_through_the_event_pipeline_claim_metrics_and_all(
+    make_settings,
+) -> None:
+    def replied() -> float:
+        labels = {"function": "chat", "type": CHAT_REQUESTED, "outcome": "replied"}
+        return REGISTRY.get_sample_value("victor_events_total", labels) or 0.0
+
+    before = replied()
+    async with fake_anthropic() as (llm, llm_url):
+        llm.push(Reply([text("Answered once.")]))
+        async with (
+            chat_function(make_settings, chat_settings(), **anthropic_env(llm_url)) as (url, _),
+            httpx.AsyncClient(base_url=url, timeout=30) as client,
+        ):
+            response = await client.post("/v1/chat", json={"message": "once"})
+            # The same step delivered again by (source, id) gets the stored reply: it was claimed.
+            redelivered = await client.post(
+                "/",
+                headers={
+                    "ce-specversion": "1.0",
+                    "ce-id": response.headers["x-request-id"],
+                    "ce-source": "/victor/chat",
+                    "ce-type": CHAT_REQUESTED,
+                    "content-type": "application/json",
+                },
+                json={"message": "once"},
+            )
+    assert response.status_code == 200 and response.json()["answer"] == "Answered once."
+    assert redelivered.status_code == 200
+    assert redelivered.headers["ce-type"] == CHAT_COMPLETED
+    assert len(llm.requests) == 1
+    assert replied() == before + 1

@@ -11,7 +11,7 @@ import httpx
 from common.app import create_app
 from common.cloudevents import from_http
 from eventing.dev.embedded import EmbeddedRedis
-from functions.health.app import SPEC
+from functions.health.function import FUNCTION as SPEC
 from tests.support.foundation import MakeSettings, unique
 from tests.support.servers import running
 

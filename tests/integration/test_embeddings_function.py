@@ -90,9 +90,9 @@ async def test_bad_embedding_requests_are_refused_naming_the_limit(embeddings_ap
         status, detail = await refused({"input": "x", "model": "text-embedding-3-small"})
         assert status == 400 and detail.startswith("model 'text-embedding-3-small' is not served here")
         status, _ = await refused({"input": "x", "encoding_format": "int8"})
-        assert status == 400
+        assert status == 422
         status, _ = await refused({"input": [1, 2, 3]})
-        assert status == 400
+        assert status == 422
 
 
 async def test_plain_word_queries_find_the_right_file_first(embeddings_app) -> None:

@@ -13,15 +13,15 @@ import httpx
 import pytest
 from functions_framework.aio import _create_asgi_app_with_function
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.requests import Request
 
 from common.app import create_app
 from common.cloudevents import from_http
-from common.framework_target import json_answer, make_target
-from common.function import Answer, Runtime
+from common.framework_target import target
+from common.function import Call, Route
+from common.runtime import Runtime
 from common.settings import load_settings
 from eventing.schemas.health import HEALTH_REPORTED, PING
-from functions.health.app import SPEC
+from functions.health.function import FUNCTION as SPEC
 from tests.support.foundation import ROOT, FakeFunction, clean_env, functions_framework, serving, unique
 from tests.support.servers import running
 
@@ -156,13 +156,13 @@ async def test_metrics_count_functions_framework_traffic_by_route(both: dict[str
 
 
 async def test_a_function_whose_start_fails_still_answers_probes(services: Any, tmp_path: Path) -> None:
-    async def broken_start(runtime: Runtime) -> None:
+    async def broken_start(runtime: Runtime[Any]) -> None:
         raise RuntimeError("model file is missing")
 
     spec = dataclasses.replace(SPEC, start=broken_start)
-    target = make_target(spec, load_settings(services.env(WORKSPACE_DIR=str(tmp_path))))
+    handle = target(spec, load_settings(services.env(WORKSPACE_DIR=str(tmp_path))))
     # functions-framework's own Starlette app around the target, as `--asgi --target` builds it.
-    app = _create_asgi_app_with_function(target, "http", False)  # type: ignore[no-untyped-call]
+    app = _create_asgi_app_with_function(handle, "http", False)  # type: ignore[no-untyped-call]
     async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health/live")).status_code == 200
         startup = await client.get("/health/startup")
@@ -193,12 +193,16 @@ def test_a_bad_setting_stops_functions_framework_with_one_line(tmp_path: Path) -
 
 
 async def test_own_routes_match_path_templates(services: Any, tmp_path: Path) -> None:
-    async def item(request: Request, runtime: Runtime) -> Answer:
-        return json_answer(200, {"method": request.method, **request.path_params})
+    async def item(call: Call[None], runtime: Runtime[Any]) -> dict[str, str]:
+        return {"method": call.method, **call.params}
 
-    routes = {("GET", "/v1/items/{item_id}"): item, ("post", "/v1/items/{item_id}/parts/{part}"): item}
-    target = make_target(SPEC, load_settings(services.env(WORKSPACE_DIR=str(tmp_path))), extra_routes=routes)
-    app = _create_asgi_app_with_function(target, "http", False)  # type: ignore[no-untyped-call]
+    routes = [
+        Route("GET", "/v1/items/{item_id}", item),
+        Route("post", "/v1/items/{item_id}/parts/{part}", item),
+    ]
+    spec = dataclasses.replace(SPEC, routes=routes)
+    handle = target(spec, load_settings(services.env(WORKSPACE_DIR=str(tmp_path))))
+    app = _create_asgi_app_with_function(handle, "http", False)  # type: ignore[no-untyped-call]
     async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
         found = await client.get("/v1/items/a%20b")
         assert (found.status_code, found.json()) == (200, {"method": "GET", "item_id": "a b"})
@@ -217,12 +221,14 @@ async def test_own_routes_match_path_templates(services: Any, tmp_path: Path) ->
 
 
 async def test_own_routes_get_the_body_limit_of_the_litestar_app(services: Any, tmp_path: Path) -> None:
-    async def echo(request: Request, runtime: Runtime) -> Answer:
-        return json_answer(200, {"bytes": len(await request.body())})
+    async def echo(call: Call[bytes], runtime: Runtime[Any]) -> dict[str, int]:
+        return {"bytes": len(call.body)}
 
     env = services.env(WORKSPACE_DIR=str(tmp_path), VICTOR_MAX_EVENT_BYTES="1KB")
-    target = make_target(SPEC, load_settings(env), extra_routes={("POST", "/v1/echo"): echo})
-    app = _create_asgi_app_with_function(target, "http", False)  # type: ignore[no-untyped-call]
+    handle = target(
+        dataclasses.replace(SPEC, routes=[Route("POST", "/v1/echo", echo, bytes)]), load_settings(env)
+    )
+    app = _create_asgi_app_with_function(handle, "http", False)  # type: ignore[no-untyped-call]
     async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
         within = await client.post("/v1/echo", content=b"x" * 1024)
         assert (within.status_code, within.json()) == (200, {"bytes": 1024})

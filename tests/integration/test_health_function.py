@@ -11,7 +11,8 @@ from common.app import create_app
 from common.cloudevents import from_http
 from common.settings import load_settings
 from eventing.dev.embedded import free_port
-from functions.health.app import SPEC, create
+from functions.health.app import create
+from functions.health.function import FUNCTION as SPEC
 from tests.conftest import Services
 from tests.support.foundation import FakeFunction, MakeSettings
 from tests.support.servers import running

@@ -57,7 +57,7 @@ async def test_unknown_tool_is_404_and_invalid_arguments_are_422_naming_the_fiel
     assert "mode" in unknown_field.json()["detail"]
     assert no_path.status_code == 422
     assert "path" in no_path.json()["detail"]
-    assert not_json.status_code == 422
+    assert not_json.status_code == 400
     assert "not valid JSON" in not_json.json()["detail"]
 
 

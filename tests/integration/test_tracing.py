@@ -95,7 +95,7 @@ async def test_log_lines_written_while_handling_an_event_carry_its_id_and_trace(
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    function_log = logging.getLogger("common.function")
+    function_log = logging.getLogger("common.event_pipeline")
     function_log.addHandler(handler)
     previous = function_log.level
     function_log.setLevel(logging.INFO)

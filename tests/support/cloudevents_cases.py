@@ -24,9 +24,9 @@ import msgspec
 import yaml
 
 from common.cloudevents import STRUCTURED, CloudEvent, new_event, percent_encode
-from common.framework_target import make_target
-from common.function import Runtime
-from functions.health.app import SPEC
+from common.framework_target import target
+from common.runtime import Runtime
+from functions.health.function import FUNCTION as SPEC
 
 CONFORMANCE = Path(
     os.environ.get(
@@ -127,4 +127,4 @@ async def echo(event: CloudEvent, runtime: Runtime) -> CloudEvent:
 ECHO_SPEC = dataclasses.replace(
     SPEC, event_handlers={**SPEC.event_handlers, **dict.fromkeys(ECHO_TYPES, echo)}
 )
-echo_handle = make_target(ECHO_SPEC)
+echo_handle = target(ECHO_SPEC)

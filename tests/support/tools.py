@@ -74,7 +74,7 @@ class ToolsServer:
     @property
     def service(self) -> Any:
         """The running function's `ToolsService` (registry, executor, selector)."""
-        return self.app.state.runtime.state["tools"]
+        return self.app.state.runtime.state.service
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run one tool over HTTP and return the JSON outcome (asserts HTTP 200)."""

@@ -1,4 +1,4 @@
-"""The agent loop as a chain of events, one persisted step at a time.
+"""What one chat process serves with: the agent loop as a chain of events, and the typed state.
 
 `ai.victor.chat.requested` starts a request and takes its first LLM step;
 `ai.victor.tools.completed` records a tool round and takes the next. A step
@@ -15,13 +15,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
+from common.answers import Refusal
 from common.cloudevents import CloudEvent, new_event
-from common.function import EventRejected, Runtime, TransientFailure
+from common.runtime import Runtime
 from eventing.schemas.chat import (
     CHAT_COMPLETED,
     CHAT_FAILED,
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 class ChatLoop:
     """The steps of the loop over one provider, the conversation store and the tools function."""
 
-    def __init__(self, runtime: Runtime, chat: ChatSettings, provider: Provider | None) -> None:
+    def __init__(self, runtime: Runtime[Any], chat: ChatSettings, provider: Provider | None) -> None:
         self.runtime = runtime
         self.chat = chat
         self.provider = provider
@@ -76,11 +78,11 @@ class ChatLoop:
 
     async def on_chat_requested(self, event: CloudEvent, payload: ChatRequested) -> CloudEvent:
         if self.provider is None:
-            raise TransientFailure(UNCONFIGURED_MESSAGE)
+            raise Refusal.unavailable(UNCONFIGURED_MESSAGE)
         if not payload.message.strip():
-            raise EventRejected(422, "message is empty; give the text to send to the model", "invalid_data")
+            raise Refusal(422, "message is empty; give the text to send to the model", "invalid_data")
         if payload.max_tokens is not None and payload.max_tokens < 1:
-            raise EventRejected(422, "max_tokens must be at least 1", "invalid_data")
+            raise Refusal(422, "max_tokens must be at least 1", "invalid_data")
         # Defaults derive from the event id, so a redelivery maps to the same request.
         request_id = payload.request_id or event.id
         conversation_id = payload.conversation_id or str(
@@ -122,7 +124,7 @@ class ChatLoop:
             payload.conversation_id, payload.turn, payload.results, self.chat.max_tool_rounds
         )
         if outcome == "unknown" or request is None:
-            raise EventRejected(
+            raise Refusal(
                 422,
                 f"conversation {payload.conversation_id} has no tool round {payload.turn}; "
                 "the event does not answer any tools.requested",
@@ -253,7 +255,7 @@ class ChatLoop:
         current = await self.conversations.request(request.id)
         if current is not None and current.status != "running":
             return await self._final(current)
-        raise TransientFailure(
+        raise Refusal.unavailable(
             f"step {turn} of conversation {conversation_id} is being taken by another replica; retry later"
         )
 
@@ -346,3 +348,10 @@ def _last_user_text(messages: list[Message]) -> str:
                 if isinstance(block, TextBlock) and block.text.strip():
                     return block.text
     return ""
+
+
+@dataclass
+class ChatState:
+    """The chat function's state: its loop, once started."""
+
+    loop: ChatLoop | None = None

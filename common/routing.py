@@ -1,0 +1,113 @@
+"""A function's own routes served from its route table, the same way in every serving mode.
+
+Both serving modes hand a matched route to `serve_route`, which checks the API
+key, reads the body under the size limit, decodes it as the route's Struct,
+runs the handler and turns its result or its `Refusal` into the answer. Only
+the framework glue (how a request arrives, how an answer leaves) differs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from common.answers import (
+    Answer,
+    Refusal,
+    StreamedAnswer,
+    decode_body,
+    internal_error_answer,
+    json_answer,
+    refusal_answer,
+)
+from common.function import Call, Route
+from common.runtime import Runtime
+from common.settings import Settings
+
+log = logging.getLogger(__name__)
+API_KEY_REQUIRED = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+# Reads the request body; raises the 413 refusal once it grows over the limit.
+BodyReader = Callable[[], Awaitable[bytes]]
+_PARAMETER = re.compile(r"(\{[a-z_][a-z0-9_]*\})")
+
+
+def api_key_accepted(settings: Settings, headers: Mapping[str, str]) -> bool:
+    """Whether a request to a function's own routes may pass: no VICTOR_API_KEY set, or it offers the key."""
+    if settings.api_key is None:
+        return True
+    lowered = {key.lower(): value for key, value in headers.items()}
+    offered = lowered.get("x-api-key", "")
+    authorization = lowered.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        offered = authorization[7:].strip()
+    return bool(offered) and hmac.compare_digest(offered.encode(), settings.api_key.reveal().encode())
+
+
+async def serve_route(
+    runtime: Runtime[Any],
+    route: Route,
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    read_body: BodyReader,
+) -> Answer | StreamedAnswer:
+    """The answer of one of the function's own routes; never raises."""
+    try:
+        if not api_key_accepted(runtime.settings, headers):
+            raise Refusal(401, API_KEY_REQUIRED, "unauthorized")
+        raw = await read_body() if route.method != "GET" else b""
+        body: Any = None
+        if route.body is bytes:
+            body = raw
+        elif route.body is not None:
+            body = decode_body(raw, route.body)
+        result = await route.handler(
+            Call(method=route.method, params=params, body=body, raw=raw, headers=headers), runtime
+        )
+    except Refusal as exc:
+        return refusal_answer(exc)
+    except Exception:  # the same JSON 500 in both modes, never a traceback or a framework's page
+        log.exception("unhandled error on %s %s", route.method, route.path)
+        return internal_error_answer()
+    if isinstance(result, Answer | StreamedAnswer):
+        return result
+    return json_answer(200, result)
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    """A route with its path template as a pattern."""
+
+    route: Route
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def compile(cls, route: Route) -> CompiledRoute:
+        pattern = "".join(
+            f"(?P<{part[1:-1]}>[^/]+)" if _PARAMETER.fullmatch(part) else re.escape(part)
+            for part in _PARAMETER.split(route.path)
+        )
+        return cls(route, re.compile(pattern))
+
+
+class RouteTable:
+    """Finds the routes of a path, in table order (fixed paths before the templates that match them)."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = [CompiledRoute.compile(route) for route in routes]
+
+    def match(self, path: str) -> tuple[str | None, dict[str, Route], dict[str, str]]:
+        """The template `path` matches (None if none), its routes by method, and the path parameters."""
+        for compiled in self.routes:
+            found = compiled.pattern.fullmatch(path)
+            if found is not None:
+                template = compiled.route.path
+                by_method: dict[str, Route] = {}
+                for other in self.routes:
+                    if other.route.path == template:
+                        by_method.setdefault(other.route.method, other.route)
+                return template, by_method, found.groupdict()
+        return None, {}, {}

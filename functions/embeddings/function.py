@@ -1,0 +1,89 @@
+"""The embeddings function, declared once: its events, its route table, its lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.function import FunctionSpec, Route
+from common.runtime import Runtime
+from eventing.schemas.chat import CONVERSATION_ID
+from eventing.schemas.embeddings import (
+    EMBEDDINGS_REQUESTED,
+    INDEX_REQUESTED,
+    SEARCH_REQUESTED,
+    IndexCompleted,
+    IndexRequested,
+    SearchCompleted,
+    SearchRequested,
+)
+from functions.embeddings.handlers import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    create_embeddings,
+    index_files,
+    on_embeddings_requested,
+    on_index_requested,
+    on_search_requested,
+    search_collection,
+)
+from functions.embeddings.service import EmbeddingsState, start_service
+from functions.embeddings.settings import EmbeddingSettings, load_embedding_settings
+
+ROUTES = [
+    Route(
+        "POST",
+        "/v1/embeddings",
+        create_embeddings,
+        EmbeddingRequest,
+        EmbeddingResponse,
+        summary="Embed texts (OpenAI-compatible)",
+    ),
+    Route(
+        "POST",
+        "/v1/index",
+        index_files,
+        IndexRequested,
+        IndexCompleted,
+        summary="Index files of the workspace or inline documents",
+    ),
+    Route(
+        "POST",
+        "/v1/search",
+        search_collection,
+        SearchRequested,
+        SearchCompleted,
+        summary="Search a collection (vector or hybrid)",
+    ),
+]
+
+
+def build_function(embedding: EmbeddingSettings | None = None) -> FunctionSpec:
+    """The function, with its settings read from the environment at start unless given."""
+
+    async def start(runtime: Runtime[EmbeddingsState]) -> None:
+        await start_service(runtime, embedding or load_embedding_settings())
+
+    async def stop(runtime: Runtime[Any]) -> None:
+        service, runtime.state.service = runtime.state.service, None
+        if service is not None:
+            await service.batcher.close()
+
+    return FunctionSpec(
+        name="embeddings",
+        event_handlers={
+            EMBEDDINGS_REQUESTED: on_embeddings_requested,
+            INDEX_REQUESTED: on_index_requested,
+            SEARCH_REQUESTED: on_search_requested,
+        },
+        routes=ROUTES,
+        requires=("lancedb",),
+        reports=("lancedb", "redis", "postgres"),
+        propagates=(CONVERSATION_ID,),
+        state=EmbeddingsState,
+        start=start,
+        stop=stop,
+        start_in_background=True,
+    )
+
+
+FUNCTION = build_function()

@@ -1,0 +1,58 @@
+"""The tools function, declared once: its event, its route table, its MCP mount, its lifecycle."""
+
+from __future__ import annotations
+
+from common.function import FunctionSpec, Mount, Route
+from common.runtime import Runtime
+from eventing.schemas.chat import CONVERSATION_ID
+from eventing.schemas.tools import TOOLS_REQUESTED
+from functions.tools.execution import ToolOutcome
+from functions.tools.handlers import (
+    BatchRequest,
+    BatchResponse,
+    Catalog,
+    list_tools,
+    on_tools_requested,
+    run_batch,
+    run_tool,
+    select_tools,
+)
+from functions.tools.mcp_server import mcp_endpoint, start_mcp, stop_mcp
+from functions.tools.selection import Selection, SelectRequest
+from functions.tools.service import ToolsService, ToolsState
+from functions.tools.settings import ToolsSettings
+
+# Matched in order: the fixed paths come before the {name} template.
+ROUTES = [
+    Route("GET", "/v1/tools", list_tools, returns=Catalog, summary="The tool catalog"),
+    Route("POST", "/v1/tools/batch", run_batch, BatchRequest, BatchResponse, summary="Run many calls"),
+    Route(
+        "POST", "/v1/tools/select", select_tools, SelectRequest, Selection, summary="Rank tools for a query"
+    ),
+    Route("POST", "/v1/tools/{name}", run_tool, bytes, ToolOutcome, summary="Run one tool call"),
+]
+
+
+def build_function(tools_settings: ToolsSettings | None = None) -> FunctionSpec:
+    """The function; `tools_settings` default to the environment's, read at start (tests pass their own)."""
+
+    async def start(runtime: Runtime[ToolsState]) -> None:
+        service = ToolsService.build(runtime, tools_settings)
+        runtime.state.service = service
+        await start_mcp(runtime, service)
+
+    return FunctionSpec(
+        name="tools",
+        event_handlers={TOOLS_REQUESTED: on_tools_requested},
+        routes=ROUTES,
+        # MCP needs the session manager's lifespan: served under `victor serve tools` only.
+        mounts=[Mount("/mcp", mcp_endpoint)],
+        reports=("redis", "postgres"),
+        propagates=(CONVERSATION_ID,),
+        state=ToolsState,
+        start=start,
+        stop=stop_mcp,
+    )
+
+
+FUNCTION = build_function()

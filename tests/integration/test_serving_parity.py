@@ -1,0 +1,350 @@
+"""Both serving modes answer every bad request alike, for every function.
+
+Each function is served from its one declaration twice, under Litestar (`victor
+serve`) and under functions-framework (`--asgi --target handle`), with the same
+settings. The same corpus of bad requests (bad JSON, wrong types, missing and
+unknown fields, wrong methods, unknown paths, over-long bodies, bad CloudEvents,
+unsupported event types, a missing API key) goes to both; the status, the error
+code and, for `POST /`, the reply rule (202 empty or 200 with one CloudEvent)
+must be the same.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from functions_framework.aio import _create_asgi_app_with_function
+
+from common.app import create_app
+from common.cloudevents import from_http
+from common.framework_target import target
+from common.function import FunctionSpec
+from common.settings import Settings
+from eventing.schemas.chat import CHAT_REQUESTED
+from eventing.schemas.embeddings import EMBEDDINGS_REQUESTED, INDEX_REQUESTED, SEARCH_REQUESTED
+from eventing.schemas.health import PING
+from eventing.schemas.tools import TOOLS_COMPLETED, TOOLS_REQUESTED
+from functions.chat.function import build_function as chat_function
+from functions.embeddings.function import build_function as embeddings_function
+from functions.embeddings.settings import load_embedding_settings
+from functions.health.function import FUNCTION as HEALTH
+from functions.tools.function import build_function as tools_function
+from functions.tools.settings import ToolsSettings
+from tests.support.chat import chat_settings
+from tests.support.embeddings import minilm, minilm_directory, wait_started  # noqa: F401 - fixtures
+from tests.support.foundation import ROOT, clean_env
+from tests.support.servers import running
+
+KEY = "parity-key-0123456789"
+LIMIT = 4096  # VICTOR_MAX_EVENT_BYTES
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One request of the corpus; `keyed` sends the API key, `json` a JSON body, `content` raw bytes."""
+
+    name: str
+    method: str
+    path: str
+    json: Any = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    keyed: bool = True
+
+
+def event(event_type: str, data: bytes | None = b"{}", **extra: str) -> dict[str, str]:
+    """Binary-mode headers of an event (the id is filled in per request, so each mode gets a fresh one)."""
+    headers = {"ce-specversion": "1.0", "ce-source": "/test/parity", "ce-type": event_type, **extra}
+    if data is not None:
+        headers["content-type"] = "application/json"
+    return headers
+
+
+def shared_corpus(own_type: str) -> list[Bad]:
+    """What every function gets: unknown paths, wrong methods, bad and unsupported events, big bodies."""
+    return [
+        Bad("unknown path", "GET", "/v2/nothing"),
+        Bad("unknown nested path", "POST", "/v1/nothing/at/all", json={}),
+        Bad("DELETE a probe", "DELETE", "/health/live"),
+        Bad("POST to /health", "POST", "/health", json={}),
+        Bad("PUT /metrics", "PUT", "/metrics"),
+        Bad("GET /", "GET", "/"),
+        Bad("no CloudEvent at all", "POST", "/", content=b""),
+        Bad("event without type", "POST", "/", content=b"{}", headers=event(own_type, **{"ce-type": ""})),
+        Bad(
+            "event of version 2.0",
+            "POST",
+            "/",
+            content=b"{}",
+            headers=event(own_type, **{"ce-specversion": "2.0"}),
+        ),
+        Bad(
+            "structured event that is not JSON",
+            "POST",
+            "/",
+            content=b"{not json",
+            headers={"content-type": "application/cloudevents+json"},
+        ),
+        Bad(
+            "structured event without id",
+            "POST",
+            "/",
+            json={"specversion": "1.0", "source": "/s", "type": own_type},
+            headers={"content-type": "application/cloudevents+json"},
+        ),
+        Bad("unsupported event type", "POST", "/", content=b"{}", headers=event("com.example.other")),
+        Bad("over-long event", "POST", "/", content=b"x" * (LIMIT + 1), headers=event(own_type)),
+        Bad("event with data that is not JSON", "POST", "/", content=b"{oops", headers=event(own_type)),
+        Bad("event with data of the wrong shape", "POST", "/", content=b"[1, 2]", headers=event(own_type)),
+    ]
+
+
+CHAT = [
+    Bad("chat without a provider", "POST", "/v1/chat", json={"message": "hello"}),
+    Bad("chat without the API key", "POST", "/v1/chat", json={"message": "hello"}, keyed=False),
+    Bad("chat body not JSON", "POST", "/v1/chat", content=b"{message"),
+    Bad("chat message of the wrong type", "POST", "/v1/chat", json={"message": 3}),
+    Bad("chat without message", "POST", "/v1/chat", json={}),
+    Bad("chat with an unknown field", "POST", "/v1/chat", json={"message": "x", "temperature": 2}),
+    Bad("chat with max_tokens 0", "POST", "/v1/chat", json={"message": "x", "max_tokens": 0}),
+    Bad("chat body a list", "POST", "/v1/chat", json=["x"]),
+    Bad("chat over-long body", "POST", "/v1/chat", content=b"x" * (LIMIT + 1)),
+    Bad("GET /v1/chat", "GET", "/v1/chat"),
+    Bad("unknown conversation", "GET", "/v1/conversations/never-started"),
+    Bad("DELETE a conversation", "DELETE", "/v1/conversations/never-started"),
+    Bad("conversation without the API key", "GET", "/v1/conversations/x", keyed=False),
+    Bad(
+        "chat.requested without provider",
+        "POST",
+        "/",
+        content=b'{"message": "hi"}',
+        headers=event(CHAT_REQUESTED),
+    ),
+    Bad(
+        "tools.completed for no round",
+        "POST",
+        "/",
+        json={"conversation_id": "never", "turn": 3, "results": []},
+        headers=event(TOOLS_COMPLETED),
+    ),
+    Bad("MCP is not chat's", "POST", "/mcp", json={}),
+]
+
+TOOLS = [
+    Bad("read_file with a number for path", "POST", "/v1/tools/read_file", json={"path": 5}),
+    Bad("read_file without path", "POST", "/v1/tools/read_file", json={}),
+    Bad("read_file with an unknown field", "POST", "/v1/tools/read_file", json={"path": "a", "mode": "rw"}),
+    Bad("arguments not JSON", "POST", "/v1/tools/read_file", content=b"{path"),
+    Bad("arguments a list", "POST", "/v1/tools/read_file", json=[1]),
+    Bad("unknown tool", "POST", "/v1/tools/format_disk", json={}),
+    Bad("GET a tool", "GET", "/v1/tools/read_file"),
+    Bad("POST the catalog", "POST", "/v1/tools", json={}),
+    Bad("catalog without the API key", "GET", "/v1/tools", keyed=False),
+    Bad("tool without the API key", "POST", "/v1/tools/read_file", json={"path": "a"}, keyed=False),
+    Bad("empty batch", "POST", "/v1/tools/batch", json={"calls": []}),
+    Bad("batch not JSON", "POST", "/v1/tools/batch", content=b"[calls"),
+    Bad("batch with an unknown field", "POST", "/v1/tools/batch", json={"calls": [{"name": "x"}], "x": 1}),
+    Bad("batch call without name", "POST", "/v1/tools/batch", json={"calls": [{"arguments": {}}]}),
+    Bad("GET the batch", "GET", "/v1/tools/batch"),
+    Bad("select with k 0", "POST", "/v1/tools/select", json={"query": "x", "k": 0}),
+    Bad("select without query", "POST", "/v1/tools/select", json={}),
+    Bad(
+        "select with an unknown strategy",
+        "POST",
+        "/v1/tools/select",
+        json={"query": "x", "strategy": "magic"},
+    ),
+    Bad("select not JSON", "POST", "/v1/tools/select", content=b"query"),
+    Bad("over-long batch", "POST", "/v1/tools/batch", content=b"x" * (LIMIT + 1)),
+    Bad(
+        "tools.requested without calls",
+        "POST",
+        "/",
+        json={"conversation_id": "c"},
+        headers=event(TOOLS_REQUESTED),
+    ),
+]
+
+EMBEDDINGS = [
+    Bad("embeddings body not JSON", "POST", "/v1/embeddings", content=b"{input"),
+    Bad("embeddings without input", "POST", "/v1/embeddings", json={}),
+    Bad("embeddings of numbers", "POST", "/v1/embeddings", json={"input": [1, 2, 3]}),
+    Bad("embeddings of nothing", "POST", "/v1/embeddings", json={"input": []}),
+    Bad("embeddings of an empty string", "POST", "/v1/embeddings", json={"input": ""}),
+    Bad("embeddings in int8", "POST", "/v1/embeddings", json={"input": "x", "encoding_format": "int8"}),
+    Bad("embeddings of another model", "POST", "/v1/embeddings", json={"input": "x", "model": "other"}),
+    Bad("embeddings without the API key", "POST", "/v1/embeddings", json={"input": "x"}, keyed=False),
+    Bad("GET /v1/embeddings", "GET", "/v1/embeddings"),
+    Bad("over-long embeddings body", "POST", "/v1/embeddings", content=b"x" * (LIMIT + 1)),
+    Bad("index not JSON", "POST", "/v1/index", content=b"{"),
+    Bad("index of no documents", "POST", "/v1/index", json={"documents": []}),
+    Bad("index with documents of the wrong type", "POST", "/v1/index", json={"documents": "a"}),
+    Bad("GET /v1/index", "GET", "/v1/index"),
+    Bad("search not JSON", "POST", "/v1/search", content=b"q"),
+    Bad("search without query", "POST", "/v1/search", json={}),
+    Bad("search for nothing", "POST", "/v1/search", json={"query": ""}),
+    Bad("search of an unknown collection", "POST", "/v1/search", json={"query": "x", "collection": "nope"}),
+    Bad("search with a wrong k type", "POST", "/v1/search", json={"query": "x", "k": "ten"}),
+    Bad("PUT /v1/search", "PUT", "/v1/search", json={}),
+    Bad("index.requested of nothing", "POST", "/", json={"documents": []}, headers=event(INDEX_REQUESTED)),
+    Bad("search.requested for nothing", "POST", "/", json={"query": ""}, headers=event(SEARCH_REQUESTED)),
+    Bad(
+        "embeddings.requested of nothing",
+        "POST",
+        "/",
+        json={"input": []},
+        headers=event(EMBEDDINGS_REQUESTED),
+    ),
+]
+
+HEALTH_ROUTES = [
+    Bad("status without the API key", "GET", "/v1/status", keyed=False),
+    Bad("POST the status", "POST", "/v1/status", json={}),
+    Bad("DELETE the status", "DELETE", "/v1/status"),
+    Bad("status under another version", "GET", "/v2/status"),
+    Bad("a ping, answered with one event", "POST", "/", content=b"", headers=event(PING, data=None)),
+    Bad("a ping with data", "POST", "/", content=b'{"any": "thing"}', headers=event(PING)),
+]
+
+
+def cases(own_type: str, routes: list[Bad]) -> list[Bad]:
+    return shared_corpus(own_type) + routes
+
+
+@asynccontextmanager
+async def both_modes(spec: FunctionSpec, settings: Settings) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """The function served by Litestar and by functions-framework's own app around the target."""
+    framework = _create_asgi_app_with_function(target(spec, settings), "http", False)  # type: ignore[no-untyped-call]
+    async with AsyncExitStack() as stack:
+        clients = {}
+        for mode, app in (("litestar", create_app(spec, settings)), ("functions-framework", framework)):
+            url = await stack.enter_async_context(running(app))
+            clients[mode] = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=60))
+        yield clients
+
+
+async def answer(client: httpx.AsyncClient, bad: Bad) -> tuple[Any, ...]:
+    """What is compared: status, error code, and for `POST /` the reply rule."""
+    headers = dict(bad.headers)
+    if bad.keyed:
+        headers["authorization"] = f"Bearer {KEY}"
+    if any(name.startswith("ce-") for name in headers):
+        headers["ce-id"] = str(uuid.uuid4())
+    content = msgspec.json.encode(bad.json) if bad.json is not None else bad.content
+    if bad.json is not None:
+        headers.setdefault("content-type", "application/json")
+    response = await client.request(bad.method, bad.path, content=content, headers=headers)
+    code = None
+    if response.headers.get("content-type", "").startswith("application/json") and response.content:
+        body = response.json()
+        code = body.get("error") if isinstance(body, dict) else None
+    if bad.path == "/" and response.status_code < 300:
+        if response.status_code == 202:
+            assert response.content == b"", bad.name
+            return response.status_code, "accepted, empty"
+        assert response.status_code == 200, bad.name
+        reply = from_http(dict(response.headers), response.content, max_bytes=1 << 20)
+        return response.status_code, f"one CloudEvent {reply.type}"
+    if response.status_code >= 400:
+        assert code, f"{bad.name}: an error without a code: {response.text[:200]}"
+    return response.status_code, code
+
+
+async def assert_same(clients: dict[str, httpx.AsyncClient], corpus: list[Bad]) -> dict[str, tuple[Any, ...]]:
+    """Both modes' answers are equal; returns them by case name."""
+    assert len(corpus) >= 20
+    seen = {
+        mode: [(bad.name, *await answer(client, bad)) for bad in corpus] for mode, client in clients.items()
+    }
+    assert seen["litestar"] == seen["functions-framework"]
+    return {name: tuple(rest) for name, *rest in seen["litestar"]}
+
+
+@pytest.fixture
+def parity_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    def build(**env: str) -> Settings:
+        return make_settings(VICTOR_API_KEY=KEY, VICTOR_MAX_EVENT_BYTES=f"{LIMIT}B", **env)
+
+    return build
+
+
+async def test_health_answers_alike_in_both_modes(parity_settings: Callable[..., Settings]) -> None:
+    async with both_modes(HEALTH, parity_settings()) as clients:
+        seen = await assert_same(clients, cases(PING, HEALTH_ROUTES))
+    assert seen["a ping, answered with one event"] == (200, "one CloudEvent ai.victor.health.reported")
+
+
+async def test_tools_answers_alike_in_both_modes(parity_settings: Callable[..., Settings]) -> None:
+    async with both_modes(tools_function(ToolsSettings()), parity_settings()) as clients:
+        seen = await assert_same(clients, cases(TOOLS_REQUESTED, TOOLS))
+    assert seen["read_file with a number for path"] == (422, "invalid_request")
+    assert seen["arguments not JSON"] == (400, "invalid_json")
+    assert seen["batch not JSON"] == (400, "invalid_json")
+
+
+async def test_chat_answers_alike_in_both_modes(parity_settings: Callable[..., Settings]) -> None:
+    async with both_modes(chat_function(chat_settings(provider=None)), parity_settings()) as clients:
+        seen = await assert_same(clients, cases(CHAT_REQUESTED, CHAT))
+    assert seen["chat without a provider"] == (503, "unavailable")
+    assert seen["chat message of the wrong type"] == (422, "invalid_request")
+
+
+async def test_embeddings_answers_alike_in_both_modes(
+    parity_settings: Callable[..., Settings], request: pytest.FixtureRequest
+) -> None:
+    model = request.getfixturevalue("minilm")  # loaded once per session
+    settings = parity_settings(VICTOR_EMBEDDING_MODEL=model.name)
+    async with both_modes(embeddings_function(load_embedding_settings({})), settings) as clients:
+        for client in clients.values():
+            await wait_started(client)
+        await assert_same(clients, cases(SEARCH_REQUESTED, EMBEDDINGS))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        HEALTH,
+        tools_function(ToolsSettings()),
+        chat_function(chat_settings(provider=None)),
+        embeddings_function(load_embedding_settings({})),
+    ],
+    ids=lambda spec: spec.name,
+)
+def test_the_openapi_schema_describes_every_route_of_the_table(
+    spec: FunctionSpec, parity_settings: Callable[..., Settings]
+) -> None:
+    schema = create_app(spec, parity_settings()).openapi_schema.to_schema()
+    for route in spec.routes:
+        operation = schema["paths"][route.path][route.method.lower()]
+        if route.body is not None and route.body is not bytes:
+            body = operation["requestBody"]["content"]["application/json"]["schema"]
+            assert set(body["properties"]) == set(route.body.__struct_fields__), route.path
+            assert "$ref" not in str(body)
+        if route.returns is not None:
+            answer = operation["responses"]["200"]["content"][route.media_type]["schema"]
+            assert set(answer["properties"]) == set(route.returns.__struct_fields__), route.path
+
+
+@pytest.mark.parametrize("name", ["chat", "tools", "embeddings", "health"])
+def test_the_functions_framework_entry_imports_nothing_from_litestar(name: str, tmp_path: Path) -> None:
+    load = (
+        "import importlib.util, sys;"
+        f"spec = importlib.util.spec_from_file_location('main', 'functions/{name}/main.py');"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec));"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'litestar'}))"
+    )
+    env = clean_env(WORKSPACE_DIR=str(tmp_path), VICTOR_EMBEDDING_MODEL=minilm_directory())
+    result = subprocess.run(
+        [sys.executable, "-c", load], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
