@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from common.workspace import SECRET_FILES
 from functions.embeddings.workspace_files import SelectionRefused, select_files
 
 
@@ -146,7 +147,7 @@ def test_a_file_swapped_for_a_symlink_after_selection_is_not_read(tmp_path: Path
         return selection
 
     monkeypatch.setattr(indexer, "select_files", select_then_swap)
-    service = SimpleNamespace(settings=load_embedding_settings({}))
+    service = SimpleNamespace(settings=load_embedding_settings({}), secret_files=SECRET_FILES)
     sources, skipped, _ = indexer.read_sources(workspace.resolve(), ".", service)  # type: ignore[arg-type]
     assert [(s.path, s.text) for s in sources] == [("kept.md", "kept text\n")]
     assert skipped == {"notes.md": "'notes.md' is a symlink that leads outside the workspace"}
