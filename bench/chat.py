@@ -155,7 +155,7 @@ async def measure(
 
 
 def main() -> None:
-    from eventing.dev.services import configured_or_embedded
+    from eventing.dev.stores import configured_or_embedded
 
     count, warmup = (100, 10) if quick() else (1000, 50)
     print_header("Chat function: latency added over a direct SDK call")

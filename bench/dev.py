@@ -39,7 +39,7 @@ from bench.support import (
     scratch_dir,
     table,
 )
-from eventing.dev.services import DevServices, prepare_data_dir
+from eventing.dev.stores import DevServices, prepare_data_dir
 
 
 def _free_base(count: int = 6) -> int:

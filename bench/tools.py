@@ -38,11 +38,11 @@ from common.workspace import Workspace
 from eventing.dev.embedded import EmbeddedRedis
 from functions.tools.catalog import build_catalog
 from functions.tools.context import ToolContext
-from functions.tools.embedder import LocalEmbedder
 from functions.tools.execution import CallRequest, ToolExecutor
 from functions.tools.result_cache import ResultCache
 from functions.tools.selection import SelectRequest, ToolSelector
 from functions.tools.settings import ToolsSettings
+from functions.tools.text_embedder import LocalEmbedder
 
 QUERIES = [
     "search file contents for a regular expression",

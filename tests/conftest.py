@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings, load_settings
-from eventing.dev.services import configured_or_embedded
+from eventing.dev.stores import configured_or_embedded
 
 
 class Services:

@@ -44,7 +44,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     # The runner (uvicorn, httpx, the supervisor) is loaded only when `victor dev` runs.
     from eventing.dev.runner import choose_dev_embedding_model, plan_processes, supervise
-    from eventing.dev.services import DevDataError, DevServices, prepare_data_dir
+    from eventing.dev.stores import DevDataError, DevServices, prepare_data_dir
 
     selected = parse_only(args.only)
     if args.ping_interval is not None and args.ping_interval < 0:

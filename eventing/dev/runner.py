@@ -26,7 +26,7 @@ from eventing.dev.dead_letters import SERVICE_NAME as DEAD_LETTER_SERVICE
 from eventing.dev.dead_letters import DeadLetterDisplay
 from eventing.dev.ping import load_ping_schedules, ping_forever
 from eventing.dev.ports import BROKER_PATH, DEAD_LETTER_OFFSET, PORTS
-from eventing.dev.services import DevServices, ServiceInfo
+from eventing.dev.stores import DevServices, ServiceInfo
 from eventing.dev.supervisor import Backoff, ProcessSpec, Supervisor
 
 DEFAULT_TRIGGERS_PATH = "knative/base"

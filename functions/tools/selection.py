@@ -34,8 +34,8 @@ import numpy as np
 
 from common import metrics as common_metrics
 from common.cache import Cache
-from functions.tools.embedder import Embedder, EmbeddingsUnavailable
 from functions.tools.registry import ToolRegistry
+from functions.tools.text_embedder import Embedder, EmbeddingsUnavailable
 
 Strategy = Literal["keyword", "semantic", "hybrid", "auto"]
 RRF_K = 60

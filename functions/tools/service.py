@@ -12,12 +12,12 @@ from common.workspace import Workspace
 from functions.tools.catalog import build_catalog
 from functions.tools.code_index import CodeIndex
 from functions.tools.context import ToolContext
-from functions.tools.embedder import make_embedder
 from functions.tools.execution import ToolExecutor
 from functions.tools.registry import ToolRegistry
 from functions.tools.result_cache import ResultCache
 from functions.tools.selection import ToolSelector
 from functions.tools.settings import ToolsSettings, load_tools_settings
+from functions.tools.text_embedder import make_embedder
 
 if TYPE_CHECKING:
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager

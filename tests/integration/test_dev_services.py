@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 import redis
 
-from eventing.dev.services import DevServices, prepare_data_dir
+from eventing.dev.stores import DevServices, prepare_data_dir
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from litestar import Litestar, post
 from common.embedding_model import bundled_model_path
 from common.settings import Settings
 from functions.tools.app import create
-from functions.tools.embedder import LocalEmbedder
 from functions.tools.settings import ToolsSettings
+from functions.tools.text_embedder import LocalEmbedder
 from tests.support.servers import running
 
 GIT_ENV = {

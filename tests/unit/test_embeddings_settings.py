@@ -71,7 +71,7 @@ def test_a_model_that_cannot_be_found_is_refused_naming_the_variable(
 def test_the_shared_model_loader_imports_no_torch_until_a_model_is_loaded() -> None:
     # Both functions import it at start-up; torch and sentence-transformers take seconds to import.
     probe = (
-        "import sys, common.embedding_model, functions.tools.embedder;"
+        "import sys, common.embedding_model, functions.tools.text_embedder;"
         "print(sorted({'torch', 'sentence_transformers'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

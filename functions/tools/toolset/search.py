@@ -28,8 +28,8 @@ import numpy as np
 from common.workspace import is_binary
 from functions.tools.code_index import CodeIndex, CodeIndexError
 from functions.tools.context import ToolContext
-from functions.tools.embedder import EmbeddingsUnavailable
 from functions.tools.registry import PathAccess, ToolDefinition, ToolError
+from functions.tools.text_embedder import EmbeddingsUnavailable
 from functions.tools.toolset.files import SKIPPED_DIRS, file_filter, read_walked, walk_files
 
 WINDOW_LINES = 30
