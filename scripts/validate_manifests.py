@@ -10,8 +10,8 @@ them), then against the rules Knative's admission webhooks enforce that the sche
 do not. Each problem is printed as one line, `FILE (BUILD): KIND/NAME: RULE: MESSAGE`;
 the exit status is 1 when there is any.
 
-The CRDs are read from ../shared/knative-contract-data/knative-crds beside the
-repository, or from the directory in $VICTOR_KNATIVE_CRDS.
+The CRDs are read from knative/crds (copies of Knative's own, see its SOURCES.md),
+or from the directory in $VICTOR_KNATIVE_CRDS.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from eventing.knative_grammar import attributes_filter_problems, delivery_proble
 from scripts.kustomize import KustomizeError, Resource, build, load_documents
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CRDS = ROOT.parent / "shared" / "knative-contract-data" / "knative-crds"
+DEFAULT_CRDS = ROOT / "knative" / "crds"
 NAMESPACE = "victor"
 
 RESERVED_PORTS = (8012, 8013, 8022, 9090, 9091, 8008)

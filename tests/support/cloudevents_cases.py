@@ -1,6 +1,7 @@
 """The CloudEvents conformance cases, as HTTP requests, and an echo variant of the health function.
 
-Cases come from ../shared/knative-contract-data/cloudevents-conformance (loaded
+Cases come from tests/fixtures/cloudevents-conformance, copied from the CloudEvents
+conformance repository (see its SOURCES.md), loaded
 with YAML BaseLoader so `specversion: 1.0` stays a string). `to_request`
 writes a case in binary or structured mode exactly as the HTTP binding says.
 
@@ -31,7 +32,7 @@ from functions.health.function import FUNCTION as SPEC
 CONFORMANCE = Path(
     os.environ.get(
         "VICTOR_CONFORMANCE_DIR",
-        Path(__file__).resolve().parents[3] / "shared" / "knative-contract-data" / "cloudevents-conformance",
+        Path(__file__).resolve().parents[1] / "fixtures" / "cloudevents-conformance",
     )
 )
 ECHO_TYPES = ("com.example.someevent", "io.cloudevents.minimum")
