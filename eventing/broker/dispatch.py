@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from common import metrics
 from common.answers import Answer, error_answer
 from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc3339
+from common.logging import event_id, event_traceparent
 from eventing.broker.delivery import DeliveryResult, DeliverySpec, SubscriberClient, dead_letter, deliver
 from eventing.broker.settings import BrokerSettings
 from eventing.broker.triggers import LOCAL_DEAD_LETTER_SINK, BrokerConfig, Trigger
@@ -301,6 +302,11 @@ class TriggerDispatcher:
         await self.broker.stream.ack(self.group, *skipped)
 
     async def _settle(self, entry_id: str, event: CloudEvent) -> None:
+        # Runs in its own task (its own context): every line about this delivery names the event
+        # and carries its trace.
+        event_id.set(event.id)
+        traceparent = event.extensions.get("traceparent")
+        event_traceparent.set(traceparent if isinstance(traceparent, str) else None)
         trigger = self.trigger.name
         started = time.perf_counter()
         try:

@@ -2,17 +2,20 @@
 
 The whole system runs (broker, chat, tools, embeddings with the bundled model, health) on
 the configured PostgreSQL and Redis, and the script gets only the VICTOR_*_URL settings a
-user would give it. Then the tools process is frozen (SIGSTOP) so it accepts connections
+user would give it. Every line the processes print under that traffic (and an index run)
+is a JSON log record. Then the tools process is frozen (SIGSTOP) so it accepts connections
 but never answers, as a wedged pod would: the script must stop at tools with one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -21,6 +24,20 @@ from tests.e2e.test_victor_dev import free_port_range, kill_leftovers, start_vic
 ROOT = Path(__file__).parents[2]
 SMOKE = ROOT / "scripts" / "smoke_test.sh"
 pytestmark = pytest.mark.slow
+
+
+def not_json(log: Path) -> list[str]:
+    """Lines the functions and the broker printed through victor dev (`name | line`) that are not JSON."""
+    bad = []
+    for line in log.read_text(errors="replace").splitlines():
+        name, bar, payload = line.partition(" | ")
+        if not bar or " " in name.strip():
+            continue  # victor dev's own table and status lines
+        try:
+            json.loads(payload)
+        except ValueError:
+            bad.append(line)
+    return bad
 
 
 async def smoke(env: dict[str, str], *args: str) -> tuple[int, str, str]:
@@ -77,6 +94,12 @@ async def test_the_smoke_test_passes_against_victor_dev_and_names_a_frozen_funct
             "smoke: health reported the system status",
             "smoke: OK (5 checked)",
         ]
+
+        # Indexing loads LanceDB, whose warnings once came out as plain text: the logs stay JSON.
+        async with httpx.AsyncClient(base_url=client["VICTOR_EMBEDDINGS_URL"], timeout=60) as http:
+            indexed = await http.post("/v1/index", json={"path": ".", "collection": "smoke"})
+        assert indexed.status_code == 200, indexed.text
+        assert not_json(log) == []
 
         tools = next(p for p in psutil.Process(dev.pid).children() if "tools" in p.cmdline())
         tools.send_signal(signal.SIGSTOP)

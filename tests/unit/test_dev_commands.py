@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 
 import httpx
@@ -153,10 +154,17 @@ async def test_the_dead_letter_display_reports_each_dead_letter_on_one_line() ->
         invalid = await http.post(url, content=b"not an event")
         wrong_method = await http.get(url)
     assert (accepted.status_code, invalid.status_code, wrong_method.status_code) == (202, 400, 405)
-    assert lines[0] == (
+    first, second = (json.loads(line) for line in lines)  # JSON log lines, like the functions'
+    assert first["message"] == (
         "dead letter ai.victor.chat.requested id=dl-1 source=/tests: http://127.0.0.1:8001 answered 503"
     )
-    assert lines[1].startswith("dead letter that is not a valid CloudEvent: not a CloudEvent")
+    assert (first["logger"], first["level"], first["event_id"], first["knativeerrorcode"]) == (
+        "victor.dead_letters",
+        "WARNING",
+        "dl-1",
+        "503",
+    )
+    assert second["message"].startswith("dead letter that is not a valid CloudEvent: not a CloudEvent")
     assert len(lines) == 2
 
 

@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from common import tracing
-from common.logging import JsonFormatter, configure_logging, event_id
+from common.logging import JsonFormatter, configure_logging, event_id, event_traceparent
 from common.settings import load_settings
 
 
@@ -132,3 +134,64 @@ def test_rotated_files_older_than_the_retention_are_deleted(tmp_path: Path) -> N
     assert not old.exists()
     assert recent.exists()
     assert unrelated.exists()
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_rotated_files_sort_by_name_in_the_order_they_were_written(tmp_path: Path) -> None:
+    log_file = tmp_path / "victor.log"
+    configure_logging(load_settings({"VICTOR_LOG_FILE": str(log_file), "VICTOR_LOG_MAX_SIZE": "1KB"}))
+    logger = logging.getLogger("victor.test.order")
+    for number in range(90):
+        logger.info("record %03d %s", number, "y" * 40)
+    rotated = sorted(p for p in tmp_path.iterdir() if p != log_file)
+    assert len(rotated) >= 11  # past .10, where numbered backups list out of order
+    in_name_order = [
+        json.loads(line)["message"][:10]
+        for path in [*rotated, log_file]
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    assert in_name_order == [f"record {n:03d}" for n in range(90)]
+
+
+def test_warnings_and_uvicorn_colour_copies_come_out_as_plain_json() -> None:
+    """In a process of its own, as a service runs: pytest would catch the warning itself."""
+    program = """
+import logging, os, warnings
+from common.logging import configure_logging
+from common.settings import load_settings
+configure_logging(load_settings({}))
+warnings.warn("the old API is deprecated", UserWarning, stacklevel=1)
+logging.getLogger("uvicorn.error").info(
+    "Uvicorn running on %s", "http://127.0.0.1:1", extra={"color_message": "on \x1b[1m%s\x1b[0m"}
+)
+print(os.environ["HF_HUB_DISABLE_PROGRESS_BARS"], os.environ["TQDM_DISABLE"])
+"""
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, env=environ, check=True
+    )
+    *lines, quiet = done.stdout.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["logger"] for r in records] == ["py.warnings", "uvicorn.error"]
+    assert "UserWarning: the old API is deprecated" in records[0]["message"]
+    assert "color_message" not in records[1]
+    assert "\x1b" not in done.stdout
+    assert (quiet, done.stderr) == ("1 1", "")
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_records_outside_a_span_carry_the_trace_of_the_event_being_handled(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(load_settings({}))
+    token = event_traceparent.set("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    try:
+        logging.getLogger("eventing.broker.dispatch").info("delivered")
+    finally:
+        event_traceparent.reset(token)
+    logging.getLogger("eventing.broker.dispatch").info("no event now")
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert (first["trace_id"], first["span_id"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert "trace_id" not in second
