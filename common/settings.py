@@ -8,6 +8,7 @@ they never show up in logs, reprs or error bodies.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -215,6 +216,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 FUNCTION_NAMES = ("chat", "tools", "embeddings", "health")
+# What a function needs beyond the core install: the extra that brings it, and its modules.
+FUNCTION_EXTRAS = {"embeddings": ("embeddings", ("sentence_transformers", "lancedb", "pyarrow", "pathspec"))}
+
+
+def require_extra(function: str) -> None:
+    """Raise `SettingsError` naming the extra to install when `function` cannot run in this install."""
+    if function not in FUNCTION_EXTRAS:
+        return
+    extra, modules = FUNCTION_EXTRAS[function]
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise SettingsError(
+            function,
+            f"needs the {extra} extra: pip install 'victor-functions[{extra}]' "
+            f"(not installed: {', '.join(missing)})",
+        )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -8,7 +8,8 @@
 #
 # tests/contract/test_dockerfile.py replays the same Dockerfile steps, running this very
 # script into a clean directory, so the test exercises exactly the image's install.
-# Runtime dependencies only (no dev extras), every version pinned by requirements.lock.
+# The runtime with the embeddings extra (one image still serves every function), no dev
+# extras, every version pinned by requirements.lock.
 # The lock pins torch==2.13.0+cpu: a real build finds it through
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (a Dockerfile build arg).
 set -eu
@@ -32,7 +33,7 @@ dependencies)
     # With no packages in SRC yet this installs only the pinned dependencies (and an
     # empty victor-functions distribution that the application step replaces).
     # shellcheck disable=SC2086
-    "$VENV/bin/pip" install $PIP_OPTIONS --prefer-binary --constraint "$SRC/requirements.lock" "$SRC"
+    "$VENV/bin/pip" install $PIP_OPTIONS --prefer-binary --constraint "$SRC/requirements.lock" "$SRC[embeddings]"
     SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     # Not needed at run time: C/C++ headers and torch's compiled C++ test binaries.
     rm -rf "$SITE/torch/include" "$SITE/torch/test" "$SITE/pyarrow/include"

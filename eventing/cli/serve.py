@@ -7,14 +7,19 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from common.settings import FUNCTION_NAMES, Settings
+from common.settings import FUNCTION_NAMES, Settings, require_extra
 
 # What `victor serve` can run: the broker and every function.
 SERVABLE = ("broker", *FUNCTION_NAMES)
 
 
 def load_app(name: str, settings: Settings) -> Any:
-    """Build the ASGI app of `name`; only that one's module is imported (this is every cold start)."""
+    """Build the ASGI app of `name`; only that one's module is imported (this is every cold start).
+
+    A function whose extra is not installed (embeddings without `victor-functions[embeddings]`) is
+    refused with `SettingsError` before anything heavy is imported.
+    """
+    require_extra(name)
     module = importlib.import_module("eventing.broker.app" if name == "broker" else f"functions.{name}.app")
     create: Callable[[Settings], Any] = module.create
     return create(settings)

