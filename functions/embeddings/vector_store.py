@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from lancedb.index import FTS, IvfFlat, IvfHnswSq, IvfPq
 
 MODEL_KEY = b"victor.model"
 DIMENSION_KEY = b"victor.dimension"
@@ -158,7 +159,7 @@ class VectorStore:
         names = {index.name for index in table.list_indices()}
         rows = table.count_rows()
         if TEXT_INDEX not in names and rows:
-            table.create_fts_index("text", replace=True)
+            table.create_index("text", config=FTS(), replace=True, name=TEXT_INDEX)
         if VECTOR_INDEX not in names and rows >= self.plan.threshold:
             self.build_vector_index(table, rows)
             return
@@ -171,15 +172,15 @@ class VectorStore:
 
     def build_vector_index(self, table: Any, rows: int) -> None:
         partitions = max(1, int(np.sqrt(rows)))
-        options: dict[str, Any] = {
-            "metric": "cosine",
-            "index_type": self.plan.index_type,
-            "num_partitions": partitions,
-            "name": VECTOR_INDEX,
-        }
+        config: IvfHnswSq | IvfPq | IvfFlat
         if self.plan.index_type == "IVF_PQ":
-            options["num_sub_vectors"] = max(1, self.dimension // 8)
-        table.create_index(**options)
+            subvectors = max(1, self.dimension // 8)
+            config = IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=subvectors)
+        elif self.plan.index_type == "IVF_FLAT":
+            config = IvfFlat(distance_type="cosine", num_partitions=partitions)
+        else:
+            config = IvfHnswSq(distance_type="cosine", num_partitions=partitions)
+        table.create_index("vector", config=config, replace=True, name=VECTOR_INDEX)
 
     def has_vector_index(self, table: Any) -> bool:
         """Whether the table has its ANN index; remembered once seen, as indexes are never dropped here."""
