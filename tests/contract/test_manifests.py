@@ -56,7 +56,8 @@ def test_every_build_passes_validation() -> None:
     status, errors, out = validate()
     assert errors == []
     assert status == 0
-    assert out.startswith("validate: ") and "in 3 build(s) are valid" in out
+    # base, the two environments, and the monitoring overlay (a PodMonitor).
+    assert out.startswith("validate: ") and "in 4 build(s) are valid" in out
 
 
 def test_each_function_is_one_knative_service_running_its_own_command(built: list[Resource]) -> None:
@@ -517,3 +518,42 @@ def test_json_patch_operations_and_image_rewrites(tmp_path: Path) -> None:
     assert service.body["metadata"] == {"namespace": "victor"}
     main = service.body["spec"]["template"]["spec"]["containers"][0]
     assert main == {"image": "localhost:5000/app:v2", "env": [{"name": "Z"}, {"name": "B"}]}
+
+
+def test_metrics_are_scrapable_on_a_cluster_and_every_image_is_pinned() -> None:
+    """Prometheus annotations on every function, a PodMonitor overlay, and the NetworkPolicy lets
+    Prometheus (metrics port only) and the ingress gateway through; no image floats."""
+    base = build(KNATIVE / "base")
+    for name, service in objects(base, "Service").items():
+        if not name.startswith("victor-") or name == "victor-dead-letters":
+            continue
+        annotations = service["spec"]["template"]["metadata"]["annotations"]
+        assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "8080"), (
+            name
+        )
+    for resource in base:
+        if resource.kind == "Service" and resource.body["apiVersion"].startswith("serving.knative.dev"):
+            for container in resource.body["spec"]["template"]["spec"]["containers"]:
+                image = container["image"]
+                assert "@sha256:" in image or image == "ghcr.io/victor-functions/victor", image
+    [policy] = objects(base, "NetworkPolicy").values()
+    sources = [rule for rule in policy["spec"]["ingress"]]
+    namespaces = {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in sources
+        for peer in rule["from"]
+        if "namespaceSelector" in peer
+    }
+    assert {
+        "knative-serving",
+        "knative-eventing",
+        "kourier-system",
+        "istio-system",
+        "monitoring",
+    } <= namespaces
+    monitoring = next(rule for rule in sources if "ports" in rule)
+    assert monitoring["ports"] == [{"protocol": "TCP", "port": 8080}]
+    [monitor] = objects(build(KNATIVE / "overlays" / "monitoring"), "PodMonitor").values()
+    assert monitor["metadata"]["namespace"] == "victor"
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "victor"}
+    assert monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
