@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 | --- | --- | --- |
-| `VICTOR_TRIGGERS_PATH` | `knative/base` | YAML file or directory holding the Broker and Triggers |
+| `VICTOR_TRIGGERS_PATH` | `knative/base` | Broker and Triggers YAML (see `default_triggers_path`) |
 | `VICTOR_BROKER_NAMESPACE` | `victor` | namespace of the served Broker (and of objects without one) |
 | `VICTOR_BROKER_NAME` | `default` | name of the served Broker; ingress is `POST /{namespace}/{name}` |
 | `VICTOR_SUBSCRIBER_URLS` | | `name=url,name=url`: local URL of each object a Trigger names by `ref` |
@@ -62,6 +62,22 @@ def _subscriber_urls(value: str | None) -> dict[str, str]:
     return urls
 
 
+DEFAULT_TRIGGERS = Path("knative") / "base"
+# The checkout this package runs from (an editable install, `victor dev` in a clone).
+_PROJECT = Path(__file__).resolve().parents[2]
+
+
+def default_triggers_path() -> Path:
+    """`knative/base` of the current directory, else of the project the package came from.
+
+    So `victor dev` started in any directory of a checkout's environment finds the same Trigger
+    manifests; an install without the project (the image) sets VICTOR_TRIGGERS_PATH instead.
+    """
+    if DEFAULT_TRIGGERS.exists() or not (_PROJECT / DEFAULT_TRIGGERS).exists():
+        return DEFAULT_TRIGGERS
+    return _PROJECT / DEFAULT_TRIGGERS
+
+
 def load_broker_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> BrokerSettings:
     """The broker's settings; raises `SettingsError` naming the first bad variable."""
     env = EnvReader(os.environ if environ is None else environ)
@@ -77,7 +93,7 @@ def load_broker_settings(settings: Settings, environ: Mapping[str, str] | None =
             "VICTOR_BROKER_TIMEOUT", f"expected an ISO-8601 duration such as PT60S, got {timeout_text!r}"
         ) from None
     return BrokerSettings(
-        triggers_path=Path(env.string("VICTOR_TRIGGERS_PATH", "knative/base")),
+        triggers_path=Path(env.optional("VICTOR_TRIGGERS_PATH") or default_triggers_path()),
         namespace=namespace,
         name=name,
         subscriber_urls=urls,

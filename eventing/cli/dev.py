@@ -43,7 +43,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     # The runner (uvicorn, httpx, the supervisor) is loaded only when `victor dev` runs.
-    from eventing.dev.runner import choose_dev_embedding_model, plan_processes, supervise
+    from eventing.dev.runner import choose_dev_embedding_model, plan_processes, ports_in_use, supervise
     from eventing.dev.stores import DevDataError, DevServices, prepare_data_dir
 
     selected = parse_only(args.only)
@@ -56,6 +56,10 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     except (DevDataError, OSError) as exc:
         fail(str(exc))
     environ = dict(os.environ)
+    # Before anything starts: a port another process holds would make its child crash-loop.
+    taken = ports_in_use(plan_processes(selected, args.port_base, environ))
+    if taken:
+        fail(f"port {', '.join(taken)} is already in use; stop what holds it or pass --port-base")
     environ.setdefault("LANCEDB_URI", str(data_dir / "lancedb"))
     choose_dev_embedding_model(environ)
     services = DevServices(data_dir, environ)

@@ -9,12 +9,14 @@ command, so `victor serve`, every function's cold start, loads none of them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from common.settings import SettingsError, get_settings
 from eventing.cli import backup, chat, dev, embeddings, migrate, send, serve, tools
+from eventing.cli.dotenv import DotenvError, load_dotenv
 from eventing.cli.errors import fail
 
 # Help lists the commands in this order.
@@ -44,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    try:
+        load_dotenv(os.environ)  # ./.env; the environment wins
+    except (DotenvError, OSError) as exc:
+        fail(str(exc))
     try:
         settings = get_settings()
     except SettingsError as exc:

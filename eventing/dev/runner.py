@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,14 +23,13 @@ import httpx
 import uvicorn
 
 from common.settings import FUNCTION_NAMES
+from eventing.broker.settings import default_triggers_path
 from eventing.dev.dead_letters import SERVICE_NAME as DEAD_LETTER_SERVICE
 from eventing.dev.dead_letters import DeadLetterDisplay
 from eventing.dev.ping import load_ping_schedules, ping_forever
 from eventing.dev.ports import BROKER_PATH, DEAD_LETTER_OFFSET, PORTS
 from eventing.dev.stores import DevServices, ServiceInfo
 from eventing.dev.supervisor import Backoff, ProcessSpec, Supervisor
-
-DEFAULT_TRIGGERS_PATH = "knative/base"
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,11 @@ async def supervise(plan: DevPlan, services: DevServices, args: argparse.Namespa
         await supervisor.start()
         ready = asyncio.create_task(supervisor.wait_ready(args.ready_timeout))
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait((ready, stopped), return_when=asyncio.FIRST_COMPLETED)
+        # A child that exits 2 has a configuration error; restarting it would only repeat it.
+        misconfigured = asyncio.create_task(supervisor.misconfigured.wait())
+        await asyncio.wait((ready, stopped, misconfigured), return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        if not stop.is_set():
+        if not stop.is_set() and not supervisor.misconfigured.is_set():
             print(
                 "victor dev is running; Ctrl-C stops everything\n"
                 + status_table(
@@ -160,7 +162,9 @@ async def supervise(plan: DevPlan, services: DevServices, args: argparse.Namespa
             )
             supervisor.announce_ready = True
             pings = _start_pings(plan, args, http)
-            await stopped
+            await asyncio.wait((stopped, misconfigured), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        misconfigured.cancel()
         print("victor dev: stopping", flush=True)
     finally:
         for task in pings:
@@ -173,8 +177,31 @@ async def supervise(plan: DevPlan, services: DevServices, args: argparse.Namespa
         await http.aclose()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    if supervisor.failure is not None:
+        name, line = supervisor.failure
+        print(
+            f"victor dev: {name} has a configuration error (exit status 2): {line}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     print("victor dev: stopped", flush=True)
     return 0
+
+
+def ports_in_use(plan: DevPlan) -> list[str]:
+    """`PORT (name)` for each port the plan needs that another process already holds on loopback."""
+    wanted = [(int(spec.env["PORT"]), spec.name) for spec in plan.specs if "PORT" in spec.env]
+    if plan.dead_letter_port is not None:
+        wanted.append((plan.dead_letter_port, "dead-letters"))
+    taken = []
+    for port, name in wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{port} ({name})")
+    return taken
 
 
 class _InProcessServer(uvicorn.Server):
@@ -209,7 +236,7 @@ def _start_pings(
     """The knative/ PingSources, replayed against the local broker."""
     if args.ping_interval == 0 or plan.broker_url is None:
         return []
-    path = Path(os.environ.get("VICTOR_TRIGGERS_PATH") or DEFAULT_TRIGGERS_PATH)
+    path = Path(os.environ.get("VICTOR_TRIGGERS_PATH") or default_triggers_path())
     if not path.exists():
         return []
     namespace = os.environ.get("VICTOR_BROKER_NAMESPACE") or "victor"

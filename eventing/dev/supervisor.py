@@ -25,6 +25,8 @@ import httpx
 log = logging.getLogger(__name__)
 
 State = Literal["starting", "ready", "restarting", "stopped"]
+# Every `victor` command exits 2 for a bad setting or manifest: restarting cannot help.
+CONFIGURATION_ERROR = 2
 # Linux prctl option: deliver a signal to this process when its parent exits.
 _PR_SET_PDEATHSIG = 1
 
@@ -114,6 +116,10 @@ class Supervisor:
         # Off while the caller waits for the first readiness (it prints a table instead).
         self.announce_ready = False
         self._stopping = asyncio.Event()
+        # Set when a child exits with status 2 (a configuration error): it is not restarted.
+        self.misconfigured = asyncio.Event()
+        self.failure: tuple[str, str] | None = None
+        self._last_lines: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._width = max((len(spec.name) for spec in specs), default=0)
 
@@ -171,6 +177,13 @@ class Supervisor:
             managed.exit_codes.append(code)
             if self._stopping.is_set():
                 break
+            if code == CONFIGURATION_ERROR:
+                self.failure = (managed.spec.name, self._last_lines.get(managed.spec.name, ""))
+                self.say(
+                    managed.spec.name, f"exited with status {code} (a configuration error); not restarted"
+                )
+                self.misconfigured.set()
+                break
             delay = policy.next_delay(loop.time() - started)
             managed.restart_delays.append(delay)
             managed.state = "restarting"
@@ -199,7 +212,10 @@ class Supervisor:
     async def _relay(self, name: str, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         while line := await process.stdout.readline():
-            self.say(name, line.decode("utf-8", "replace").rstrip("\n"))
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            if text.strip():
+                self._last_lines[name] = text
+            self.say(name, text)
 
     async def _watch_ready(self, managed: ManagedProcess) -> None:
         url = managed.spec.ready_url

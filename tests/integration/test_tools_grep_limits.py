@@ -45,7 +45,11 @@ async def test_a_backtracking_pattern_times_out_on_time_and_liveness_keeps_answe
         elapsed = time.perf_counter() - started
     assert isinstance(outcome, dict)
     assert (outcome["is_error"], outcome["error"]) == (True, "timeout")
-    assert outcome["content"].startswith("grep stopped at trap.txt:1: the pattern took longer than the tool")
+    # grep's own deadline (95% of the timeout) usually answers first, naming the line; on a loaded
+    # machine the executor's timeout may answer first. Either way the call ends on time.
+    assert outcome["content"].startswith(
+        ("grep stopped at trap.txt:1: the pattern took longer than the tool", "grep did not finish in 1.5 s")
+    ), outcome["content"]
     assert elapsed < TIMEOUT.tool_timeout + 1.0  # reported when the timeout expires, not after the match
     assert probes >= 10
     # Before, one probe waited for the whole match (12.7 s); the bound leaves room for a loaded CI machine.
