@@ -1,15 +1,18 @@
-# Victor Functions: one image for every function. Each Knative Service / compose service
-# picks its function with the command, e.g. `victor serve chat`.
+# Victor Functions: two images from one Dockerfile.
 #
-#   docker build --build-arg VERSION=0.1.0 --build-arg VCS_REF="$(git rev-parse HEAD)" \
-#     --build-arg BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -t victor-functions .
+#   core (the default target): chat, tools, health and the broker; no torch, no LanceDB; git for
+#     the git tools. Each Knative Service / compose service picks its function with the command.
+#   embeddings: the core plus sentence-transformers, torch (CPU) and LanceDB, with the embedding
+#     model baked in at build time; the hub is off at run time (the model is read from /opt/model).
+#
+#   docker build --target core -t victor-functions .
+#   docker build --target embeddings --build-arg EMBEDDING_MODEL=BAAI/bge-small-en-v1.5 \
+#     -t victor-functions-embeddings .
+# Add --build-arg VERSION=... VCS_REF="$(git rev-parse HEAD)" BUILD_DATE=... for the labels.
 ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
-# The lock pins the CPU-only torch wheel (torch==2.13.0+cpu), published on PyTorch's CPU index.
-ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
-ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+FROM ${PYTHON_IMAGE} AS build-core
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY scripts/image_install.sh scripts/image_install.sh
@@ -20,6 +23,20 @@ COPY common common
 COPY eventing eventing
 COPY functions functions
 RUN sh scripts/image_install.sh application /opt/venv /src
+
+# The core's venv without pip, which has no job in a running container.
+FROM build-core AS core-venv
+RUN sh scripts/image_install.sh finish /opt/venv /src
+
+FROM build-core AS build-embeddings
+# The lock pins the CPU-only torch wheel (torch==2.13.0+cpu), published on PyTorch's CPU index.
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Downloaded once, here; the image never reaches a model hub.
+ARG EMBEDDING_MODEL=BAAI/bge-small-en-v1.5
+ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
+RUN sh scripts/image_install.sh dependencies /opt/venv /src embeddings \
+    && sh scripts/image_install.sh model /opt/venv "${EMBEDDING_MODEL}" /opt/model \
+    && sh scripts/image_install.sh finish /opt/venv /src
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0
@@ -33,7 +50,6 @@ LABEL org.opencontainers.image.title="victor-functions" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --gid 1000 victor \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin victor
-COPY --from=build /opt/venv /opt/venv
 # The root filesystem is read-only on Knative: nothing writes bytecode, caches go to /tmp.
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -42,10 +58,28 @@ ENV PATH=/opt/venv/bin:${PATH} \
     HF_HOME=/tmp/huggingface \
     PORT=8080
 WORKDIR /tmp
-# Numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd (uid 1000 = victor).
-USER 1000:1000
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8080') + '/health/live', timeout=2)"]
 ENTRYPOINT ["victor"]
+
+FROM runtime AS embeddings
+COPY --from=build-embeddings /opt/venv /opt/venv
+COPY --from=build-embeddings /opt/model /opt/model
+ENV VICTOR_EMBEDDING_MODEL=/opt/model \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1
+# Numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd (uid 1000 = victor).
+USER 1000:1000
+CMD ["serve", "embeddings"]
+
+FROM runtime AS core
+# git for the git tools (run hardened, see functions/tools/toolset/git.py). Debian's security
+# updates replace the version, so it is not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=core-venv /opt/venv /opt/venv
+USER 1000:1000
 CMD ["serve", "health"]

@@ -4,7 +4,7 @@
 #   sh scripts/deploy.sh staging|production [--dry-run] [--version V]
 #
 # Steps, in order (each says what it does before it runs):
-#   1. render   knative/overlays/ENV with the project's kustomize (images set to V with --version)
+#   1. render   knative/overlays/ENV with the project's kustomize (both images set to V with --version)
 #   2. backup   production only: `victor backup` of PostgreSQL and LanceDB, before anything changes
 #   3. record   the revision every Knative Service serves now (what a rollback returns to)
 #   4. apply    the rendered manifests
@@ -62,10 +62,10 @@ PREVIOUS="$WORK/previous-revisions"
 
 say() { echo "deploy: $*"; }
 
-say "step 1/6 render: knative/overlays/$ENVIRONMENT${VERSION:+ with $IMAGE:$VERSION}"
+say "step 1/6 render: knative/overlays/$ENVIRONMENT${VERSION:+ with $IMAGE and $IMAGE-embeddings at $VERSION}"
 "$PYTHON" -m scripts.kustomize "knative/overlays/$ENVIRONMENT" >"$WORK/built.yaml"
 if [ -n "$VERSION" ]; then
-    sed -E "s#^([[:space:]]*image: $IMAGE)([:@][^[:space:]]*)?[[:space:]]*\$#\\1:$VERSION#" \
+    sed -E "s#^([[:space:]]*image: $IMAGE(-embeddings)?)([:@][^[:space:]]*)?[[:space:]]*\$#\\1:$VERSION#" \
         "$WORK/built.yaml" >"$RENDERED"
 else
     cp "$WORK/built.yaml" "$RENDERED"

@@ -1,17 +1,20 @@
 #!/bin/sh
-# Installs Victor's runtime into a virtualenv, in the two steps the Dockerfile's build
-# stage runs as two layers, so that a code change does not reinstall torch:
+# Installs Victor's runtime into a virtualenv, in the steps the Dockerfile's build stages run
+# as layers, so that a code change does not reinstall the dependencies:
 #
-#   sh scripts/image_install.sh dependencies VENV SRC   # SRC holds requirements.lock,
-#                                                       # pyproject.toml and README.md only
-#   sh scripts/image_install.sh application VENV SRC    # SRC now holds the packages too
+#   sh scripts/image_install.sh dependencies VENV SRC [EXTRA]   # SRC holds requirements.lock,
+#                                      # pyproject.toml and README.md (and, later, the packages)
+#   sh scripts/image_install.sh application VENV SRC            # SRC now holds the packages too
+#   sh scripts/image_install.sh model VENV MODEL DEST           # the embedding model, saved
+#   sh scripts/image_install.sh finish VENV SRC                 # pip removed
 #
+# build-core runs dependencies and application (the core: no torch, no LanceDB);
+# build-embeddings adds `dependencies ... embeddings`, `model` and `finish`.
 # tests/contract/test_dockerfile.py replays the same Dockerfile steps, running this very
-# script into a clean directory, so the test exercises exactly the image's install.
-# The runtime with the embeddings extra (one image still serves every function), no dev
-# extras, every version pinned by requirements.lock.
+# script into a clean directory, so the test exercises exactly the images' install.
+# Runtime dependencies only (no dev extras), every version pinned by requirements.lock.
 # The lock pins torch==2.13.0+cpu: a real build finds it through
-# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (a Dockerfile build arg).
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (a build arg of build-embeddings).
 set -eu
 STEP="$1"
 VENV="$2"
@@ -29,11 +32,13 @@ compile() {
 
 case "$STEP" in
 dependencies)
-    "$PYTHON" -m venv "$VENV"
+    EXTRA="${4:-}"
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     # With no packages in SRC yet this installs only the pinned dependencies (and an
     # empty victor-functions distribution that the application step replaces).
     # shellcheck disable=SC2086
-    "$VENV/bin/pip" install $PIP_OPTIONS --prefer-binary --constraint "$SRC/requirements.lock" "$SRC[embeddings]"
+    "$VENV/bin/pip" install $PIP_OPTIONS --prefer-binary --constraint "$SRC/requirements.lock" \
+        "$SRC${EXTRA:+[$EXTRA]}"
     SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     # Not needed at run time: C/C++ headers and torch's compiled C++ test binaries.
     rm -rf "$SITE/torch/include" "$SITE/torch/test" "$SITE/pyarrow/include"
@@ -44,11 +49,19 @@ application)
     "$VENV/bin/pip" install $PIP_OPTIONS --no-deps --force-reinstall "$SRC"
     SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     compile "$SITE/common" "$SITE/eventing" "$SITE/functions"
+    ;;
+finish)
     # pip has no job in the running container.
     "$VENV/bin/python" -m pip uninstall --quiet --yes pip
     ;;
+model)
+    # The model (a hub name, or a directory) saved where the embeddings image reads it.
+    "$VENV/bin/python" -c 'import sys
+from sentence_transformers import SentenceTransformer
+SentenceTransformer(sys.argv[1], device="cpu").save(sys.argv[2])' "$3" "$4"
+    ;;
 *)
-    echo "usage: sh scripts/image_install.sh dependencies|application VENV SRC" >&2
+    echo "usage: sh scripts/image_install.sh dependencies|application|finish VENV SRC [EXTRA] | model VENV MODEL DEST" >&2
     exit 2
     ;;
 esac

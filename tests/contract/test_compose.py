@@ -45,8 +45,14 @@ def test_stores_have_healthchecks_and_volumes(compose: dict[str, Any]) -> None:
 def test_functions_and_broker_wait_for_healthy_stores(compose: dict[str, Any], name: str) -> None:
     service = services(compose)[name]
     assert service["command"] == ["serve", name]
-    assert service["image"] == "victor-functions:${VICTOR_VERSION:-0.1.0}"
-    assert service["build"]["context"] == "."
+    # The embeddings function runs the embeddings image target; every other service the core.
+    image, target = (
+        ("victor-functions-embeddings", "embeddings")
+        if name == "embeddings"
+        else ("victor-functions", "core")
+    )
+    assert service["image"] == image + ":${VICTOR_VERSION:-0.1.0}"
+    assert (service["build"]["context"], service["build"]["target"]) == (".", target)
     assert service["depends_on"]["redis"] == {"condition": "service_healthy"}
     assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}

@@ -91,7 +91,8 @@ async def test_a_dry_run_prints_the_plan_and_the_pinned_manifests_and_calls_noth
     plan, _, manifests = out.partition("deploy: dry run: nothing was changed; the manifests follow\n")
     victor_command = Path(sys.executable).parent / "victor"
     assert plan.splitlines() == [
-        "deploy: step 1/6 render: knative/overlays/production with ghcr.io/victor-functions/victor:1.4.2",
+        "deploy: step 1/6 render: knative/overlays/production with ghcr.io/victor-functions/victor and "
+        "ghcr.io/victor-functions/victor-embeddings at 1.4.2",
         f"deploy: step 2/6 backup: would run '{victor_command} backup "
         f"{tmp_path / 'backups'}/<time>-before-deploy'",
         "deploy: step 3/6 record: would read the serving revision of every Knative Service "
@@ -108,7 +109,10 @@ async def test_a_dry_run_prints_the_plan_and_the_pinned_manifests_and_calls_noth
         for c in o["spec"]["template"]["spec"]["containers"]
     ]
     victor = [image for image in images if image.startswith("ghcr.io/victor-functions/victor")]
-    assert victor and set(victor) == {"ghcr.io/victor-functions/victor:1.4.2"}
+    assert set(victor) == {
+        "ghcr.io/victor-functions/victor:1.4.2",
+        "ghcr.io/victor-functions/victor-embeddings:1.4.2",
+    }
     assert {o["metadata"]["namespace"] for o in objects if o["kind"] != "Namespace"} == {"victor"}
 
 

@@ -163,8 +163,10 @@ def test_overlays_differ_where_environments_should() -> None:
     production = objects(build(KNATIVE / "overlays" / "production"), "Service")
     for name in FUNCTION_NAMES:
         service = f"victor-{name}"
-        assert container(staging[service])["image"] == "ghcr.io/victor-functions/victor:staging"
-        assert container(production[service])["image"] == "ghcr.io/victor-functions/victor:0.1.0"
+        # The embeddings Service runs the embeddings image (the model inside, no hub at run time).
+        image = "ghcr.io/victor-functions/victor" + ("-embeddings" if name == "embeddings" else "")
+        assert container(staging[service])["image"] == f"{image}:staging"
+        assert container(production[service])["image"] == f"{image}:0.1.0"
         low = int(template_annotations(staging[service])["autoscaling.knative.dev/max-scale"])
         high = int(template_annotations(production[service])["autoscaling.knative.dev/max-scale"])
         assert low < high
@@ -535,7 +537,11 @@ def test_metrics_are_scrapable_on_a_cluster_and_every_image_is_pinned() -> None:
         if resource.kind == "Service" and resource.body["apiVersion"].startswith("serving.knative.dev"):
             for container in resource.body["spec"]["template"]["spec"]["containers"]:
                 image = container["image"]
-                assert "@sha256:" in image or image == "ghcr.io/victor-functions/victor", image
+                pinned_by_overlays = (
+                    "ghcr.io/victor-functions/victor",
+                    "ghcr.io/victor-functions/victor-embeddings",
+                )
+                assert "@sha256:" in image or image in pinned_by_overlays, image
     [policy] = objects(base, "NetworkPolicy").values()
     sources = [rule for rule in policy["spec"]["ingress"]]
     namespaces = {

@@ -61,7 +61,11 @@ def test_infrastructure_ci_lints_validates_builds_and_checks_the_image_size() ->
     assert "azure/setup-kubectl" in steps(jobs["validate"])
     assert "tests/contract/test_workflows.py" in steps(jobs["validate"])
     assert "docker/build-push-action" in steps(jobs["image"])
-    assert "MAX_IMAGE_MB" in steps(jobs["image"])
+    assert [entry["target"] for entry in jobs["image"]["strategy"]["matrix"]["include"]] == [
+        "core",
+        "embeddings",
+    ]
+    assert "MAX_MB" in steps(jobs["image"])
 
 
 def test_cd_production_gates_on_coverage_scans_and_approves_before_production() -> None:
@@ -69,6 +73,8 @@ def test_cd_production_gates_on_coverage_scans_and_approves_before_production() 
     assert "--cov-fail-under=70" in steps(jobs["test"])
     build = next(s for s in jobs["image"]["steps"] if s.get("id") == "build")
     assert build["with"]["platforms"] == "linux/amd64,linux/arm64"
+    assert build["with"]["target"] == "${{ matrix.target }}"
+    assert len(jobs["image"]["strategy"]["matrix"]["include"]) == 2
     assert "aquasecurity/trivy-action" in steps(jobs["scan"])
     assert "github/codeql-action/upload-sarif" in steps(jobs["scan"])
     assert jobs["staging"]["needs"] == ["image", "scan"]
