@@ -177,5 +177,6 @@ def create(settings: Settings | None = None, broker_settings: BrokerSettings | N
             await served.client.aclose()
 
     spec = FunctionSpec(name="broker", routes=[INGRESS], requires=("redis",), start=start, stop=stop)
-    app = create_app(spec, msgspec.structs.replace(settings, api_keys=()))
+    # The ingress takes events (VICTOR_EVENT_AUTH), never API keys or their rate limit.
+    app = create_app(spec, msgspec.structs.replace(settings, api_keys=(), rate_limit=None))
     return BrokerApp(app, settings.max_event_bytes)
