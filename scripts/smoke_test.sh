@@ -8,7 +8,7 @@
 #
 # The URLs are the same VICTOR_*_URL settings the `victor` CLI reads (`victor dev` prints
 # them). VICTOR_API_KEY (or the first of VICTOR_API_KEYS) is sent as the Bearer key;
-# VICTOR_EVENT_TOKEN, when set, is sent with the event to the broker ingress instead.
+# VICTOR_EVENT_TOKEN (else ./.victor/event-token) is sent with the event to the broker ingress instead.
 # Prints one line per check; at the first failure prints one line naming the function,
 # the check and what came back, and exits 1. Exit 2 for usage errors.
 set -u
@@ -24,6 +24,10 @@ while [ $# -gt 0 ]; do
 done
 command -v curl >/dev/null 2>&1 || { echo "smoke: curl is required" >&2; exit 2; }
 
+# The event token: VICTOR_EVENT_TOKEN, else the one a `victor dev` run left here (as `victor send` does).
+if [ -z "${VICTOR_EVENT_TOKEN:-}" ] && [ -r .victor/event-token ]; then
+    VICTOR_EVENT_TOKEN="$(cat .victor/event-token)"
+fi
 KEYS="${VICTOR_API_KEYS:-}"
 KEY="${VICTOR_API_KEY:-${KEYS%%,*}}"
 TIMEOUT="${VICTOR_SMOKE_TIMEOUT:-30}"
