@@ -175,7 +175,7 @@ def main() -> None:
             "VICTOR_LLM_MODEL": MODEL,
             "VICTOR_LOG_LEVEL": "WARNING",
         }
-        for name in ("VICTOR_BROKER_URL", "K_SINK", "VICTOR_TOOLS_URL", "VICTOR_API_KEY"):
+        for name in ("VICTOR_BROKER_URL", "K_SINK", "VICTOR_TOOLS_URL", "VICTOR_API_KEY", "VICTOR_API_KEYS"):
             env.pop(name, None)
         fake_llm = [PYTHON, "-m", "bench.chat", "serve-fake-llm", str(llm_port)]
         chat_function = [PYTHON, "-m", "eventing.cli", "serve", "chat"]

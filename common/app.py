@@ -53,7 +53,7 @@ from common.answers import (
 from common.event_pipeline import handle_event_request
 from common.function import FunctionSpec, Mount, Route
 from common.probes import LIVE, HealthReport, health_state, readiness, startup_state
-from common.routing import API_KEY_REQUIRED, api_key_accepted, serve_route
+from common.routing import admit, serve_route
 from common.runtime import VERSION, Runtime
 from common.settings import Settings, get_settings
 
@@ -243,13 +243,15 @@ def _litestar_route(route: Route) -> HTTPRouteHandler:
 
 
 def _litestar_mount(mount: Mount) -> Any:
-    """The mount as a Litestar ASGI handler, behind the same API key as the route table."""
+    """The mount as a Litestar ASGI handler, behind the same API key and rate limit as the route table."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         runtime: Runtime[Any] = scope["app"].state.runtime
         headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
-        if not api_key_accepted(runtime.settings, headers):
-            answer = refusal_answer(Refusal(401, API_KEY_REQUIRED, "unauthorized"))
+        try:
+            await admit(runtime, headers)
+        except Refusal as refusal:
+            answer = refusal_answer(refusal)
             start: HTTPResponseStartEvent = {
                 "type": "http.response.start",
                 "status": answer.status,

@@ -18,6 +18,12 @@ from common import metrics
 
 log = logging.getLogger(__name__)
 _BACKOFF_SECONDS = 1.0
+# INCR and PEXPIRE in one script, so replicas sharing Redis never see a window without its expiry.
+_COUNT_IN_WINDOW = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {count, redis.call('PTTL', KEYS[1])}
+"""
 
 
 class Cache:
@@ -124,6 +130,22 @@ class Cache:
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return 0
+
+    async def count(self, key: str, window: int) -> tuple[int, float] | None:
+        """Add one to the window counter at `key` atomically: its count and the seconds left in its window.
+
+        The first count of a window starts it (`window` seconds); None when Redis is down.
+        """
+        client = self._usable()
+        if client is None:
+            return None
+        try:
+            count, left_ms = await client.eval(_COUNT_IN_WINDOW, 1, key, window * 1000)  # type: ignore[misc]
+            self._ok()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        return int(count), max(int(left_ms), 0) / 1000
 
     async def ping(self) -> None:
         """Raise when Redis does not answer; used by health checks (ignores the back-off)."""

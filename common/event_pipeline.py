@@ -1,7 +1,7 @@
 """The one way a CloudEvent is handled: parse, trace, claim (idempotency), handle, record, count.
 
-`POST /` in both serving modes and chat's in-process HTTP path all go through
-`process_event`, so every step gets the same (source, id) claim, the same
+`POST /` in both serving modes (once its credentials pass) and chat's in-process
+HTTP path all go through `process_event`, so every step gets the same (source, id) claim, the same
 `victor_events_total` outcome and the same span, wherever it runs.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from common import metrics, tracing
 from common.answers import Answer, Refusal, refusal_answer
+from common.auth import authenticate_event
 from common.cloudevents import CloudEvent, from_http, to_binary
 from common.logging import event_id
 from common.runtime import Runtime
@@ -29,8 +30,19 @@ def reply_answer(reply: CloudEvent | None) -> Answer:
     return Answer(200, headers, body)
 
 
+def oidc_audience(name: str) -> str:
+    """The OIDC audience a receiver named `name` expects when neither VICTOR_OIDC_AUDIENCE nor K_SERVICE
+    is set: its Knative Service's name, which the Triggers' `subscriber.audience` names."""
+    return f"victor-{name}"
+
+
 async def handle_event_request(runtime: Runtime[Any], headers: Mapping[str, str], body: bytes) -> Answer:
-    """Parse, de-duplicate and handle one delivered CloudEvent; never raises."""
+    """Authenticate (VICTOR_EVENT_AUTH), parse, de-duplicate and handle one delivered event; never raises."""
+    try:
+        await authenticate_event(runtime.settings, oidc_audience(runtime.spec.name), headers)
+    except Refusal as exc:
+        metrics.events.labels(runtime.spec.name, "unauthenticated", "rejected").inc()
+        return refusal_answer(exc)
     try:
         event = from_http(headers, body, max_bytes=runtime.settings.max_event_bytes)
     except Refusal as exc:

@@ -70,6 +70,18 @@ events_published = Counter(
     ["type", "outcome"],
     registry=REGISTRY,
 )
+rate_limited = Counter(
+    "victor_rate_limited_total",
+    "Requests refused 429 because their API key used up VICTOR_RATE_LIMIT",
+    ["function"],
+    registry=REGISTRY,
+)
+rate_limit_unchecked = Counter(
+    "victor_rate_limit_unchecked_total",
+    "Requests served without a rate-limit check because Redis was unavailable (fail-open)",
+    ["function"],
+    registry=REGISTRY,
+)
 cache_requests = Counter(
     "victor_cache_requests_total",
     "Cache look-ups, per cache and result (hit or miss)",

@@ -1,14 +1,13 @@
 """A function's own routes served from its route table, the same way in every serving mode.
 
 Both serving modes hand a matched route to `serve_route`, which checks the API
-key, reads the body under the size limit, decodes it as the route's Struct,
+key and its rate limit, reads the body under the size limit, decodes it as the route's Struct,
 runs the handler and turns its result or its `Refusal` into the answer. Only
 the framework glue (how a request arrives, how an answer leaves) differs.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,27 +23,22 @@ from common.answers import (
     json_answer,
     refusal_answer,
 )
+from common.auth import check_api_key
 from common.function import Call, Route
+from common.rate_limit import check_rate_limit
 from common.runtime import Runtime
-from common.settings import Settings
 
 log = logging.getLogger(__name__)
-API_KEY_REQUIRED = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 # Reads the request body; raises the 413 refusal once it grows over the limit.
 BodyReader = Callable[[], Awaitable[bytes]]
 _PARAMETER = re.compile(r"(\{[a-z_][a-z0-9_]*\})")
 
 
-def api_key_accepted(settings: Settings, headers: Mapping[str, str]) -> bool:
-    """Whether a request to a function's own routes may pass: no VICTOR_API_KEY set, or it offers the key."""
-    if settings.api_key is None:
-        return True
-    lowered = {key.lower(): value for key, value in headers.items()}
-    offered = lowered.get("x-api-key", "")
-    authorization = lowered.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        offered = authorization[7:].strip()
-    return bool(offered) and hmac.compare_digest(offered.encode(), settings.api_key.reveal().encode())
+async def admit(runtime: Runtime[Any], headers: Mapping[str, str]) -> None:
+    """Return when a request may reach the function's own routes: its API key (when keys are set),
+    then its key's rate limit; raise the 401 or 429 refusal otherwise."""
+    key = check_api_key(runtime.settings, headers)
+    await check_rate_limit(runtime, key)
 
 
 async def serve_route(
@@ -56,8 +50,7 @@ async def serve_route(
 ) -> Answer | StreamedAnswer:
     """The answer of one of the function's own routes; never raises."""
     try:
-        if not api_key_accepted(runtime.settings, headers):
-            raise Refusal(401, API_KEY_REQUIRED, "unauthorized")
+        await admit(runtime, headers)
         raw = await read_body() if route.method != "GET" else b""
         body: Any = None
         if route.body is bytes:

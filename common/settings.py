@@ -22,11 +22,17 @@ import msgspec
 from common.workspace import SECRET_FILES
 
 Profile = Literal["development", "production"]
+EventAuth = Literal["none", "token", "oidc"]
+EVENT_AUTH_MODES = ("none", "token", "oidc")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$", re.IGNORECASE)
+_RATE_WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+# key=value words of a libpq connection string whose value is a secret
+_DSN_SECRET = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -72,6 +78,28 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
 
 
+def redact_dsn(value: str) -> str:
+    """A database URL or libpq key/value string with its password replaced by asterisks, safe to show."""
+    if "://" in value:
+        try:
+            value = redact_url(value)
+        except ValueError:  # not even a URL: show nothing of it rather than risk a password
+            return "**********"
+    # libpq takes password=... as a key/value word and as a URL query parameter alike
+    return _DSN_SECRET.sub(r"\1****", value)
+
+
+class RateLimit(msgspec.Struct, frozen=True):
+    """At most `requests` per `window` seconds for one API key (VICTOR_RATE_LIMIT, e.g. 60/minute)."""
+
+    requests: int
+    window: int
+
+    def __str__(self) -> str:
+        unit = next(name for name, seconds in _RATE_WINDOWS.items() if seconds == self.window)
+        return f"{self.requests}/{unit}"
+
+
 class EnvReader:
     """Typed readers over an environment mapping; each raises `SettingsError` on bad input.
 
@@ -100,6 +128,24 @@ class EnvReader:
     def secret(self, name: str) -> Secret | None:
         value = self.environ.get(name)
         return Secret(value) if value else None
+
+    def secrets(self, name: str, *aliases: str) -> tuple[Secret, ...]:
+        """Comma-separated secrets (several keys, for rotation) from the first of `name`, `aliases` set."""
+        _, value = self.raw(name, *aliases)
+        return tuple(Secret(part.strip()) for part in (value or "").split(",") if part.strip())
+
+    def rate(self, name: str) -> RateLimit | None:
+        """A rate such as 60/minute (second, minute, hour, day); None when unset."""
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        match = _RATE.match(value)
+        if not match or int(match.group(1)) < 1:
+            raise SettingsError(
+                name,
+                f"expected a rate such as 60/minute (N/second, minute, hour or day, N >= 1); got {value!r}",
+            )
+        return RateLimit(int(match.group(1)), _RATE_WINDOWS[match.group(2).lower()])
 
     def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
         value = self.environ.get(name)
@@ -158,7 +204,7 @@ class EnvReader:
             parts.port  # noqa: B018 - validates the port
         except ValueError:
             raise SettingsError(used, f"has an invalid port; expected a {'/'.join(schemes)} URL") from None
-        shown = redact_url(value)
+        shown = redact_dsn(value)
         if parts.scheme not in schemes:
             raise SettingsError(used, f"expected a URL with scheme {' or '.join(schemes)}, got {shown!r}")
         if not parts.netloc and not (parts.scheme.startswith("unix") or parts.path):
@@ -204,11 +250,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     embedding_model: str = "BAAI/bge-small-en-v1.5"
     broker_url: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
-    api_key: Secret | None = None
+    # VICTOR_API_KEYS (or the single VICTOR_API_KEY): any one of them opens the /v1 routes.
+    api_keys: tuple[Secret, ...] = ()
+    rate_limit: RateLimit | None = None
+    # How delivered events (POST /, the broker ingress) are authenticated, and with what.
+    event_auth: EventAuth = "none"
+    event_token: Secret | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    # A token file (a projected service-account token) sent with events this process publishes under oidc.
+    oidc_token_file: str | None = None
     max_event_bytes: int = 4 * 1024 * 1024
     function_urls: dict[str, str] = msgspec.field(default_factory=dict)
     # File names the tools and the indexer never read or write (globs, matched case-insensitively).
     secret_files: tuple[str, ...] = SECRET_FILES
+
+    @property
+    def client_key(self) -> Secret | None:
+        """The key a client (the victor CLI) sends: the first of VICTOR_API_KEYS."""
+        return self.api_keys[0] if self.api_keys else None
 
     @property
     def database_dsn(self) -> str | None:
@@ -246,8 +306,33 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if url:
             function_urls[name] = url.rstrip("/")
     metrics_port = env.integer("VICTOR_METRICS_PORT", 0, maximum=65535)
+    profile = env.choice("VICTOR_PROFILE", "development", ("development", "production"))
+    api_keys = env.secrets("VICTOR_API_KEYS", "VICTOR_API_KEY")
+    if profile == "production" and not api_keys:
+        raise SettingsError(
+            "VICTOR_API_KEYS",
+            "the production profile needs at least one API key; set VICTOR_API_KEYS=key[,key...]",
+        )
+    redis_url = env.url("REDIS_URL", ("redis", "rediss", "unix"))
+    rate_limit = env.rate("VICTOR_RATE_LIMIT")
+    if rate_limit is not None and redis_url is None:
+        raise SettingsError(
+            "VICTOR_RATE_LIMIT", "the limit is counted in Redis, shared by every replica; set REDIS_URL"
+        )
+    event_token = env.secret("VICTOR_EVENT_TOKEN")
+    oidc_issuer = env.url("VICTOR_OIDC_ISSUER", ("http", "https"))
+    event_auth = event_auth_mode(env, profile, event_token)
+    if event_auth == "token" and event_token is None:
+        raise SettingsError(
+            "VICTOR_EVENT_TOKEN", "VICTOR_EVENT_AUTH=token needs the shared token; set VICTOR_EVENT_TOKEN"
+        )
+    if event_auth == "oidc" and oidc_issuer is None:
+        raise SettingsError(
+            "VICTOR_OIDC_ISSUER",
+            "VICTOR_EVENT_AUTH=oidc needs the token issuer's URL, e.g. https://kubernetes.default.svc",
+        )
     return Settings(
-        profile=env.choice("VICTOR_PROFILE", "development", ("development", "production")),  # type: ignore[arg-type]
+        profile=profile,  # type: ignore[arg-type]
         log_level=level,
         debug=debug,
         log_file=env.optional("VICTOR_LOG_FILE"),
@@ -255,7 +340,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_max_size=env.size("VICTOR_LOG_MAX_SIZE", 10 * 1024 * 1024),
         port=env.integer("PORT", 8080, minimum=1, maximum=65535),
         metrics_port=metrics_port or None,
-        redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
+        redis_url=redis_url,
         database_url=Secret(database_url) if database_url else None,
         lancedb_uri=env.string("LANCEDB_URI", "data/lancedb"),
         cache_ttl=env.integer("VICTOR_CACHE_TTL", 3600, minimum=1),
@@ -272,11 +357,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         embedding_model=env.string("VICTOR_EMBEDDING_MODEL", "BAAI/bge-small-en-v1.5"),
         broker_url=env.url("VICTOR_BROKER_URL", ("http", "https"), "K_SINK"),
         otel_exporter_otlp_endpoint=env.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")),
-        api_key=env.secret("VICTOR_API_KEY"),
+        api_keys=api_keys,
+        rate_limit=rate_limit,
+        event_auth=event_auth,  # type: ignore[arg-type]
+        event_token=event_token,
+        oidc_issuer=oidc_issuer,
+        oidc_audience=env.optional("VICTOR_OIDC_AUDIENCE", "K_SERVICE"),
+        oidc_token_file=env.optional("VICTOR_OIDC_TOKEN_FILE"),
         max_event_bytes=env.size("VICTOR_MAX_EVENT_BYTES", 4 * 1024 * 1024),
         function_urls=function_urls,
         secret_files=secret_file_patterns(env),
     )
+
+
+def event_auth_mode(env: EnvReader, profile: str, token: Secret | None) -> str:
+    """VICTOR_EVENT_AUTH; unset, it is none in development and on in production (token when one is set)."""
+    mode = env.choice("VICTOR_EVENT_AUTH", "", EVENT_AUTH_MODES)
+    if mode:
+        return mode
+    if profile != "production":
+        return "none"
+    return "token" if token is not None else "oidc"
 
 
 def secret_file_patterns(env: EnvReader) -> tuple[str, ...]:

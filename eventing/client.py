@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import httpx
 
 from common import metrics, tracing
@@ -17,12 +19,19 @@ class DeliveryError(RuntimeError):
 
 
 async def send_event(
-    http: httpx.AsyncClient, url: str, event: CloudEvent, *, timeout: float = 30.0
+    http: httpx.AsyncClient,
+    url: str,
+    event: CloudEvent,
+    *,
+    timeout: float = 30.0,
+    credentials: Mapping[str, str] | None = None,
 ) -> CloudEvent | None:
-    """POST `event` in binary mode with the current trace context; returns a reply event if any."""
+    """POST `event` in binary mode with the current trace context and `credentials` (the headers of
+    `common.auth.event_credentials`); returns a reply event if any."""
     event = tracing.with_trace(event)
     headers, body = to_binary(event)
     headers.update(tracing.current_headers())
+    headers.update(credentials or {})
     try:
         response = await http.post(url, headers=headers, content=body, timeout=timeout)
     except httpx.HTTPError as exc:
@@ -37,6 +46,8 @@ async def send_event(
     return None
 
 
-async def publish(http: httpx.AsyncClient, broker_url: str, event: CloudEvent) -> None:
+async def publish(
+    http: httpx.AsyncClient, broker_url: str, event: CloudEvent, credentials: Mapping[str, str] | None = None
+) -> None:
     """Hand `event` to the broker's ingress (202 expected)."""
-    await send_event(http, broker_url, event)
+    await send_event(http, broker_url, event, credentials=credentials)

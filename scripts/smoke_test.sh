@@ -7,7 +7,8 @@
 #   VICTOR_BROKER_URL=http://host/victor/default sh scripts/smoke_test.sh [--skip NAME[,NAME]]
 #
 # The URLs are the same VICTOR_*_URL settings the `victor` CLI reads (`victor dev` prints
-# them). VICTOR_API_KEY (or the first of VICTOR_API_KEYS) is sent as the Bearer key.
+# them). VICTOR_API_KEY (or the first of VICTOR_API_KEYS) is sent as the Bearer key;
+# VICTOR_EVENT_TOKEN (else ./.victor/event-token) is sent with the event to the broker ingress instead.
 # Prints one line per check; at the first failure prints one line naming the function,
 # the check and what came back, and exits 1. Exit 2 for usage errors.
 set -u
@@ -23,6 +24,10 @@ while [ $# -gt 0 ]; do
 done
 command -v curl >/dev/null 2>&1 || { echo "smoke: curl is required" >&2; exit 2; }
 
+# The event token: VICTOR_EVENT_TOKEN, else the one a `victor dev` run left here (as `victor send` does).
+if [ -z "${VICTOR_EVENT_TOKEN:-}" ] && [ -r .victor/event-token ]; then
+    VICTOR_EVENT_TOKEN="$(cat .victor/event-token)"
+fi
 KEYS="${VICTOR_API_KEYS:-}"
 KEY="${VICTOR_API_KEY:-${KEYS%%,*}}"
 TIMEOUT="${VICTOR_SMOKE_TIMEOUT:-30}"
@@ -87,9 +92,13 @@ if ! skipped broker; then
     ingress="$url"
     origin="$(printf '%s' "$ingress" | sed -E 's#^([A-Za-z]+://[^/]+).*#\1#')"
     probes broker "$origin"
+    # The ingress takes the event token (VICTOR_EVENT_TOKEN) where events are authenticated, not the API key.
+    api_key="$KEY"
+    KEY="${VICTOR_EVENT_TOKEN:-$KEY}"
     request broker event 202 POST "$ingress" '{"source":"smoke-test"}' \
         -H 'ce-specversion: 1.0' -H 'ce-type: dev.knative.sources.ping' \
         -H 'ce-source: /victor/smoke-test' -H "ce-id: smoke-$(date +%s)-$$"
+    KEY="$api_key"
     echo "smoke: broker accepted an event"
     ran=$((ran + 1))
 fi

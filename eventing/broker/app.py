@@ -3,8 +3,9 @@
 The broker is a `FunctionSpec` named "broker" whose one route is the ingress
 `POST /{namespace}/{broker}`, so it gets /health*, /metrics, JSON error bodies
 (405 for other methods), OpenAPI and request metrics like every function. Two
-choices differ from a function: the ingress is not behind VICTOR_API_KEY (like
-Knative's cluster-local ingress, functions publish to it without a key), and
+choices differ from a function: the ingress is not behind VICTOR_API_KEYS (like
+Knative's cluster-local ingress, functions publish to it without an API key) but
+behind VICTOR_EVENT_AUTH, as `POST /` on every function is; and
 the shared `POST /` has no handlers here (it answers 400: send events to the
 ingress path). Manifests are read when the app is created, so a bad Trigger
 stops start-up with one line naming it.
@@ -28,8 +29,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import metrics
-from common.answers import Answer, error_answer
+from common.answers import Answer, Refusal, error_answer, refusal_answer
 from common.app import create_app
+from common.auth import authenticate_event, event_credentials
+from common.event_pipeline import oidc_audience
 from common.function import Call, FunctionSpec, Route
 from common.runtime import Runtime
 from common.settings import Settings, SettingsError, get_settings
@@ -47,6 +50,10 @@ async def ingress(call: Call[bytes], runtime: Runtime[dict[str, Any]]) -> Answer
     if served is None:
         return error_answer(503, "starting", "the broker is starting; retry")
     params = call.params
+    try:
+        await authenticate_event(runtime.settings, oidc_audience("broker"), call.headers)
+    except Refusal as exc:
+        return refusal_answer(exc)
     return await served.ingress(params["namespace"], params["broker"], dict(call.headers), call.body)
 
 
@@ -99,6 +106,11 @@ class BrokerApp:
         await self.app(scope, receive, send)
 
     async def _ingress(self, served: Broker, namespace: str, name: str, scope: Any, receive: Any) -> Answer:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:  # before the body is read: an unauthenticated sender gets nothing stored or buffered
+            await authenticate_event(self.app.state.runtime.settings, oidc_audience("broker"), headers)
+        except Refusal as exc:
+            return refusal_answer(exc)
         body = bytearray()
         while True:
             message = await receive()
@@ -115,7 +127,6 @@ class BrokerApp:
                 )
             if not message.get("more_body"):
                 break
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         return await served.ingress(namespace, name, headers, bytes(body))
 
 
@@ -154,6 +165,7 @@ def create(settings: Settings | None = None, broker_settings: BrokerSettings | N
             manifests.triggers,
             client,
             max_event_bytes=settings.max_event_bytes,
+            credentials=lambda: event_credentials(settings),
         )
         await served.start()
         runtime.state[BROKER_KEY] = served
@@ -165,5 +177,6 @@ def create(settings: Settings | None = None, broker_settings: BrokerSettings | N
             await served.client.aclose()
 
     spec = FunctionSpec(name="broker", routes=[INGRESS], requires=("redis",), start=start, stop=stop)
-    app = create_app(spec, msgspec.structs.replace(settings, api_key=None))
+    # The ingress takes events (VICTOR_EVENT_AUTH), never API keys or their rate limit.
+    app = create_app(spec, msgspec.structs.replace(settings, api_keys=(), rate_limit=None))
     return BrokerApp(app, settings.max_event_bytes)

@@ -217,11 +217,18 @@ class SubscriberClient:
 
 
 async def attempt(
-    client: SubscriberClient, url: str, event: CloudEvent, timeout: float | None, max_reply_bytes: int
+    client: SubscriberClient,
+    url: str,
+    event: CloudEvent,
+    timeout: float | None,
+    max_reply_bytes: int,
+    credentials: Mapping[str, str] | None = None,
 ) -> Attempt:
-    """POST `event` once in binary mode asking for a reply; never raises for HTTP or network trouble."""
+    """POST `event` once in binary mode asking for a reply (with `credentials`, the Authorization
+    header, when given); never raises for HTTP or network trouble."""
     headers, body = to_binary(event)
     headers["prefer"] = "reply"
+    headers.update(credentials or {})
     try:
         status, response_headers, content = await client.post(
             url, headers, body, timeout=timeout, max_body=max_reply_bytes
@@ -250,11 +257,15 @@ async def deliver(
     spec: DeliverySpec,
     *,
     max_reply_bytes: int,
+    credentials: Mapping[str, str] | None = None,
 ) -> DeliveryResult:
-    """Send `event` to `url`, retrying as `spec` says; returns the last attempt."""
+    """Send `event` to `url`, retrying as `spec` says; returns the last attempt.
+
+    A 401 (bad or missing credentials) is not retried, as in Knative: it is settled at once.
+    """
     retries = 0
     while True:
-        last = await attempt(client, url, event, spec.timeout, max_reply_bytes)
+        last = await attempt(client, url, event, spec.timeout, max_reply_bytes, credentials)
         if last.succeeded or not is_retryable(last.status) or retries >= spec.retry:
             return DeliveryResult(url, last, retries + 1)
         retries += 1

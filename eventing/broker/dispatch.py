@@ -316,6 +316,7 @@ class TriggerDispatcher:
                 event,
                 self.delivery,
                 max_reply_bytes=self.broker.max_event_bytes,
+                credentials=self.broker.credentials(),
             )
             if result.succeeded:
                 outcome = "delivered"
@@ -360,6 +361,7 @@ class TriggerDispatcher:
             dead_letter(event, result),
             sink_spec,
             max_reply_bytes=self.broker.max_event_bytes,
+            credentials=self.broker.credentials(),
         )
         if not sent.succeeded:
             log.error(
@@ -381,8 +383,11 @@ class Broker:
         client: redis.Redis,
         *,
         max_event_bytes: int,
+        credentials: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.settings = settings
+        # Headers that authenticate each delivery to its subscriber (VICTOR_EVENT_AUTH), made per delivery.
+        self.credentials = credentials
         self.config = config
         self.triggers = list(triggers)
         self.client = client

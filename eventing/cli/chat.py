@@ -1,7 +1,7 @@
 """`victor chat MESSAGE`: a client of the chat function's POST /v1/chat.
 
 The function's URL comes from VICTOR_CHAT_URL (default http://127.0.0.1:8001,
-where `victor dev` serves it); VICTOR_API_KEY is sent when set. By default the
+where `victor dev` serves it); the first of VICTOR_API_KEYS is sent when set. By default the
 answer streams as it is written, with tool calls and results on stderr; the
 conversation id is printed last so a follow-up can pass `--conversation`.
 """
@@ -25,7 +25,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     import httpx  # loaded when the command runs, not for `victor serve`
 
     url = settings.function_urls.get("chat", DEFAULT_URL)
-    headers = {"authorization": f"Bearer {settings.api_key.reveal()}"} if settings.api_key else {}
+    headers = {"authorization": f"Bearer {settings.client_key.reveal()}"} if settings.client_key else {}
     body: dict[str, Any] = {"message": args.message, "stream": not args.no_stream}
     for name in ("conversation_id", "system", "model", "max_tokens"):
         if getattr(args, name) is not None:

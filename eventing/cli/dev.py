@@ -23,7 +23,7 @@ from typing import Any
 
 from common.settings import Settings
 from eventing.cli.errors import fail
-from eventing.dev.ports import DEAD_LETTER_OFFSET, PORTS
+from eventing.dev.ports import DEAD_LETTER_OFFSET, DEFAULT_DATA_DIR, EVENT_TOKEN_FILE, PORTS
 
 
 def parse_only(value: str | None) -> list[str]:
@@ -39,6 +39,16 @@ def parse_only(value: str | None) -> list[str]:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def write_event_token(data_dir: Path, token: str) -> None:
+    """Leave this run's event token where `victor send` finds it (readable by the user only)."""
+    path = data_dir / EVENT_TOKEN_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    print(f"events: delivered events carry this run's token; victor send reads it from {path}", flush=True)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -75,6 +85,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         if services.applied:
             print("migrations applied: " + ", ".join(services.applied), flush=True)
         plan = plan_processes(selected, args.port_base, environ)
+        if plan.event_token is not None:
+            write_event_token(data_dir, plan.event_token)
         return asyncio.run(supervise(plan, services, args))
     finally:
         services.stop()
@@ -89,7 +101,7 @@ def register(commands: Any) -> None:
     )
     dev.add_argument("--only", help="comma-separated subset: broker,chat,tools,embeddings,health")
     dev.add_argument("--port-base", type=int, default=8000, help="broker port; functions follow (8000)")
-    dev.add_argument("--data-dir", default=".victor", help="embedded data and LanceDB (./.victor)")
+    dev.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="embedded data and LanceDB (./.victor)")
     dev.add_argument("--fresh", action="store_true", help="wipe the data directory first")
     dev.add_argument(
         "--ping-interval",

@@ -1,7 +1,7 @@
 """`victor index PATH` and `victor search QUERY`: HTTP clients of the embeddings function.
 
 The function's URL is VICTOR_EMBEDDINGS_URL (default http://127.0.0.1:8003, where
-`victor dev` serves it); VICTOR_API_KEY is sent when set. A PATH that exists
+`victor dev` serves it); the first of VICTOR_API_KEYS is sent when set. A PATH that exists
 here is sent as an absolute path, which the function accepts when it lies
 inside its WORKSPACE_DIR; anything else (a glob, say) is sent as written,
 relative to WORKSPACE_DIR.
@@ -29,7 +29,7 @@ def _post(settings: Settings, route: str, body: dict[str, Any], timeout: float) 
     """The JSON answer, or None after printing one line saying what went wrong."""
     import httpx  # loaded when the command runs, not for `victor serve`
 
-    headers = {"authorization": f"Bearer {settings.api_key.reveal()}"} if settings.api_key else {}
+    headers = {"authorization": f"Bearer {settings.client_key.reveal()}"} if settings.client_key else {}
     url = _url(settings)
     try:
         response = httpx.post(f"{url}{route}", json=body, headers=headers, timeout=timeout)

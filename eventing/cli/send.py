@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -12,7 +13,18 @@ import msgspec
 from common.cloudevents import CloudEvent, CloudEventError, new_event, to_structured
 from common.settings import Settings
 from eventing.cli.errors import fail
-from eventing.dev.ports import DEFAULT_BROKER_URL
+from eventing.dev.ports import DEFAULT_BROKER_URL, DEFAULT_DATA_DIR, EVENT_TOKEN_FILE
+
+
+def send_credentials(settings: Settings) -> dict[str, str]:
+    """The event token to send: VICTOR_EVENT_TOKEN, else the one a `victor dev` run left in ./.victor."""
+    token = settings.event_token.reveal() if settings.event_token else None
+    if token is None:
+        try:
+            token = (Path(DEFAULT_DATA_DIR) / EVENT_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+        except OSError:  # no victor dev run here: send without a token
+            token = None
+    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 def parse_extensions(pairs: Sequence[str]) -> dict[str, str]:
@@ -45,7 +57,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
         fail(exc.message)
     target = args.to or settings.broker_url or DEFAULT_BROKER_URL
     try:
-        reply = asyncio.run(_send(target, event, args.timeout))
+        reply = asyncio.run(_send(target, event, args.timeout, send_credentials(settings)))
     except DeliveryError as exc:
         if exc.status == 0:
             fail(f"cannot reach {target}: {type(exc.__cause__).__name__}", 1)
@@ -57,14 +69,16 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _send(target: str, event: CloudEvent, timeout: float) -> CloudEvent | None:
+async def _send(
+    target: str, event: CloudEvent, timeout: float, credentials: dict[str, str]
+) -> CloudEvent | None:
     # httpx and the client are loaded only when an event is sent (not for `victor serve`).
     import httpx
 
     from eventing.client import send_event
 
     async with httpx.AsyncClient() as http:
-        return await send_event(http, target, event, timeout=timeout)
+        return await send_event(http, target, event, timeout=timeout, credentials=credentials)
 
 
 def register(commands: Any) -> None:

@@ -1,7 +1,7 @@
 """`victor tools list | run NAME --args JSON | select QUERY`: clients of the tools function's HTTP API.
 
 The function's URL comes from VICTOR_TOOLS_URL (default http://127.0.0.1:8002,
-where `victor dev` serves it); VICTOR_API_KEY is sent when set.
+where `victor dev` serves it); the first of VICTOR_API_KEYS is sent when set.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def _request(settings: Settings, method: str, path: str, body: Any = None) -> tu
     import httpx  # loaded when the command runs, not for `victor serve`
 
     headers = {}
-    if settings.api_key is not None:
-        headers["authorization"] = f"Bearer {settings.api_key.reveal()}"
+    if settings.client_key is not None:
+        headers["authorization"] = f"Bearer {settings.client_key.reveal()}"
     url = _url(settings)
     try:
         response = httpx.request(method, url + path, json=body, headers=headers, timeout=120)

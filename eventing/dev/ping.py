@@ -15,7 +15,7 @@ import base64
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,11 +123,13 @@ def load_ping_schedules(
     return schedules
 
 
-async def ping_forever(schedule: PingSchedule, target: str, http: httpx.AsyncClient) -> None:
-    """Send the schedule's ping to `target` every `interval` seconds until cancelled."""
+async def ping_forever(
+    schedule: PingSchedule, target: str, http: httpx.AsyncClient, credentials: Mapping[str, str] | None = None
+) -> None:
+    """Send the schedule's ping to `target` (with `credentials`) every `interval` seconds until cancelled."""
     while True:
         await asyncio.sleep(schedule.interval)
         try:
-            await send_event(http, target, schedule.event(), timeout=10.0)
+            await send_event(http, target, schedule.event(), timeout=10.0, credentials=credentials)
         except DeliveryError as exc:
             log.warning("ping %s to %s failed: %s", schedule.name, target, exc)

@@ -1,4 +1,5 @@
-"""Where `victor dev` serves each process: fixed offsets from `--port-base`, and the broker's path."""
+"""Where `victor dev` serves each process (fixed offsets from `--port-base`, the broker's path) and
+where it keeps its data and this run's event token."""
 
 from __future__ import annotations
 
@@ -10,3 +11,6 @@ PORTS = {name: offset for offset, name in enumerate(("broker", *FUNCTION_NAMES))
 DEAD_LETTER_OFFSET = len(PORTS)
 BROKER_PATH = "/victor/default"
 DEFAULT_BROKER_URL = f"http://127.0.0.1:8000{BROKER_PATH}"
+# victor dev's data directory by default, and the file in it holding the run's event token.
+DEFAULT_DATA_DIR = ".victor"
+EVENT_TOKEN_FILE = "event-token"  # noqa: S105 - a file name, not a token

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -38,6 +39,8 @@ class DevPlan:
 
     specs: list[ProcessSpec]
     urls: dict[str, str] = field(default_factory=dict)
+    # The shared event token of this run (None when the user turned event authentication off).
+    event_token: str | None = None
 
     dead_letter_port: int | None = None
 
@@ -66,6 +69,11 @@ def plan_processes(
             shared[f"VICTOR_{name.upper()}_URL"] = urls[name]
     if "broker" in urls:
         shared["VICTOR_BROKER_URL"] = urls["broker"]
+    # Delivered events carry a token made for this run, unless the user chose otherwise.
+    shared.setdefault("VICTOR_EVENT_AUTH", "token")
+    if shared["VICTOR_EVENT_AUTH"] == "token" and not shared.get("VICTOR_EVENT_TOKEN"):
+        shared["VICTOR_EVENT_TOKEN"] = secrets.token_urlsafe(32)
+    event_token = shared.get("VICTOR_EVENT_TOKEN") if shared["VICTOR_EVENT_AUTH"] == "token" else None
     dead_letter_port = port_base + DEAD_LETTER_OFFSET if "broker" in urls else None
     specs = [
         ProcessSpec(
@@ -77,7 +85,7 @@ def plan_processes(
         for name in running
         for extra in [_broker_env(port_base, environ) if name == "broker" else {}]
     ]
-    return DevPlan(specs=specs, urls=urls, dead_letter_port=dead_letter_port)
+    return DevPlan(specs=specs, urls=urls, dead_letter_port=dead_letter_port, event_token=event_token)
 
 
 def _broker_env(port_base: int, environ: Mapping[str, str]) -> dict[str, str]:
@@ -243,4 +251,5 @@ def _start_pings(
     schedules = load_ping_schedules(path, namespace=namespace, interval=args.ping_interval)
     for schedule in schedules:
         print(f"ping: {schedule.name} every {schedule.interval:g}s to the broker", flush=True)
-    return [asyncio.create_task(ping_forever(s, plan.broker_url, http)) for s in schedules]
+    credentials = {"authorization": f"Bearer {plan.event_token}"} if plan.event_token else {}
+    return [asyncio.create_task(ping_forever(s, plan.broker_url, http, credentials)) for s in schedules]

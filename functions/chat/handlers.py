@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import msgspec
 
 from common.answers import Refusal, StreamedAnswer, json_answer
+from common.auth import event_credentials
 from common.cloudevents import CloudEvent, decode_data, new_event
 from common.event_pipeline import process_event
 from common.function import Call
@@ -123,7 +124,7 @@ class ChatRun:
             await self.subscription.open()
         if broker:
             try:
-                await publish(self.runtime.http, broker, self.event)
+                await publish(self.runtime.http, broker, self.event, event_credentials(self.runtime.settings))
             except DeliveryError as exc:
                 await self.subscription.close()
                 raise Refusal.unavailable(f"the broker did not accept the chat request: {exc}") from exc
@@ -175,7 +176,13 @@ class ChatRun:
             ]
             payload = ToolsCompleted(conversation_id=asked.conversation_id, turn=asked.turn, results=results)
             return new_event(TOOLS_COMPLETED, "/victor/chat/local", payload)
-        reply = await send_event(self.runtime.http, f"{tools_url}/", request, timeout=600.0)
+        reply = await send_event(
+            self.runtime.http,
+            f"{tools_url}/",
+            request,
+            timeout=600.0,
+            credentials=event_credentials(self.runtime.settings),
+        )
         if reply is None or reply.type != TOOLS_COMPLETED:
             raise Refusal.unavailable(f"the tools function did not reply with {TOOLS_COMPLETED}")
         return reply

@@ -1,4 +1,8 @@
-"""LLM metrics of the chat function, on the shared registry."""
+"""LLM metrics of the chat function, on the shared registry.
+
+The `model` label is always `ChatSettings.model_label` of the model: a configured
+model or "other", never a string a request chose (labels must stay bounded).
+"""
 
 from __future__ import annotations
 

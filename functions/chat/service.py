@@ -163,7 +163,9 @@ class ChatLoop:
             outcome = {"provider_rejected": "rejected", "provider_timeout": "timeout"}.get(
                 error.code, "error"
             )
-            metrics.llm_requests.labels(self.provider.name, request.model, outcome).inc()
+            metrics.llm_requests.labels(
+                self.provider.name, self.chat.model_label(request.model), outcome
+            ).inc()
             log.warning("LLM call %d of conversation %s failed: %s", turn, conversation_id, error.message)
             await self.conversations.fail(
                 conversation_id=conversation_id,
@@ -190,9 +192,13 @@ class ChatLoop:
             )
         )
         if from_cache:
-            metrics.llm_requests.labels(self.provider.name, model_turn.model, "cached").inc()
+            metrics.llm_requests.labels(
+                self.provider.name, self.chat.model_label(model_turn.model), "cached"
+            ).inc()
         else:
-            metrics.record_call(self.provider.name, model_turn.model, usage, cost, seconds)
+            metrics.record_call(
+                self.provider.name, self.chat.model_label(model_turn.model), usage, cost, seconds
+            )
         recorded = await self.conversations.record_turn(
             conversation_id=conversation_id,
             request_id=request.id,
@@ -331,9 +337,9 @@ class ChatLoop:
         async for item in provider.stream(model_request):
             if isinstance(item, TextDelta):
                 if first:
-                    metrics.llm_first_token.labels(provider.name, model_request.model).observe(
-                        time.perf_counter() - started
-                    )
+                    metrics.llm_first_token.labels(
+                        provider.name, self.chat.model_label(model_request.model)
+                    ).observe(time.perf_counter() - started)
                     first = False
                 await progress_channel.publish(self.runtime.cache, request_id, "text", {"text": item.text})
             else:

@@ -5,6 +5,8 @@
 | VICTOR_LLM_PROVIDER | auto | anthropic, openai, or auto: Anthropic when ANTHROPIC_API_KEY is set, |
 |  |  | else OpenAI-compatible when OPENAI_API_KEY or OPENAI_BASE_URL is |
 | VICTOR_LLM_MODEL | claude-sonnet-4-5 / gpt-4o-mini | model when a request names none |
+| VICTOR_LLM_MODELS | unset | comma-separated models named in the `model` label of `victor_llm_*` besides |
+|  |  | VICTOR_LLM_MODEL; any other model a request names is counted as `other` |
 | VICTOR_LLM_MAX_TOKENS | 4096 | max_tokens when a request names none |
 | VICTOR_LLM_TIMEOUT | 120 | seconds one LLM call may take |
 | VICTOR_LLM_MAX_RETRIES | 3 | retries of 429, 529, 5xx and connection errors |
@@ -59,11 +61,14 @@ UNCONFIGURED_MESSAGE = (
     "or OPENAI_API_KEY and/or OPENAI_BASE_URL for an OpenAI-compatible server"
 )
 _MILLION = Decimal(1_000_000)
+OTHER_MODEL = "other"
 
 
 class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     provider: ProviderName | None
     model: str
+    # Models the metrics name (with `model`); a request's own model string never becomes a label.
+    models: tuple[str, ...] = ()
     max_tokens: int = 4096
     timeout: float = 120.0
     max_retries: int = 3
@@ -76,6 +81,14 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     tools_top_k: int = 8
     tools_strategy: str = "auto"
     wait_timeout: float = 300.0
+
+    def model_label(self, model: str) -> str:
+        """`model` as the metrics' `model` label: a configured model (a dated id counts as the model it
+        extends, claude-sonnet-4-5-20250929 as claude-sonnet-4-5), else "other", so labels stay bounded."""
+        for known in (self.model, *self.models):
+            if model == known or model.startswith(known + "-"):
+                return known
+        return OTHER_MODEL
 
     def price(self, model: str) -> Price | None:
         """The price of `model`: the entry with the longest prefix of its name (dated ids match)."""
@@ -145,6 +158,9 @@ def load_chat_settings(environ: Mapping[str, str], settings: Settings) -> ChatSe
     return ChatSettings(
         provider=provider,
         model=env.string("VICTOR_LLM_MODEL", DEFAULT_MODELS[provider or "anthropic"]),
+        models=tuple(
+            part.strip() for part in (env.optional("VICTOR_LLM_MODELS") or "").split(",") if part.strip()
+        ),
         max_tokens=env.integer("VICTOR_LLM_MAX_TOKENS", 4096, minimum=1, maximum=1_000_000),
         timeout=env.number("VICTOR_LLM_TIMEOUT", 120.0, minimum=0.001),
         max_retries=env.integer("VICTOR_LLM_MAX_RETRIES", 3, minimum=0, maximum=20),

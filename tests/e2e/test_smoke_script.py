@@ -1,10 +1,11 @@
 """scripts/smoke_test.sh against a running `victor dev`: passes when all is up, fails in one line when not.
 
 The whole system runs (broker, chat, tools, embeddings with the bundled model, health) on
-the configured PostgreSQL and Redis, and the script gets only the VICTOR_*_URL settings a
-user would give it. Every line the processes print under that traffic (and an index run)
-is a JSON log record. Then the tools process is frozen (SIGSTOP) so it accepts connections
-but never answers, as a wedged pod would: the script must stop at tools with one line.
+the configured PostgreSQL and Redis, and the script gets only the VICTOR_*_URL settings and
+the run's event token a user would give it. Every line the processes print under that traffic
+(and an index run) is a JSON log record. Then the tools process is frozen (SIGSTOP) so it
+accepts connections but never answers, as a wedged pod would: the script must stop at tools
+with one line.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ async def test_the_smoke_test_passes_against_victor_dev_and_names_a_frozen_funct
     try:
         assert await wait_for_line(log, "victor dev is running", dev, limit=180), log.read_text()
         started = [p.pid for p in psutil.Process(dev.pid).children(recursive=True)]
+        # The broker ingress takes this run's event token, which victor dev leaves in its data directory.
+        client["VICTOR_EVENT_TOKEN"] = (tmp_path / "data" / "event-token").read_text().strip()
 
         code, out, err = await smoke(client)
         assert (code, err) == (0, ""), out + err

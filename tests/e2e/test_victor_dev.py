@@ -160,6 +160,20 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
             # redis, broker, health, and the postmaster at least.
             assert len(started) >= 4
 
+            # Events need this run's token, which victor dev leaves in its data directory.
+            token = (data_dir / "event-token").read_text().strip()
+            assert len(token) >= 32
+            assert (data_dir / "event-token").stat().st_mode & 0o077 == 0
+            code, out, err = await victor_send(
+                "dev.knative.sources.ping",
+                *("--id", "e2e-ping-0", "--source", "/tests/e2e"),
+                VICTOR_BROKER_URL=broker_url,
+                VICTOR_EVENT_TOKEN="not-this-runs-token",
+            )
+            assert (code, out) == (1, "")
+            assert err.startswith(
+                f"victor: {broker_url} did not accept the event: event not accepted: HTTP 401: "
+            )
             code, out, err = await victor_send(
                 "dev.knative.sources.ping",
                 "--data",
@@ -169,6 +183,7 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
                 "--source",
                 "/tests/e2e",
                 VICTOR_BROKER_URL=broker_url,
+                VICTOR_EVENT_TOKEN=token,
             )
             assert (code, err) == (0, ""), err
             assert out == f"accepted by {broker_url} (no reply event)\n"

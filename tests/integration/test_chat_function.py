@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from common.cloudevents import new_event
-from common.metrics import REGISTRY
+from common.metrics import REGISTRY, exposition
 from eventing.client import send_event
 from eventing.schemas.chat import CHAT_COMPLETED, CHAT_FAILED, CHAT_REQUESTED
 from eventing.schemas.tools import TOOLS_COMPLETED, TOOLS_REQUESTED
@@ -428,3 +428,24 @@ async def test_post_chat_run_here_goes_through_the_event_pipeline_claim_metrics_
     assert redelivered.headers["ce-type"] == CHAT_COMPLETED
     assert len(llm.requests) == 1
     assert replied() == before + 1
+
+
+async def test_a_model_a_request_names_is_never_a_metric_label_unless_configured(make_settings) -> None:
+    chosen = f"user-chosen-{uuid.uuid4().hex}"
+    other_before = sample("victor_llm_requests_total", outcome="ok", model="other")
+    listed_before = sample("victor_llm_requests_total", outcome="ok", model="claude-haiku-4-5")
+    async with fake_anthropic() as (llm, llm_url):
+        llm.push(Reply([text("one")]))
+        llm.push(Reply([text("two")]))
+        settings = chat_settings(models=("claude-haiku-4-5",))
+        async with (
+            chat_function(make_settings, settings, **anthropic_env(llm_url)) as (url, _),
+            httpx.AsyncClient(base_url=url, timeout=30) as client,
+        ):
+            for model in (chosen, "claude-haiku-4-5-20251001"):
+                response = await client.post("/v1/chat", json={"message": "hi", "model": model})
+                assert response.status_code == 200, response.text
+    assert [request.body["model"] for request in llm.requests] == [chosen, "claude-haiku-4-5-20251001"]
+    assert sample("victor_llm_requests_total", outcome="ok", model="other") == other_before + 1
+    assert sample("victor_llm_requests_total", outcome="ok", model="claude-haiku-4-5") == listed_before + 1
+    assert chosen not in exposition()[0].decode()

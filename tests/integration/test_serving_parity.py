@@ -43,6 +43,8 @@ from functions.tools.settings import ToolsSettings
 from tests.support.chat import chat_settings
 from tests.support.embeddings import minilm, minilm_directory, wait_started  # noqa: F401 - fixtures
 from tests.support.foundation import ROOT, clean_env
+from tests.support.oidc import issuer as oidc_issuer
+from tests.support.oidc import rsa_key
 from tests.support.servers import running
 
 KEY = "parity-key-0123456789"
@@ -348,3 +350,81 @@ def test_the_functions_framework_entry_imports_nothing_from_litestar(name: str, 
         [sys.executable, "-c", load], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
+
+
+EVENT_TOKEN = "parity-event-token-9876543210"
+
+
+async def refused_alike(clients: dict[str, httpx.AsyncClient], **request: Any) -> tuple[Any, ...]:
+    """Both modes' status, error code and challenge headers for one request; they must be equal."""
+    seen = {}
+    for mode, client in clients.items():
+        response = await client.request(**request)
+        body = (
+            response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        )
+        seen[mode] = (
+            response.status_code,
+            body.get("error") if isinstance(body, dict) else None,
+            response.headers.get("www-authenticate"),
+            response.headers.get("retry-after"),
+        )
+    assert seen["litestar"] == seen["functions-framework"], request
+    return seen["litestar"]
+
+
+def ping(**headers: str) -> dict[str, Any]:
+    return {
+        "method": "POST",
+        "url": "/",
+        "headers": {**event(PING, data=None), "ce-id": str(uuid.uuid4()), **headers},
+    }
+
+
+async def test_event_tokens_are_checked_alike_in_both_modes(parity_settings: Callable[..., Settings]) -> None:
+    settings = parity_settings(VICTOR_EVENT_AUTH="token", VICTOR_EVENT_TOKEN=EVENT_TOKEN)
+    async with both_modes(HEALTH, settings) as clients:
+        missing = await refused_alike(clients, **ping())
+        wrong = await refused_alike(clients, **ping(authorization="Bearer not-the-token"))
+        api_key = await refused_alike(clients, **ping(authorization=f"Bearer {KEY}"))
+        accepted = await refused_alike(clients, **ping(authorization=f"Bearer {EVENT_TOKEN}"))
+        route = await refused_alike(clients, method="GET", url="/v1/status")
+    assert missing == wrong == api_key == (401, "unauthorized", "Bearer", None)
+    assert accepted == (200, None, None, None)
+    # The event token is no API key either.
+    assert route == (401, "unauthorized", "Bearer", None)
+
+
+async def test_oidc_tokens_are_checked_alike_in_both_modes(parity_settings: Callable[..., Settings]) -> None:
+    async with oidc_issuer() as issuer:
+        settings = parity_settings(VICTOR_EVENT_AUTH="oidc", VICTOR_OIDC_ISSUER=issuer.url)
+        async with both_modes(HEALTH, settings) as clients:
+
+            async def sent(token: str) -> tuple[Any, ...]:
+                return await refused_alike(clients, **ping(authorization=f"Bearer {token}"))
+
+            accepted = await sent(issuer.token("victor-health"))
+            missing = await refused_alike(clients, **ping())
+            expired = await sent(issuer.token("victor-health", expires_in=-120))
+            other_audience = await sent(issuer.token("victor-tools"))
+            other_issuer = await sent(issuer.token("victor-health", issuer="https://elsewhere.example"))
+            other_key = await sent(issuer.token("victor-health", key=rsa_key()))
+            not_a_jwt = await sent("not.a.jwt")
+    assert accepted == (200, None, None, None)
+    for refused in (missing, expired, other_audience, other_issuer, other_key, not_a_jwt):
+        assert refused == (401, "unauthorized", "Bearer", None)
+    # The discovery document and the keys were read once, then cached for every request.
+    assert issuer.requests == {"/.well-known/openid-configuration": 1, "/keys": 1}
+
+
+async def test_rate_limits_answer_alike_in_both_modes(parity_settings: Callable[..., Settings]) -> None:
+    key = f"parity-rate-{uuid.uuid4().hex}"
+    settings = parity_settings(VICTOR_API_KEYS=f"{key},{KEY}", VICTOR_RATE_LIMIT="2/minute")
+    async with both_modes(HEALTH, settings) as clients:
+        status = {"method": "GET", "url": "/v1/status", "headers": {"x-api-key": key}}
+        # Both modes share the key's window in Redis: two requests each use up the limit of 2.
+        first = await refused_alike(clients, **status)
+        limited = await refused_alike(clients, **status)
+    assert first[:2] == (200, None)
+    assert limited[:3] == (429, "rate_limited", None)
+    assert 1 <= int(limited[3]) <= 60

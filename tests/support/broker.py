@@ -282,11 +282,13 @@ async def served_broker(settings: Settings, config: BrokerSettings) -> AsyncIter
         yield url + INGRESS, broker_of(app)
 
 
-async def publish(ingress_url: str, *events: CloudEvent) -> None:
-    """POST each event in binary mode; every one must be answered 202."""
+async def publish(ingress_url: str, *events: CloudEvent, token: str | None = None) -> None:
+    """POST each event in binary mode (with `Authorization: Bearer <token>` when given); each must get 202."""
     async with httpx.AsyncClient() as client:
         for item in events:
             headers, body = to_binary(item)
+            if token is not None:
+                headers["authorization"] = f"Bearer {token}"
             response = await client.post(ingress_url, headers=headers, content=body)
             assert response.status_code == 202, response.text
 

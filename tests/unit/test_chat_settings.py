@@ -96,3 +96,18 @@ def test_only_429_529_and_5xx_are_retryable() -> None:
         503,
         529,
     ]
+
+
+def test_the_metrics_model_label_is_a_configured_model_or_other() -> None:
+    settings = chat(
+        ANTHROPIC_API_KEY="k",
+        VICTOR_LLM_MODEL="claude-sonnet-4-5",
+        VICTOR_LLM_MODELS=" claude-haiku-4-5, ,gpt-4o",
+    )
+    assert settings.models == ("claude-haiku-4-5", "gpt-4o")
+    assert settings.model_label("claude-sonnet-4-5") == "claude-sonnet-4-5"
+    assert settings.model_label("claude-sonnet-4-5-20250929") == "claude-sonnet-4-5"
+    assert settings.model_label("gpt-4o") == "gpt-4o"
+    assert settings.model_label("gpt-4o-mini") == "gpt-4o"  # extends a listed model, still a bounded label
+    assert settings.model_label("claude-sonnet-4") == "other"
+    assert settings.model_label('x"} 1\nvictor_fake{a="') == "other"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import SettingsError, load_settings
+from common.settings import RateLimit, Secret, SettingsError, load_settings
 from common.workspace import SECRET_FILES
 from tests.support.foundation import ROOT, clean_env, victor_serve
 
@@ -92,6 +92,9 @@ def test_sizes_urls_and_function_urls_are_parsed() -> None:
             "VICTOR_TOOLS_URL": "http://tools.local:8002/",
             "REDIS_URL": "redis://cache:6380/1",
             "VICTOR_PROFILE": "Production",
+            # production refuses to start without an API key and with events unauthenticated
+            "VICTOR_API_KEYS": "key-1",
+            "VICTOR_EVENT_TOKEN": "event-token-1",
         }
     )
     assert settings.log_max_size == 512 * 1024
@@ -190,3 +193,111 @@ def test_secret_files_default_to_the_credential_names_and_can_be_replaced() -> N
     assert str(refused.value) == (
         "VICTOR_SECRET_FILES: expected file-name globs such as .env or *.pem, got 'config/prod.yaml'"
     )
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "host=db.internal port=5432 user=victor password=kv-secret-5 dbname=victor",
+        "host=db password='kv secret 5' user=victor",
+        "mysql://victor@db/victor?password=kv-secret-5",
+    ],
+)
+def test_a_bad_key_value_database_url_error_hides_its_password(dsn: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"DATABASE_URL": dsn})
+    assert raised.value.variable == "DATABASE_URL"
+    assert "kv-secret-5" not in str(raised.value) and "kv secret 5" not in str(raised.value)
+    assert "password=****" in str(raised.value)
+
+
+def test_api_keys_are_comma_separated_for_rotation_and_api_key_is_their_single_key_alias() -> None:
+    rotated = load_settings({"VICTOR_API_KEYS": " new-key-1 , old-key-0 ,", "VICTOR_API_KEY": "ignored"})
+    assert [key.reveal() for key in rotated.api_keys] == ["new-key-1", "old-key-0"]
+    assert rotated.client_key is not None and rotated.client_key.reveal() == "new-key-1"
+    assert "new-key-1" not in repr(rotated)
+    single = load_settings({"VICTOR_API_KEY": "only-key"})
+    assert [key.reveal() for key in single.api_keys] == ["only-key"]
+    assert load_settings({}).api_keys == ()
+
+
+def test_the_production_profile_refuses_to_start_without_an_api_key() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"VICTOR_PROFILE": "production", "VICTOR_EVENT_AUTH": "none"})
+    assert str(raised.value) == (
+        "VICTOR_API_KEYS: the production profile needs at least one API key; set VICTOR_API_KEYS=key[,key...]"
+    )
+
+
+def test_victor_serve_in_production_without_a_key_exits_2_with_one_line_naming_victor_api_keys() -> None:
+    result = subprocess.run(
+        victor_serve(),
+        cwd=ROOT,
+        env=clean_env(VICTOR_PROFILE="production"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "victor: VICTOR_API_KEYS: the production profile needs at least one API key; "
+        "set VICTOR_API_KEYS=key[,key...]"
+    ]
+
+
+def test_event_authentication_is_off_in_development_and_on_by_default_in_production() -> None:
+    assert load_settings({}).event_auth == "none"
+    production = {"VICTOR_PROFILE": "production", "VICTOR_API_KEYS": "k"}
+    with pytest.raises(SettingsError) as raised:
+        load_settings(production)  # on by default: oidc, which needs its issuer
+    assert raised.value.variable == "VICTOR_OIDC_ISSUER"
+    with_token = load_settings({**production, "VICTOR_EVENT_TOKEN": "t0k3n"})
+    assert (with_token.event_auth, with_token.event_token) == ("token", Secret("t0k3n"))
+    oidc = load_settings({**production, "VICTOR_OIDC_ISSUER": "https://kubernetes.default.svc"})
+    assert (oidc.event_auth, oidc.oidc_issuer) == ("oidc", "https://kubernetes.default.svc")
+    assert load_settings({**production, "VICTOR_EVENT_AUTH": "none"}).event_auth == "none"
+    knative = load_settings({**production, "VICTOR_EVENT_AUTH": "none", "K_SERVICE": "victor-tools"})
+    assert knative.oidc_audience == "victor-tools"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "message"),
+    [
+        (
+            {"VICTOR_EVENT_AUTH": "token"},
+            "VICTOR_EVENT_TOKEN",
+            "VICTOR_EVENT_AUTH=token needs the shared token; set VICTOR_EVENT_TOKEN",
+        ),
+        ({"VICTOR_EVENT_AUTH": "mtls"}, "VICTOR_EVENT_AUTH", "expected one of none, token, oidc; got 'mtls'"),
+        (
+            {"VICTOR_RATE_LIMIT": "60 per minute", "REDIS_URL": "redis://r/0"},
+            "VICTOR_RATE_LIMIT",
+            "expected a rate such as 60/minute (N/second, minute, hour or day, N >= 1); got '60 per minute'",
+        ),
+        (
+            {"VICTOR_RATE_LIMIT": "0/second", "REDIS_URL": "redis://r/0"},
+            "VICTOR_RATE_LIMIT",
+            "expected a rate such as 60/minute (N/second, minute, hour or day, N >= 1); got '0/second'",
+        ),
+        (
+            {"VICTOR_RATE_LIMIT": "60/minute"},
+            "VICTOR_RATE_LIMIT",
+            "the limit is counted in Redis, shared by every replica; set REDIS_URL",
+        ),
+    ],
+)
+def test_bad_auth_and_limit_settings_name_the_variable(
+    env: dict[str, str], variable: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env)
+    assert str(raised.value) == f"{variable}: {message}"
+
+
+def test_rate_limits_are_a_count_per_second_minute_hour_or_day() -> None:
+    redis = {"REDIS_URL": "redis://r/0"}
+    assert load_settings({**redis, "VICTOR_RATE_LIMIT": "60/minute"}).rate_limit == RateLimit(60, 60)
+    assert load_settings({**redis, "VICTOR_RATE_LIMIT": " 5 / Second "}).rate_limit == RateLimit(5, 1)
+    assert load_settings({**redis, "VICTOR_RATE_LIMIT": "1000/day"}).rate_limit == RateLimit(1000, 86400)
+    assert str(RateLimit(100, 3600)) == "100/hour"
+    assert load_settings(redis).rate_limit is None
