@@ -7,12 +7,13 @@
 #   1. render   knative/overlays/ENV with the project's kustomize (both images set to V with --version)
 #   2. backup   production only: `victor backup` of PostgreSQL and LanceDB, before anything changes
 #   3. record   the revision every Knative Service serves now (what a rollback returns to)
-#   4. apply    the rendered manifests
-#   5. wait     until every Knative Service in the namespace is Ready
-#   6. smoke    scripts/smoke_test.sh against the deployed URLs
-# If 4, 5 or 6 fails, every Service that had a revision before is routed back to it (100% of
-# its traffic), the script says what it did, and exits 1. --dry-run prints the plan and the
-# rendered manifests and changes nothing.
+#   4. migrate  the migration Job (victor migrate) of the release, waited for, before anything rolls
+#   5. apply    the rendered manifests
+#   6. wait     until every Knative Service in the namespace is Ready
+#   7. smoke    scripts/smoke_test.sh against the deployed URLs
+# If 4 fails, nothing else was changed. If 5, 6 or 7 fails, every Service that had a revision
+# before is routed back to it (100% of its traffic), the script says what it did, and exits 1.
+# --dry-run prints the plan and the rendered manifests and changes nothing.
 #
 # Settings: KUBECTL (kubectl), VICTOR_NAMESPACE (victor), VICTOR_BACKUP_DIR (backups),
 # VICTOR_DEPLOY_TIMEOUT (seconds, 300), PYTHON (.venv/bin/python, else python3), VICTOR
@@ -62,7 +63,7 @@ PREVIOUS="$WORK/previous-revisions"
 
 say() { echo "deploy: $*"; }
 
-say "step 1/6 render: knative/overlays/$ENVIRONMENT${VERSION:+ with $IMAGE and $IMAGE-embeddings at $VERSION}"
+say "step 1/7 render: knative/overlays/$ENVIRONMENT${VERSION:+ with $IMAGE and $IMAGE-embeddings at $VERSION}"
 "$PYTHON" -m scripts.kustomize "knative/overlays/$ENVIRONMENT" >"$WORK/built.yaml"
 if [ -n "$VERSION" ]; then
     sed -E "s#^([[:space:]]*image: $IMAGE(-embeddings)?)([:@][^[:space:]]*)?[[:space:]]*\$#\\1:$VERSION#" \
@@ -72,11 +73,12 @@ else
 fi
 
 if [ "$DRY_RUN" = 1 ]; then
-    [ "$ENVIRONMENT" = production ] && say "step 2/6 backup: would run '$VICTOR backup $BACKUP_DIR/<time>-before-deploy'"
-    say "step 3/6 record: would read the serving revision of every Knative Service in namespace $NAMESPACE"
-    say "step 4/6 apply: would run '$KUBECTL apply -n $NAMESPACE -f <these manifests>'"
-    say "step 5/6 wait: would wait up to ${TIMEOUT}s for every Knative Service to be Ready"
-    say "step 6/6 smoke: would run scripts/smoke_test.sh against the deployed URLs"
+    [ "$ENVIRONMENT" = production ] && say "step 2/7 backup: would run '$VICTOR backup $BACKUP_DIR/<time>-before-deploy'"
+    say "step 3/7 record: would read the serving revision of every Knative Service in namespace $NAMESPACE"
+    say "step 4/7 migrate: would run the Job victor-migrate and wait up to ${TIMEOUT}s for it"
+    say "step 5/7 apply: would run '$KUBECTL apply -n $NAMESPACE -f <these manifests>'"
+    say "step 6/7 wait: would wait up to ${TIMEOUT}s for every Knative Service to be Ready"
+    say "step 7/7 smoke: would run scripts/smoke_test.sh against the deployed URLs"
     say "dry run: nothing was changed; the manifests follow"
     cat "$RENDERED"
     exit 0
@@ -84,7 +86,7 @@ fi
 
 if [ "$ENVIRONMENT" = production ]; then
     target="$BACKUP_DIR/$(date -u +%Y%m%dT%H%M%SZ)-before-deploy"
-    say "step 2/6 backup: $VICTOR backup $target"
+    say "step 2/7 backup: $VICTOR backup $target"
     mkdir -p "$BACKUP_DIR"
     if ! "$VICTOR" backup "$target"; then
         say "FAILED at backup: nothing was applied" >&2
@@ -92,7 +94,7 @@ if [ "$ENVIRONMENT" = production ]; then
     fi
 fi
 
-say "step 3/6 record: the revisions serving now in namespace $NAMESPACE"
+say "step 3/7 record: the revisions serving now in namespace $NAMESPACE"
 "$KUBECTL" get ksvc -n "$NAMESPACE" \
     -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.latestReadyRevisionName}{"\n"}{end}' \
     >"$PREVIOUS"
@@ -115,13 +117,21 @@ rollback() {
     exit 1
 }
 
-say "step 4/6 apply: $KUBECTL apply -n $NAMESPACE"
+say "step 4/7 migrate: the Job victor-migrate, before the Services roll"
+if ! { "$KUBECTL" delete job victor-migrate -n "$NAMESPACE" --ignore-not-found \
+    && "$KUBECTL" apply -n "$NAMESPACE" -f "$RENDERED" -l app.kubernetes.io/component=migrate \
+    && "$KUBECTL" wait job/victor-migrate -n "$NAMESPACE" --for=condition=complete --timeout="${TIMEOUT}s"; }; then
+    say "FAILED at migrate: the Services were not changed" >&2
+    exit 1
+fi
+
+say "step 5/7 apply: $KUBECTL apply -n $NAMESPACE"
 "$KUBECTL" apply -n "$NAMESPACE" -f "$RENDERED" || rollback apply
 
-say "step 5/6 wait: every Knative Service Ready (up to ${TIMEOUT}s)"
+say "step 6/7 wait: every Knative Service Ready (up to ${TIMEOUT}s)"
 "$KUBECTL" wait ksvc --all -n "$NAMESPACE" --for=condition=Ready --timeout="${TIMEOUT}s" || rollback wait
 
-say "step 6/6 smoke: scripts/smoke_test.sh"
+say "step 7/7 smoke: scripts/smoke_test.sh"
 for name in chat tools embeddings health; do
     variable="VICTOR_$(printf '%s' "$name" | tr '[:lower:]' '[:upper:]')_URL"
     eval "value=\${$variable:-}"

@@ -245,6 +245,48 @@ def autoscaling_problems(annotations: dict[str, Any], where: str) -> Iterator[tu
         yield "autoscaling", problem
 
 
+def serving_features(origin: Path) -> dict[str, str]:
+    """Knative Serving's feature flags as the nearest cluster/config-features.yaml above `origin`
+    enables them (knative/cluster/ beside base/ and overlays/); none found: the defaults (all off)."""
+    for directory in origin.resolve().parents:
+        path = directory / "cluster" / "config-features.yaml"
+        if path.is_file():
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            return {str(k): str(v) for k, v in (document.get("data") or {}).items()}
+    return {}
+
+
+def volume_problems(spec: dict[str, Any], features: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """The webhook refuses PersistentVolumeClaims unless the cluster's feature flags allow them."""
+    claims = {
+        volume.get("name"): volume["persistentVolumeClaim"]
+        for volume in spec.get("volumes") or []
+        if "persistentVolumeClaim" in volume
+    }
+    if not claims:
+        return
+    if features.get("kubernetes.podspec-persistent-volume-claim") != "enabled":
+        yield (
+            "feature-flag",
+            "a persistentVolumeClaim volume needs kubernetes.podspec-persistent-volume-claim: enabled "
+            "in knative/cluster/config-features.yaml",
+        )
+    writable = [
+        mount
+        for container in spec.get("containers") or []
+        for mount in container.get("volumeMounts") or []
+        if mount.get("name") in claims
+        and not mount.get("readOnly")
+        and not claims[mount["name"]].get("readOnly")
+    ]
+    if writable and features.get("kubernetes.podspec-persistent-volume-write") != "enabled":
+        yield (
+            "feature-flag",
+            f"{writable[0].get('mountPath')} writes to a persistentVolumeClaim, which needs "
+            "kubernetes.podspec-persistent-volume-write: enabled in knative/cluster/config-features.yaml",
+        )
+
+
 def service_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """Knative Serving's webhook rules for a Service's revision template."""
     yield from autoscaling_problems(
@@ -394,6 +436,10 @@ def validate_resources(resources: list[Resource], catalog: SchemaCatalog, build_
         rules = KIND_RULES.get((group, resource.kind))
         if rules is not None:
             for rule, message in rules(body):
+                add(resource, rule, message)
+        if (group, resource.kind) == ("serving.knative.dev", "Service"):
+            template_spec = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
+            for rule, message in volume_problems(template_spec, serving_features(resource.origin)):
                 add(resource, rule, message)
     for resource, rule, message in reference_problems(resources):
         add(resource, rule, message)

@@ -35,7 +35,7 @@ import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_KUBECTL_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
-if args and args[0] == os.environ.get("FAKE_KUBECTL_FAIL"):
+if os.environ.get("FAKE_KUBECTL_FAIL") and " ".join(args).startswith(os.environ["FAKE_KUBECTL_FAIL"]):
     print(f"error: {args[0]} failed (stand-in)", file=sys.stderr)
     sys.exit(1)
 if args[:2] == ["get", "ksvc"] and len(args) > 2 and args[2] == "-n":
@@ -91,15 +91,16 @@ async def test_a_dry_run_prints_the_plan_and_the_pinned_manifests_and_calls_noth
     plan, _, manifests = out.partition("deploy: dry run: nothing was changed; the manifests follow\n")
     victor_command = Path(sys.executable).parent / "victor"
     assert plan.splitlines() == [
-        "deploy: step 1/6 render: knative/overlays/production with ghcr.io/victor-functions/victor and "
+        "deploy: step 1/7 render: knative/overlays/production with ghcr.io/victor-functions/victor and "
         "ghcr.io/victor-functions/victor-embeddings at 1.4.2",
-        f"deploy: step 2/6 backup: would run '{victor_command} backup "
+        f"deploy: step 2/7 backup: would run '{victor_command} backup "
         f"{tmp_path / 'backups'}/<time>-before-deploy'",
-        "deploy: step 3/6 record: would read the serving revision of every Knative Service "
+        "deploy: step 3/7 record: would read the serving revision of every Knative Service "
         "in namespace victor",
-        f"deploy: step 4/6 apply: would run '{tmp_path / 'kubectl'} apply -n victor -f <these manifests>'",
-        "deploy: step 5/6 wait: would wait up to 300s for every Knative Service to be Ready",
-        "deploy: step 6/6 smoke: would run scripts/smoke_test.sh against the deployed URLs",
+        "deploy: step 4/7 migrate: would run the Job victor-migrate and wait up to 300s for it",
+        f"deploy: step 5/7 apply: would run '{tmp_path / 'kubectl'} apply -n victor -f <these manifests>'",
+        "deploy: step 6/7 wait: would wait up to 300s for every Knative Service to be Ready",
+        "deploy: step 7/7 smoke: would run scripts/smoke_test.sh against the deployed URLs",
     ]
     objects = [o for o in yaml.safe_load_all(manifests) if o]
     images = [
@@ -155,14 +156,27 @@ async def test_production_backs_up_applies_waits_and_smoke_tests(
     assert out.splitlines()[-1] == "deploy: production is deployed at 2.0.0 and passed the smoke test"
     assert verbs(calls) == [
         "get ksvc",
+        "delete job",
+        "apply -n",
+        "wait job/victor-migrate",
         "apply -n",
         "wait ksvc",
-        "get ksvc",
+        "get ksvc",  # URLs not given in VICTOR_*_URL
         "get ksvc",
         "get ksvc",
         "get broker",
     ]
-    assert calls[2] == ["wait", "ksvc", "--all", "-n", "victor", "--for=condition=Ready", "--timeout=300s"]
+    # The migration Job alone first (by its label), then everything.
+    assert calls[2][-2:] == ["-l", "app.kubernetes.io/component=migrate"]
+    assert calls[3] == [
+        "wait",
+        "job/victor-migrate",
+        "-n",
+        "victor",
+        "--for=condition=complete",
+        "--timeout=300s",
+    ]
+    assert calls[5] == ["wait", "ksvc", "--all", "-n", "victor", "--for=condition=Ready", "--timeout=300s"]
     backups = list((tmp_path / "backups").iterdir())
     assert len(backups) == 1 and backups[0].name.endswith("-before-deploy")
     assert (backups[0] / "manifest.json").is_file()
@@ -171,7 +185,7 @@ async def test_production_backs_up_applies_waits_and_smoke_tests(
 async def test_a_failed_wait_routes_traffic_back_to_the_previous_revisions(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    code, _out, err, calls = await healthy_deploy(make_settings, tmp_path, FAKE_KUBECTL_FAIL="wait")
+    code, _out, err, calls = await healthy_deploy(make_settings, tmp_path, FAKE_KUBECTL_FAIL="wait ksvc")
     assert code == 1
     patches = [call for call in calls if call[0] == "patch"]
     assert [(p[2], json.loads(p[p.index("-p") + 1])) for p in patches] == [
@@ -197,6 +211,21 @@ async def test_a_failed_smoke_test_rolls_back(make_settings: Callable[..., Setti
     assert "smoke: FAILED health readiness" in err
     assert "deploy: FAILED at smoke; routing traffic back to the previous revisions" in err
     assert len([call for call in calls if call[0] == "patch"]) == 4
+
+
+async def test_a_failed_migration_changes_no_service(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    code, _out, err, calls = await deploy(
+        tmp_path,
+        "staging",
+        FAKE_KUBECTL_FAIL="wait job/victor-migrate",
+        DATABASE_URL=settings.database_dsn or "",
+    )
+    assert code == 1
+    assert err.splitlines()[-1] == "deploy: FAILED at migrate: the Services were not changed"
+    assert [call[0] for call in calls] == ["get", "delete", "apply", "wait"]  # no second apply, no patch
 
 
 async def test_a_failed_backup_stops_production_before_anything_changes(tmp_path: Path) -> None:

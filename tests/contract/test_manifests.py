@@ -56,8 +56,8 @@ def test_every_build_passes_validation() -> None:
     status, errors, out = validate()
     assert errors == []
     assert status == 0
-    # base, the two environments, and the monitoring overlay (a PodMonitor).
-    assert out.startswith("validate: ") and "in 4 build(s) are valid" in out
+    # base, the two environments, production on a Kafka Broker, and the monitoring overlay.
+    assert out.startswith("validate: ") and "in 5 build(s) are valid" in out
 
 
 def test_each_function_is_one_knative_service_running_its_own_command(built: list[Resource]) -> None:
@@ -463,8 +463,8 @@ def test_just_validate_passes_on_the_repository_and_fails_on_a_broken_copy(tmp_p
     broken = subprocess.run(just, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert broken.returncode != 0
     lines = [line for line in broken.stderr.splitlines() if "reserved-port" in line]
-    # The base and both overlays each carry the broken Service.
-    assert len(lines) == 3
+    # The base, both environments and production on Kafka each carry the broken Service.
+    assert len(lines) == 4
     assert all(
         line.startswith("knative/base/services.yaml (")
         and "Service/victor-tools: reserved-port: container tools port 8022" in line
@@ -563,3 +563,52 @@ def test_metrics_are_scrapable_on_a_cluster_and_every_image_is_pinned() -> None:
     assert monitor["metadata"]["namespace"] == "victor"
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/part-of": "victor"}
     assert monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+
+
+def test_the_shared_workspace_volume_needs_the_feature_flags_the_cluster_patch_enables(
+    tmp_path: Path,
+) -> None:
+    """Knative's webhook refuses PVC volumes unless config-features allows them: so does validate."""
+    base = build(KNATIVE / "base")
+    [claim] = objects(base, "PersistentVolumeClaim").values()
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    services = objects(base, "Service")
+    mounts = {
+        name: {m["mountPath"]: m.get("readOnly", False) for m in container(services[name])["volumeMounts"]}
+        for name in ("victor-tools", "victor-embeddings")
+    }
+    assert mounts["victor-tools"]["/workspace"] is False
+    assert mounts["victor-embeddings"]["/workspace"] is True
+    assert "/workspace" not in mounts.get("victor-chat", {})
+    config = objects(base, "ConfigMap")["victor-config"]["data"]
+    assert (config["WORKSPACE_DIR"], config["LANCEDB_URI"]) == ("/workspace", "/var/lib/victor/lancedb")
+
+    knative = copy_knative(tmp_path)
+    (knative / "cluster" / "config-features.yaml").unlink()
+    status, errors, _ = validate(knative / "base")
+    assert status == 1
+    flagged = sorted(
+        line.split(": ", 1)[1].split(": feature-flag")[0] for line in errors if "feature-flag" in line
+    )
+    assert flagged == [
+        "Service/victor-embeddings",
+        "Service/victor-embeddings",
+        "Service/victor-tools",
+        "Service/victor-tools",
+    ]
+
+
+def test_the_kafka_overlay_is_production_on_a_kafka_broker() -> None:
+    kafka = build(KNATIVE / "overlays" / "kafka")
+    production = build(KNATIVE / "overlays" / "production")
+    [broker] = objects(kafka, "Broker").values()
+    [original] = objects(production, "Broker").values()
+    assert broker["metadata"]["annotations"]["eventing.knative.dev/broker.class"] == "Kafka"
+    assert broker["spec"]["config"] == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "kafka-broker-config",
+        "namespace": "knative-eventing",
+    }
+    assert broker["spec"]["delivery"] == original["spec"]["delivery"]  # retries and dead letters kept
+    assert objects(kafka, "Service") == objects(production, "Service")
