@@ -36,6 +36,15 @@ _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _NEEDS_NO_ENCODING = re.compile(r"[\x21\x23\x24\x26-\x7e]*")
 # The same set for quote(), which escapes everything else as %XX of its UTF-8 bytes, upper-case.
 _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not in '"%')
+# CloudEvents 1.0 "String": no control characters (U+0000-U+001F, U+007F-U+009F), no lone
+# surrogates, no noncharacters; a CR or LF let through would become a header of its own when sent.
+_NOT_ALLOWED = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane | 0xFFFE)}{chr(plane | 0xFFFF)}" for plane in range(0, 0x110000, 0x10000))
+    + "]"
+)
+# datacontenttype is written unencoded as the Content-Type header: visible ASCII and spaces only.
+_NOT_HEADER_TEXT = re.compile(r"[^\x20-\x7e]")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 T = TypeVar("T")
@@ -253,6 +262,8 @@ def _is_json(media: str) -> bool:
 
 
 def _build(attrs: dict[str, str], data: bytes | None) -> CloudEvent:
+    for name, value in attrs.items():
+        _check_attribute_value(name, value)
     if not attrs.get("specversion"):
         state = "empty" if "specversion" in attrs else "missing"
         raise CloudEventError(400, f"required attribute specversion is {state}")
@@ -283,6 +294,22 @@ def _build(attrs: dict[str, str], data: bytes | None) -> CloudEvent:
         extensions=attrs,
         data=data,
     )
+
+
+def _check_attribute_value(name: str, value: str) -> None:
+    """400 unless `value` is a CloudEvents String that can travel in an HTTP header.
+
+    Refused: control characters (CR and LF included), lone surrogates and noncharacters
+    anywhere, and for datacontenttype (sent as Content-Type unencoded) anything but
+    visible ASCII and spaces.
+    """
+    bad = (_NOT_HEADER_TEXT if name == "datacontenttype" else _NOT_ALLOWED).search(value)
+    if bad is not None:
+        raise CloudEventError(
+            400,
+            f"attribute {name} contains the character U+{ord(bad.group()):04X}, "
+            "which a CloudEvents attribute value must not contain",
+        )
 
 
 def _check_extension_name(name: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -39,11 +40,12 @@ from common.answers import (
 )
 from common.event_pipeline import handle_event_request
 from common.function import FunctionSpec
+from common.http_limits import limit_functions_framework_workers
 from common.logging import configure_logging
 from common.probes import LIVE, health_state, readiness, startup_state
 from common.routing import RouteTable, serve_route
 from common.runtime import Runtime, exit_cleanly_after_graceful_shutdown
-from common.settings import Settings, SettingsError, get_settings
+from common.settings import EnvReader, HttpLimits, Settings, SettingsError, get_settings, http_limit_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -171,6 +173,13 @@ def entry_settings() -> Settings:
     return settings
 
 
+def _environment_http_limits() -> HttpLimits:
+    try:
+        return http_limit_settings(EnvReader(os.environ))
+    except SettingsError:
+        return HttpLimits()  # the first request reports the bad variable, as for every other setting
+
+
 def target(spec: FunctionSpec, settings: Settings | None = None) -> Target:
     """The async functions-framework HTTP target serving `spec` as `victor serve` does.
 
@@ -178,6 +187,7 @@ def target(spec: FunctionSpec, settings: Settings | None = None) -> Target:
     `dispatcher` attribute holds the `FrameworkTarget` (tests reach the runtime through it).
     """
     dispatcher = FrameworkTarget(spec, settings)
+    limit_functions_framework_workers(settings.http_limits if settings else _environment_http_limits())
 
     async def handle(request: Request) -> Response:
         return await dispatcher(request)

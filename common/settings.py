@@ -222,6 +222,31 @@ class EnvReader:
         return int(match.group(1)) * _SIZE_UNITS[unit]
 
 
+# ---------------------------------------------------------------- HTTP connection limits (issue 12, item 7)
+
+
+class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What one connection may cost a server `victor serve` starts (see common/http_limits.py)."""
+
+    max_header_bytes: int = 64 * 1024  # VICTOR_MAX_HEADER_BYTES: request line and headers; over it, 431
+    max_headers: int = 100  # VICTOR_MAX_HEADERS: header fields; over it, 431
+    header_timeout: float = 10.0  # VICTOR_HEADER_TIMEOUT: seconds for a whole head; then closed
+    keepalive_timeout: float = 5.0  # VICTOR_KEEPALIVE_TIMEOUT: seconds an idle kept-alive connection stays
+
+
+def http_limit_settings(env: EnvReader) -> HttpLimits:
+    """The four HTTP limits; each bad value names its variable."""
+    return HttpLimits(
+        max_header_bytes=env.size("VICTOR_MAX_HEADER_BYTES", 64 * 1024),
+        max_headers=env.integer("VICTOR_MAX_HEADERS", 100, minimum=1, maximum=10000),
+        header_timeout=env.number("VICTOR_HEADER_TIMEOUT", 10.0, minimum=0.1),
+        keepalive_timeout=env.number("VICTOR_KEEPALIVE_TIMEOUT", 5.0, minimum=0.1),
+    )
+
+
+# ----------------------------------------------------------------
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every setting in ARCHITECTURE.md, parsed and checked."""
 
@@ -264,6 +289,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     function_urls: dict[str, str] = msgspec.field(default_factory=dict)
     # File names the tools and the indexer never read or write (globs, matched case-insensitively).
     secret_files: tuple[str, ...] = SECRET_FILES
+    http_limits: HttpLimits = msgspec.field(default_factory=HttpLimits)
 
     @property
     def client_key(self) -> Secret | None:
@@ -367,6 +393,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_event_bytes=env.size("VICTOR_MAX_EVENT_BYTES", 4 * 1024 * 1024),
         function_urls=function_urls,
         secret_files=secret_file_patterns(env),
+        http_limits=http_limit_settings(env),
     )
 
 

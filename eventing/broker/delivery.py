@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,6 +30,10 @@ ERROR_DATA_MAX_BYTES = 1024
 # Knative reports a dispatch that got no HTTP answer as a 500 with this prefix in the data.
 NETWORK_ERROR_STATUS = 500
 NOT_A_CLOUDEVENT_STATUS = 502
+# RFC 9110: a field name is a token; a field value is visible characters, spaces and tabs (no CR, LF, NUL).
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_REQUEST_TARGET = re.compile(r"/[\x21-\x7e]*")
 
 
 class DeliveryConfigError(ValueError):
@@ -156,6 +161,8 @@ class SubscriberClient:
                 raise TransportError(f"cannot POST to {url!r}: not an http(s) URL")
             port = parts.port or (443 if parts.scheme == "https" else 80)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            if not _REQUEST_TARGET.fullmatch(target) or not _FIELD_VALUE.fullmatch(parts.netloc):
+                raise TransportError(f"cannot POST to {url!r}: the URL has characters HTTP does not allow")
             known = (_Origin(parts.scheme, parts.hostname, port, parts.netloc), target)
             self._origins[url] = known
         return known
@@ -167,7 +174,7 @@ class SubscriberClient:
         origin, target = self._origin(url)
         key = (origin.scheme, origin.host, origin.port)
         lines = [f"POST {target} HTTP/1.1", f"host: {origin.netloc}", f"content-length: {len(body)}"]
-        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        lines.extend(_field(name, value) for name, value in headers.items())
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         try:
             async with asyncio.timeout(timeout):
@@ -214,6 +221,13 @@ class SubscriberClient:
             for _, writer in connections:
                 writer.close()
         self._idle.clear()
+
+
+def _field(name: str, value: str) -> str:
+    """One header line, refused unless it is a valid field: this client writes bytes, nothing checks them."""
+    if not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+        raise TransportError(f"header {name!r} cannot be sent: {value[:100]!r} is not a valid HTTP field")
+    return f"{name}: {value}"
 
 
 async def attempt(

@@ -26,9 +26,14 @@ def load_app(name: str, settings: Settings) -> Any:
 
 
 def serve(name: str, settings: Settings, host: str = "0.0.0.0") -> None:
-    """Serve one function on $PORT until SIGTERM; in-flight requests finish first."""
+    """Serve one function on $PORT until SIGTERM; in-flight requests finish first.
+
+    Every connection is held to `settings.http_limits` (header size and count, header-read
+    and keep-alive timeouts; see common/http_limits.py).
+    """
     import uvicorn
 
+    from common.http_limits import uvicorn_options
     from common.logging import configure_logging
     from common.metrics import serve_separately
     from common.runtime import exit_cleanly_after_graceful_shutdown
@@ -47,6 +52,7 @@ def serve(name: str, settings: Settings, host: str = "0.0.0.0") -> None:
         timeout_graceful_shutdown=30,
         lifespan="on",
         server_header=False,
+        **uvicorn_options(settings.http_limits),
     )
 
 

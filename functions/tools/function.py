@@ -18,6 +18,7 @@ from functions.tools.handlers import (
     select_tools,
 )
 from functions.tools.mcp_server import mcp_endpoint, start_mcp, stop_mcp
+from functions.tools.process import hide_environment_from_children, restore_dumpable
 from functions.tools.selection import Selection, SelectRequest
 from functions.tools.service import ToolsService, ToolsState
 from functions.tools.settings import ToolsSettings
@@ -39,7 +40,14 @@ def build_function(tools_settings: ToolsSettings | None = None) -> FunctionSpec:
     async def start(runtime: Runtime[ToolsState]) -> None:
         service = ToolsService.build(runtime, tools_settings)
         runtime.state.service = service
+        if service.context.tools_settings.enable_run_command:
+            # A command runs as our user: it must not read our environment (keys, passwords) in /proc.
+            runtime.state.dumpable_before = hide_environment_from_children()
         await start_mcp(runtime, service)
+
+    async def stop(runtime: Runtime[ToolsState]) -> None:
+        await stop_mcp(runtime)
+        restore_dumpable(runtime.state.dumpable_before)
 
     return FunctionSpec(
         name="tools",
@@ -51,7 +59,7 @@ def build_function(tools_settings: ToolsSettings | None = None) -> FunctionSpec:
         propagates=(CONVERSATION_ID,),
         state=ToolsState,
         start=start,
-        stop=stop_mcp,
+        stop=stop,
     )
 
 

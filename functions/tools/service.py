@@ -91,6 +91,8 @@ class ToolsState:
     journal: CallJournal | None = None
     mcp_manager: StreamableHTTPSessionManager | None = None
     mcp_stack: AsyncExitStack | None = None
+    # Whether the process was dumpable before run_command made it not (restored at stop).
+    dumpable_before: int | None = None
 
 
 def service_of(runtime: Runtime[ToolsState]) -> ToolsService:

@@ -24,7 +24,15 @@ from common.cloudevents import STRUCTURED, from_http
 from common.settings import load_settings
 from eventing.schemas.health import HEALTH_REPORTED, PING
 from functions.health.function import FUNCTION as SPEC
-from tests.support.cloudevents_cases import ECHO_SPEC, ECHOED, Case, expected_parse, load_cases, to_request
+from tests.support.cloudevents_cases import (
+    ECHO_SPEC,
+    ECHOED,
+    Case,
+    bad_attribute_events,
+    expected_parse,
+    load_cases,
+    to_request,
+)
 from tests.support.foundation import clean_env, functions_framework, serving
 from tests.support.servers import running
 
@@ -339,6 +347,12 @@ INVALID.update(
             "too_large",
             f"over the limit of {MAX_EVENT_BYTES} bytes",
         ),
+    }
+)
+INVALID.update(
+    {
+        bad.name: (bad.headers, bad.body, 400, "invalid_event", bad.detail)
+        for bad in bad_attribute_events(PING)
     }
 )
 

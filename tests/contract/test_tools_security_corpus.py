@@ -22,7 +22,7 @@ from common.cloudevents import from_http, new_event, to_binary
 from common.workspace import Workspace, WorkspaceError
 from eventing.schemas.tools import TOOLS_REQUESTED, ToolCall, ToolsCompleted, ToolsRequested
 from functions.tools.settings import ToolsSettings
-from tests.support.tools import tools_server
+from tests.support.tools import READ_PARENT_ENVIRON, READ_PARENT_MEMORY, git_escapes, tools_server
 
 CANARY = "CANARY-7f3a-do-not-read"
 SECRETS = (
@@ -152,6 +152,11 @@ def attempts(tmp_path: Path) -> list[tuple[str, dict[str, Any]]]:
         ("run_command", {"argv": ["ls"], "cwd": "link_out"}),
         ("run_command", {"argv": ["/bin/cat", "README.md"]}),
         ("run_command", {"argv": ["sh", "-c", f"cat {canary}"]}),
+        # git through run_command: options that run programs or name paths, and aliases (issue 12, item 5).
+        *(("run_command", {"argv": ["git", *argv]}) for argv, _ in git_escapes(canary)),
+        # A same-user child reading the tools process's environment or memory through /proc.
+        ("run_command", {"argv": ["python3", "-c", READ_PARENT_ENVIRON]}),
+        ("run_command", {"argv": ["python3", "-c", READ_PARENT_MEMORY]}),
     ]
     return found
 

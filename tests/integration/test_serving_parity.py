@@ -41,6 +41,7 @@ from functions.health.function import FUNCTION as HEALTH
 from functions.tools.function import build_function as tools_function
 from functions.tools.settings import ToolsSettings
 from tests.support.chat import chat_settings
+from tests.support.cloudevents_cases import bad_attribute_events
 from tests.support.embeddings import minilm, minilm_directory, wait_started  # noqa: F401 - fixtures
 from tests.support.foundation import ROOT, clean_env
 from tests.support.oidc import issuer as oidc_issuer
@@ -108,6 +109,10 @@ def shared_corpus(own_type: str) -> list[Bad]:
         Bad("over-long event", "POST", "/", content=b"x" * (LIMIT + 1), headers=event(own_type)),
         Bad("event with data that is not JSON", "POST", "/", content=b"{oops", headers=event(own_type)),
         Bad("event with data of the wrong shape", "POST", "/", content=b"[1, 2]", headers=event(own_type)),
+        *(
+            Bad(bad.name, "POST", "/", content=bad.body, headers=bad.headers)
+            for bad in bad_attribute_events(own_type)
+        ),
     ]
 
 
@@ -284,6 +289,8 @@ async def test_health_answers_alike_in_both_modes(parity_settings: Callable[...,
     async with both_modes(HEALTH, parity_settings()) as clients:
         seen = await assert_same(clients, cases(PING, HEALTH_ROUTES))
     assert seen["a ping, answered with one event"] == (200, "one CloudEvent ai.victor.health.reported")
+    for bad in bad_attribute_events(PING):
+        assert seen[bad.name] == (400, "invalid_event"), bad.name
 
 
 async def test_tools_answers_alike_in_both_modes(parity_settings: Callable[..., Settings]) -> None:

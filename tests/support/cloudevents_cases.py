@@ -70,7 +70,9 @@ def load_cases(directory: Path = CONFORMANCE) -> list[Case]:
         documents = yaml.load_all(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
         for number, document in enumerate(d for d in documents if d):
             context = dict(document["ContextAttributes"])
-            extensions = dict(context.pop("Extensions", None) or {})
+            extensions = {
+                name: _unclipped(value) for name, value in (context.pop("Extensions", None) or {}).items()
+            }
             cases.append(
                 Case(
                     name=f"{path.relative_to(directory / 'yaml')}#{number}",
@@ -82,6 +84,15 @@ def load_cases(directory: Path = CONFORMANCE) -> list[Case]:
                 )
             )
     return cases
+
+
+def _unclipped(value: str) -> str:
+    """A block scalar (`|`) keeps its final line feed, a character no CloudEvents attribute may hold.
+
+    The conformance files write `comexampleextension2: |` for a JSON value; the value meant is the
+    line itself (sent with its LF, the event is refused: see `bad_attribute_events`).
+    """
+    return value[:-1] if value.endswith("\n") else value
 
 
 def to_request(case: Case, mode: str) -> tuple[dict[str, str], bytes]:
@@ -129,3 +140,97 @@ ECHO_SPEC = dataclasses.replace(
     SPEC, event_handlers={**SPEC.event_handlers, **dict.fromkeys(ECHO_TYPES, echo)}
 )
 echo_handle = target(ECHO_SPEC)
+
+
+# ---------------------------------------------------------------- attribute values no event may carry
+
+# A structured event whose datacontenttype, copied into a Content-Type header unchecked, would end
+# the header block and smuggle a second request behind the first (the attack of issue 12, item 4).
+SMUGGLING_CONTENT_TYPE = (
+    "application/json\r\nx-injected: yes\r\ncontent-length: 0\r\n\r\n"
+    "POST /smuggled HTTP/1.1\r\nhost: subscriber\r\ncontent-length: 0\r\nx-smuggled: yes"
+)
+
+
+@dataclass(frozen=True)
+class BadAttribute:
+    """One event whose attribute value has a character CloudEvents forbids; refused 400 at parse."""
+
+    name: str
+    headers: dict[str, str]
+    body: bytes
+    detail: str
+
+
+def bad_attribute_events(event_type: str, source: str = "/test/bad-attribute") -> list[BadAttribute]:
+    """Control characters, noncharacters and non-header text in attributes and extensions, both modes.
+
+    Each event is otherwise valid for `event_type`, with a fresh id, so only the bad value refuses it.
+    """
+
+    def structured(attribute: str, value: str) -> tuple[dict[str, str], bytes]:
+        document = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": source, "type": event_type}
+        document[attribute] = value
+        return {"content-type": STRUCTURED}, msgspec.json.encode({**document, "data": {}})
+
+    def binary(**headers: str) -> tuple[dict[str, str], bytes]:
+        base = {
+            "ce-specversion": "1.0",
+            "ce-id": str(uuid.uuid4()),
+            "ce-source": source,
+            "ce-type": event_type,
+        }
+        return {**base, "content-type": "application/json", **headers}, b"{}"
+
+    def detail(attribute: str, code: int) -> str:
+        return f"attribute {attribute} contains the character U+{code:04X}"
+
+    return [
+        BadAttribute(
+            "structured datacontenttype smuggling a request",
+            *structured("datacontenttype", SMUGGLING_CONTENT_TYPE),
+            detail("datacontenttype", 0x0D),
+        ),
+        BadAttribute(
+            "structured subject with a line feed", *structured("subject", "a\nb"), detail("subject", 0x0A)
+        ),
+        BadAttribute(
+            "structured extension with NUL",
+            *structured("comexampleext", "a\x00b"),
+            detail("comexampleext", 0),
+        ),
+        BadAttribute("structured id with DEL", *structured("id", "id\x7f"), detail("id", 0x7F)),
+        BadAttribute(
+            "structured source with NEL (C1)", *structured("source", "/s\x85"), detail("source", 0x85)
+        ),
+        BadAttribute(
+            "structured type with a noncharacter",
+            *structured("type", f"{event_type}\uffff"),
+            detail("type", 0xFFFF),
+        ),
+        BadAttribute(
+            "structured datacontenttype not ASCII",
+            *structured("datacontenttype", "application/json; charset=\u00fc"),
+            detail("datacontenttype", 0xFC),
+        ),
+        BadAttribute(
+            "binary percent-encoded CR LF in ce-subject",
+            *binary(**{"ce-subject": "a%0D%0Ax-injected: yes"}),
+            detail("subject", 0x0D),
+        ),
+        BadAttribute(
+            "binary percent-encoded NUL in an extension",
+            *binary(**{"ce-comexampleext": "%00"}),
+            detail("comexampleext", 0),
+        ),
+        BadAttribute(
+            "binary extension ending in a line feed (the conformance files' block scalar)",
+            *binary(**{"ce-comexampleextension2": percent_encode('{"othervalue": 5}\n')}),
+            detail("comexampleextension2", 0x0A),
+        ),
+        BadAttribute(
+            "binary tab in the content type",
+            *binary(**{"content-type": "application/json;\tcharset=utf-8"}),
+            detail("datacontenttype", 0x09),
+        ),
+    ]

@@ -1,10 +1,12 @@
-"""A real HTTP receiver for tests: records every request and answers with a fixed status."""
+"""Real HTTP receivers for tests: one records every ASGI request, one every raw byte on the wire."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+
+import httptools
 
 from common.cloudevents import CloudEvent, from_http
 
@@ -69,3 +71,82 @@ class EventRecorder:
                 return matching
             await asyncio.sleep(0.05)
         return []
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """One HTTP request as the bytes on the wire framed it: what a smuggled request would become."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class RawRecorder:
+    """A TCP server below any HTTP framework: keeps every byte and answers each request 202.
+
+    A framework would refuse or normalise malformed input; this keeps the raw stream, and
+    splits it into requests with httptools (llhttp), as any HTTP/1.1 server would.
+    """
+
+    def __init__(self) -> None:
+        self.raw = bytearray()
+        self.requests: list[RawRequest] = []
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> RawRecorder:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        recorder = self
+
+        class Parsed:
+            def __init__(self) -> None:
+                self.target = b""
+                self.headers: list[tuple[str, str]] = []
+                self.body = bytearray()
+                self.done = 0
+
+            def on_message_begin(self) -> None:
+                self.target, self.headers, self.body = b"", [], bytearray()
+
+            def on_url(self, url: bytes) -> None:
+                self.target += url
+
+            def on_header(self, name: bytes, value: bytes) -> None:
+                self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+            def on_body(self, body: bytes) -> None:
+                self.body += body
+
+            def on_message_complete(self) -> None:
+                method = parser.get_method().decode()
+                recorder.requests.append(
+                    RawRequest(method, self.target.decode("latin-1"), self.headers, bytes(self.body))
+                )
+                self.done += 1
+
+        parsed = Parsed()
+        parser = httptools.HttpRequestParser(parsed)
+        try:
+            while data := await reader.read(65536):
+                self.raw += data
+                before = parsed.done
+                parser.feed_data(data)
+                for _ in range(parsed.done - before):
+                    writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (httptools.HttpParserError, ConnectionError, asyncio.CancelledError):
+            pass  # a malformed stream, a client gone, or the recorder closing: the bytes are kept
+        finally:
+            writer.close()

@@ -133,3 +133,64 @@ class EmbeddingsServer:
             }
 
         return Litestar(route_handlers=[embeddings])
+
+
+def git_escapes(canary: str) -> list[tuple[list[str], str]]:
+    """git argv through run_command that would run a program, reach outside or name another repository,
+    each with the code it is refused with (options anywhere: `git_option`; commands and aliases:
+    `git_command`)."""
+    return [
+        (["-c", f"alias.x=!cat {canary}", "x"], "git_option"),
+        (["-c", "alias.x=!cat ../outside/canary.txt", "x"], "git_option"),
+        (["-calias.x=!sh", "x"], "git_option"),
+        (["-c", "core.pager=cat ../outside/canary.txt", "-p", "log"], "git_option"),
+        (["--config-env=core.pager=HOME", "log"], "git_option"),
+        (["-C", "../outside", "status"], "git_option"),
+        (["--git-dir=../outside/.git", "log"], "git_option"),
+        (["--work-tree=../outside", "status"], "git_option"),
+        (["--exec-path=.", "status"], "git_option"),
+        (["log", "--output=../outside/canary.txt"], "git_option"),
+        (["diff", "--output=.git/config"], "git_option"),
+        (["log", "--outp=.git/hooks/pre-commit"], "git_option"),
+        (["diff", "-o", "stolen.txt"], "git_option"),
+        (["diff", "--ext-diff"], "git_option"),
+        (["log", "-p", "--textconv"], "git_option"),
+        (["grep", "-O", "sh", "Demo"], "git_option"),
+        (["grep", "-iOsh", "Demo"], "git_option"),
+        (["grep", "--open-files-in-pager=sh", "Demo"], "git_option"),
+        (["fetch", "--upload-pack=touch ../outside/owned", "ext::sh"], "git_option"),
+        (["push", "--receive-pack=touch ../outside/owned", "."], "git_option"),
+        (["--namespace=x", "log"], "git_option"),
+        (["--super-prefix=x/", "status"], "git_option"),
+        (["rebase", "--exec", "cat ../outside/canary.txt", "HEAD~1"], "git_option"),
+        (["init", "--template=templates"], "git_option"),
+        (["config", f"alias.x=!cat {canary}"], "git_command"),
+        (["config", "alias.x", "!cat ../outside/canary.txt"], "git_command"),
+        (["x"], "git_command"),
+        (["submodule", "update"], "git_command"),
+        (["difftool", "-x", "cat"], "git_command"),
+        (["bisect", "run", "sh"], "git_command"),
+        (["help", "-w", "log"], "git_command"),
+        (["clone", f"file://{os.path.dirname(canary)}", "copy"], "git_command"),
+    ]
+
+
+# python3 scripts a run_command child could use to read its parent (the tools process) through /proc:
+# the environment it started with, and any of its memory holding the corpus canary.
+_PARENT = "import os; parent = os.getppid()\n"
+READ_PARENT_ENVIRON = _PARENT + "print(open(f'/proc/{parent}/environ', 'rb').read().decode(errors='replace'))"
+READ_PARENT_MEMORY = _PARENT + (
+    "mem = open(f'/proc/{parent}/mem', 'rb')\n"
+    "for line in open(f'/proc/{parent}/maps'):\n"
+    "    span, perms = line.split()[:2]\n"
+    "    start, end = (int(x, 16) for x in span.split('-'))\n"
+    "    if perms[0] != 'r':\n"
+    "        continue\n"
+    "    try:\n"
+    "        mem.seek(start); chunk = mem.read(end - start)\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    found = chunk.find(b'CANARY-' + b'7f3a')\n"
+    "    if found >= 0:\n"
+    "        print(chunk[found:found + 64]); break\n"
+)

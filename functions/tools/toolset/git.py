@@ -14,8 +14,8 @@ untrusted input. Every run is hardened:
   external diff, textconv, signature checks, credential helpers, every
   transport (so no lazy fetch) and submodule recursion, and pin
   `safe.directory` to the workspace.
-- Every filter driver the repository's configuration names is emptied on the
-  command line, so `.gitattributes` can name it and nothing runs; a
+- Every filter, diff and merge driver the repository's configuration names is
+  emptied on the command line, so `.gitattributes` can name it and nothing runs; a
   configuration that includes another file is refused (it would be read from
   outside the workspace).
 - Arguments are data: pathspecs are literal (`GIT_LITERAL_PATHSPECS`) and
@@ -82,6 +82,12 @@ HARDENED_CONFIG = (
     ("submodule.recurse", "false"),
     ("diff.ignoreSubmodules", "all"),
     ("status.submoduleSummary", "false"),
+    # What a writing git (through run_command) could otherwise start: signing programs.
+    ("commit.gpgSign", "false"),
+    ("tag.gpgSign", "false"),
+    ("gpg.program", os.devnull),
+    ("gpg.ssh.program", os.devnull),
+    ("gpg.x509.program", os.devnull),
 )
 HARDENED_ENVIRONMENT = {
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -92,11 +98,19 @@ HARDENED_ENVIRONMENT = {
     "GIT_NO_LAZY_FETCH": "1",
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_OPTIONAL_LOCKS": "0",
+    # ":" is git's no-op editor: a commit through run_command never starts one.
+    "GIT_EDITOR": ":",
 }
 # Present in a repository whose objects, refs or config live elsewhere: git cannot be told to ignore them.
 FOREIGN_STORAGE = ("commondir", "objects/info/alternates", "objects/info/http-alternates")
 REPOSITORY_CONFIGS = ("config", "config.worktree")
-_FILTER_KEY = re.compile(r"filter\.(.+)\.[a-z]+", re.DOTALL)
+# Drivers a repository's configuration may name and `.gitattributes` may select, each a program to run.
+_DRIVER_KEY = re.compile(r"(filter|diff|merge)\.(.+)\.[a-z]+", re.DOTALL)
+EMPTIED_DRIVER_SETTINGS = {
+    "filter": (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")),
+    "diff": (("command", ""), ("textconv", "")),
+    "merge": (("driver", ""),),
+}
 
 
 def _unsafe(message: str) -> ToolError:
@@ -133,7 +147,7 @@ def _inside(path: str, directory: str) -> bool:
 async def _repository_settings(
     git: str, configs: list[str], ws: Workspace, timeout: float
 ) -> list[tuple[str, str]]:
-    """Settings that empty every filter driver the repository configures; refuses includes."""
+    """Settings that empty every filter, diff and merge driver the repository configures; refuses includes."""
     keys: set[str] = set()
     for config in configs:
         outcome = await run_process(
@@ -149,11 +163,11 @@ async def _repository_settings(
         keys.update(line for line in outcome.output.split("\n") if line)
     if any(key.lower().startswith(("include.", "includeif.")) for key in keys):
         raise _unsafe("the repository's configuration includes other files")
-    drivers = sorted({match.group(1) for key in keys if (match := _FILTER_KEY.fullmatch(key))})
+    drivers = sorted({match.groups() for key in keys if (match := _DRIVER_KEY.fullmatch(key))})
     return [
-        (f"filter.{driver}.{variable}", value)
-        for driver in drivers
-        for variable, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false"))
+        (f"{kind}.{driver}.{variable}", value)
+        for kind, driver in drivers
+        for variable, value in EMPTIED_DRIVER_SETTINGS[kind]
     ]
 
 
@@ -165,22 +179,23 @@ def _config_environment(settings: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
-async def run_git(ctx: ToolContext, *args: str, path: str | None = None) -> str:
-    """Run a read-only git command on the workspace repository, hardened as the module says."""
+async def hardened_git(ctx: ToolContext) -> tuple[str, dict[str, str]]:
+    """The git executable and the environment that runs it hardened on the workspace repository.
+
+    Every git run by the tools (the git tools and `run_command`) uses this; raises `ToolError`
+    when git is missing, the workspace has no repository, or the repository reads elsewhere.
+    """
     ws = ctx.workspace
-    git = shutil.which("git")
+    git = shutil.which("git", path=scrubbed_environment(ws.root)["PATH"])
     if git is None:
         raise ToolError("git is not installed", "unavailable")
-    pathspec = ["--", ws.relative(path)] if path else []
-    limits = ctx.tools_settings
     git_dir, configs = await asyncio.to_thread(_git_dir, ws)
     settings = [
         *HARDENED_CONFIG,
-        *await _repository_settings(git, configs, ws, limits.command_timeout),
+        *await _repository_settings(git, configs, ws, ctx.tools_settings.command_timeout),
         ("safe.directory", ""),
         ("safe.directory", ws.root),
     ]
-    argv = [git, "--no-pager", *args, *pathspec]
     env = scrubbed_environment(
         ws.root,
         {
@@ -190,6 +205,16 @@ async def run_git(ctx: ToolContext, *args: str, path: str | None = None) -> str:
             "GIT_WORK_TREE": ws.root,
         },
     )
+    return git, env
+
+
+async def run_git(ctx: ToolContext, *args: str, path: str | None = None) -> str:
+    """Run a read-only git command on the workspace repository, hardened as the module says."""
+    ws = ctx.workspace
+    pathspec = ["--", ws.relative(path)] if path else []
+    limits = ctx.tools_settings
+    git, env = await hardened_git(ctx)
+    argv = [git, "--no-pager", *args, *pathspec]
     outcome = await run_process(
         argv, cwd=ws.root, env=env, timeout=limits.command_timeout, output_limit=limits.output_limit
     )
