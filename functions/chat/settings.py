@@ -75,6 +75,7 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_tool_rounds: int = 8
     tools_top_k: int = 8
     tools_strategy: str = "auto"
+    tools_prune_threshold: int = 16
     wait_timeout: float = 300.0
 
     def price(self, model: str) -> Price | None:
@@ -158,5 +159,6 @@ def load_chat_settings(environ: Mapping[str, str], settings: Settings) -> ChatSe
         tools_strategy=env.choice(
             "VICTOR_CHAT_TOOLS_STRATEGY", "auto", ("auto", "keyword", "semantic", "hybrid")
         ),
+        tools_prune_threshold=env.integer("VICTOR_CHAT_TOOLS_PRUNE_THRESHOLD", 16, minimum=0, maximum=10_000),
         wait_timeout=env.number("VICTOR_CHAT_WAIT_TIMEOUT", 300.0, minimum=0.001),
     )
