@@ -12,7 +12,7 @@ header). Client-side `tools` are ignored: Victor runs its own tools.
 Streaming sends `chat.completion.chunk` frames: text as `delta.content`, each
 tool call and result as `delta.reasoning_content` (the field reasoning models
 use, which OpenAI-compatible clients show apart from the answer), usage in the
-final chunk, then `data: [DONE]`. Errors use OpenAI's envelope
+final chunk, then `data: [DONE]`; `: ping` comments keep a quiet stream open. Errors use OpenAI's envelope
 `{"error": {"message", "type", "param", "code"}}` on these routes only.
 """
 
@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from common import sse
 from common.answers import Answer, Refusal, StreamedAnswer, json_answer
 from common.function import Call
 from functions.chat import progress_channel
@@ -118,7 +119,7 @@ async def post_completions(call: Call[CompletionsBody], runtime: Chat) -> Any:
     headers = {"x-conversation-id": run.conversation_id, "x-request-id": run.request_id}
     if call.body.stream:
         headers = {**headers, "content-type": "text/event-stream", "cache-control": "no-cache"}
-        return StreamedAnswer(200, headers, _chunks(run))
+        return StreamedAnswer(200, headers, sse.with_pings(_chunks(run), run.loop.chat.sse_ping))
     final = await run.outcome()
     if final.kind != "done":
         raise failure(final.data)
@@ -174,7 +175,7 @@ def _envelope(run: ChatRun, kind: str) -> dict[str, Any]:
 
 
 def _frame(value: Any) -> bytes:
-    return b"data: " + msgspec.json.encode(value) + b"\n\n"
+    return sse.frame(msgspec.json.encode(value))
 
 
 def _chunk(run: ChatRun, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:

@@ -76,6 +76,7 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     tools_top_k: int = 8
     tools_strategy: str = "auto"
     tools_prune_threshold: int = 16
+    sse_ping: float = 15.0
     wait_timeout: float = 300.0
 
     def price(self, model: str) -> Price | None:
@@ -160,5 +161,6 @@ def load_chat_settings(environ: Mapping[str, str], settings: Settings) -> ChatSe
             "VICTOR_CHAT_TOOLS_STRATEGY", "auto", ("auto", "keyword", "semantic", "hybrid")
         ),
         tools_prune_threshold=env.integer("VICTOR_CHAT_TOOLS_PRUNE_THRESHOLD", 16, minimum=0, maximum=10_000),
+        sse_ping=env.number("VICTOR_CHAT_SSE_PING", 15.0, minimum=0.01),
         wait_timeout=env.number("VICTOR_CHAT_WAIT_TIMEOUT", 300.0, minimum=0.001),
     )
