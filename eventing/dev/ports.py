@@ -9,4 +9,3 @@ PORTS = {name: offset for offset, name in enumerate(("broker", *FUNCTION_NAMES))
 # The dead-letter display runs inside `victor dev` itself, on the port after the functions.
 DEAD_LETTER_OFFSET = len(PORTS)
 BROKER_PATH = "/victor/default"
-DEFAULT_BROKER_URL = f"http://127.0.0.1:8000{BROKER_PATH}"
