@@ -77,9 +77,15 @@ def _print_footer(answer: dict[str, Any]) -> None:
         f"[conversation {answer['conversation_id']}; {usage['input_tokens']} in,"
         f" {usage['output_tokens']} out, {usage['cache_read_tokens']} cache read,"
         f" {usage['cache_write_tokens']} cache write;"
-        f" ${usage['cost_usd']:.6f}]",
+        f" ${usage['cost_usd']:.6f}{unpriced(answer)}]",
         file=sys.stderr,
     )
+
+
+def unpriced(answer: dict[str, Any]) -> str:
+    """The footer's note on models whose cost is unknown (not zero)."""
+    models = answer.get("unpriced_models") or []
+    return f" + unpriced calls of {', '.join(models)} (no price; see VICTOR_LLM_PRICES)" if models else ""
 
 
 def _follow(lines: Any, as_json: bool) -> int:
