@@ -97,9 +97,13 @@ def error_answer(status: int, code: str, message: str) -> Answer:
     return refusal_answer(Refusal(status, message, code))
 
 
+# 500 for an unexpected failure: points at the logs, never a traceback.
+INTERNAL_ERROR = Refusal(500, "the request failed; see the function's logs", "internal_error")
+
+
 def internal_error_answer() -> Answer:
     """500 for an unexpected failure: a JSON body that points at the logs, never a traceback."""
-    return error_answer(500, "internal_error", "the request failed; see the function's logs")
+    return refusal_answer(INTERNAL_ERROR)
 
 
 def not_found_answer(path: str) -> Answer:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from common.cloudevents import CloudEvent
 
 if TYPE_CHECKING:
+    from common.answers import Answer, Refusal
     from common.runtime import Runtime
 
 B = TypeVar("B")
@@ -43,6 +44,8 @@ class Call(Generic[B]):
 # A route's result: a Struct, dict or list (answered 200 as JSON), or a whole or streamed answer.
 RouteResult = Any
 RouteHandler = Callable[[Call[Any], "Runtime[Any]"], Awaitable[RouteResult]]
+# How a route words its refusals when its clients expect another API's error body (OpenAI's).
+RefusalRenderer = Callable[["Refusal"], "Answer"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Route:
     description: str | None = None
     # Server-Sent Events in the OpenAPI schema (the handler answers StreamedAnswer when asked to stream).
     media_type: str = "application/json"
+    # None: the one error body of `common.answers.refusal_answer`.
+    refusals: RefusalRenderer | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", self.method.upper())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.answers import (
+    INTERNAL_ERROR,
     Answer,
     Refusal,
     StreamedAnswer,
@@ -61,9 +62,11 @@ async def serve_route(
             Call(method=route.method, params=params, body=body, raw=raw, headers=headers), runtime
         )
     except Refusal as exc:
-        return refusal_answer(exc)
+        return route.refusals(exc) if route.refusals is not None else refusal_answer(exc)
     except Exception:  # the same JSON 500 in both modes, never a traceback or a framework's page
         log.exception("unhandled error on %s %s", route.method, route.path)
+        if route.refusals is not None:
+            return route.refusals(INTERNAL_ERROR)
         return internal_error_answer()
     if isinstance(result, Answer | StreamedAnswer):
         return result

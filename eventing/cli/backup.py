@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import msgspec
 
 from common.settings import Settings
+from eventing.cli.endpoints import example
 
 MANIFEST = "manifest.json"
 FORMAT = "victor-backup"
@@ -425,14 +426,18 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `backup` and `restore` to the `victor` command line."""
     backup_parser = commands.add_parser(
-        "backup", help="write a PostgreSQL dump and a LanceDB snapshot into a new directory"
+        "backup",
+        help="write a PostgreSQL dump and a LanceDB snapshot into a new directory",
+        **example("victor backup backups/2026-11-30", "victor backup /tmp/db-only --skip-lancedb"),
     )
     backup_parser.add_argument("directory", help="a new or empty directory to write the backup into")
     backup_parser.add_argument("--skip-lancedb", action="store_true", help="back up PostgreSQL alone")
     backup_parser.set_defaults(run=cmd_backup)
 
     restore_parser = commands.add_parser(
-        "restore", help="restore PostgreSQL and LanceDB from a directory written by `victor backup`"
+        "restore",
+        help="restore PostgreSQL and LanceDB from a directory written by `victor backup`",
+        **example("victor restore backups/2026-11-30"),
     )
     restore_parser.add_argument("directory", help="a directory written by `victor backup`")
     restore_parser.add_argument("--skip-lancedb", action="store_true", help="restore PostgreSQL alone")

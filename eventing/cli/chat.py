@@ -1,8 +1,8 @@
 """`victor chat MESSAGE`: a client of the chat function's POST /v1/chat.
 
-The function's URL comes from VICTOR_CHAT_URL (default http://127.0.0.1:8001,
-where `victor dev` serves it); the first of VICTOR_API_KEYS is sent when set. By default the
-answer streams as it is written, with tool calls and results on stderr; the
+The function's URL: `--url`, VICTOR_CHAT_URL, a running `victor dev`, or
+http://127.0.0.1:8001 (see `eventing.cli.endpoints`); the first of VICTOR_API_KEYS is
+sent when set. By default the answer streams as it is written, with tool calls and results on stderr; the
 conversation id is printed last so a follow-up can pass `--conversation`.
 """
 
@@ -14,26 +14,24 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from common.settings import Settings
+from eventing.cli.endpoints import add_client_options, auth_headers, example, function_url
 
 if TYPE_CHECKING:
     import httpx
-
-DEFAULT_URL = "http://127.0.0.1:8001"
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     import httpx  # loaded when the command runs, not for `victor serve`
 
-    url = settings.function_urls.get("chat", DEFAULT_URL)
-    headers = {"authorization": f"Bearer {settings.client_key.reveal()}"} if settings.client_key else {}
+    url = function_url(args, settings, "chat")
+    headers = auth_headers(settings)
     body: dict[str, Any] = {"message": args.message, "stream": not args.no_stream}
     for name in ("conversation_id", "system", "model", "max_tokens"):
         if getattr(args, name) is not None:
             body[name] = getattr(args, name)
     try:
-        with httpx.stream(
-            "POST", f"{url}/v1/chat", json=body, headers=headers, timeout=httpx.Timeout(900.0, connect=5.0)
-        ) as response:
+        timeout = httpx.Timeout(args.timeout, connect=5.0)
+        with httpx.stream("POST", f"{url}/v1/chat", json=body, headers=headers, timeout=timeout) as response:
             if response.status_code != 200:
                 response.read()
                 return _failed(response)
@@ -41,6 +39,13 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 response.read()
                 return _print_answer(response.json(), args.json)
             return _follow(response.iter_lines(), args.json)
+    except httpx.TimeoutException:
+        print(
+            f"\nvictor: no answer from {url} within {args.timeout:g} s; the request goes on:"
+            " `victor chat --conversation ID` continues it later, or raise --timeout",
+            file=sys.stderr,
+        )
+        return 1
     except httpx.HTTPError as exc:
         print(f"victor: cannot reach the chat function at {url}: {type(exc).__name__}", file=sys.stderr)
         return 1
@@ -72,9 +77,15 @@ def _print_footer(answer: dict[str, Any]) -> None:
         f"[conversation {answer['conversation_id']}; {usage['input_tokens']} in,"
         f" {usage['output_tokens']} out, {usage['cache_read_tokens']} cache read,"
         f" {usage['cache_write_tokens']} cache write;"
-        f" ${usage['cost_usd']:.6f}]",
+        f" ${usage['cost_usd']:.6f}{unpriced(answer)}]",
         file=sys.stderr,
     )
+
+
+def unpriced(answer: dict[str, Any]) -> str:
+    """The footer's note on models whose cost is unknown (not zero)."""
+    models = answer.get("unpriced_models") or []
+    return f" + unpriced calls of {', '.join(models)} (no price; see VICTOR_LLM_PRICES)" if models else ""
 
 
 def _follow(lines: Any, as_json: bool) -> int:
@@ -109,7 +120,11 @@ def _follow(lines: Any, as_json: bool) -> int:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("chat", help="send a message to the chat function (VICTOR_CHAT_URL)")
+    parser = subparsers.add_parser(
+        "chat",
+        help="send a message to the chat function",
+        **example('victor chat "What does NOTES.md say?"', 'victor chat "and why?" --conversation ID --json'),
+    )
     parser.add_argument("message", help="the message to send")
     parser.add_argument("--conversation", dest="conversation_id", help="continue this conversation")
     parser.add_argument("--system", help="system prompt (a new conversation keeps it for follow-ups)")
@@ -118,5 +133,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-stream", action="store_true", help="wait for the whole answer instead of streaming"
     )
-    parser.add_argument("--json", action="store_true", help="print the final answer as JSON")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for the whole answer (default 900)"
+    )
+    add_client_options(parser, "chat", json_help="print the final answer as JSON")
     parser.set_defaults(run=cmd_chat)

@@ -7,7 +7,9 @@ applies the migrations, then runs the broker and every function as its own
 tools 8002, embeddings 8003, health 8004, shifted by `--port-base`). Each
 process gets the URLs of the others, so the broker's Trigger subscribers
 resolve to these ports. A process that crashes is restarted with exponential
-backoff. Ctrl-C or SIGTERM stops every process and the embedded servers.
+backoff. The URLs are recorded in `<data dir>/dev.json` while it runs, where
+`victor tools`, `chat`, `index`, `search` and `send` find them. Ctrl-C or
+SIGTERM stops every process and the embedded servers.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from types import FrameType
 from typing import Any
 
 from common.settings import Settings
+from eventing.cli.endpoints import example
 from eventing.cli.errors import fail
 from eventing.dev.ports import DEAD_LETTER_OFFSET, DEFAULT_DATA_DIR, EVENT_TOKEN_FILE, PORTS
+from eventing.dev.state import remove_state, write_state
 
 
 def parse_only(value: str | None) -> list[str]:
@@ -87,8 +91,11 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         plan = plan_processes(selected, args.port_base, environ)
         if plan.event_token is not None:
             write_event_token(data_dir, plan.event_token)
+        # Client commands (`victor tools list`, ...) read the URLs from here: no settings needed.
+        write_state(data_dir, plan.urls)
         return asyncio.run(supervise(plan, services, args))
     finally:
+        remove_state(data_dir)
         services.stop()
         signal.signal(signal.SIGTERM, previous)
 
@@ -98,6 +105,7 @@ def register(commands: Any) -> None:
         "dev",
         help="run the broker and every function locally",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
+        **example("victor dev", "victor dev --port-base 9000 --only broker,chat,tools"),
     )
     dev.add_argument("--only", help="comma-separated subset: broker,chat,tools,embeddings,health")
     dev.add_argument("--port-base", type=int, default=8000, help="broker port; functions follow (8000)")

@@ -1,8 +1,8 @@
 """`victor index PATH` and `victor search QUERY`: HTTP clients of the embeddings function.
 
-The function's URL is VICTOR_EMBEDDINGS_URL (default http://127.0.0.1:8003, where
-`victor dev` serves it); the first of VICTOR_API_KEYS is sent when set. A PATH that exists
-here is sent as an absolute path, which the function accepts when it lies
+The function's URL: `--url`, VICTOR_EMBEDDINGS_URL, a running `victor dev`, or
+http://127.0.0.1:8003 (see `eventing.cli.endpoints`); the first of VICTOR_API_KEYS is
+sent when set. A PATH that exists here is sent as an absolute path, which the function accepts when it lies
 inside its WORKSPACE_DIR; anything else (a glob, say) is sent as written,
 relative to WORKSPACE_DIR.
 """
@@ -17,22 +17,23 @@ from typing import Any
 import msgspec
 
 from common.settings import Settings
-
-DEFAULT_URL = "http://127.0.0.1:8003"
-
-
-def _url(settings: Settings) -> str:
-    return settings.function_urls.get("embeddings", DEFAULT_URL)
+from eventing.cli.endpoints import add_client_options, auth_headers, example, function_url
 
 
-def _post(settings: Settings, route: str, body: dict[str, Any], timeout: float) -> Any | None:
+def _post(args: argparse.Namespace, settings: Settings, route: str, body: dict[str, Any]) -> Any | None:
     """The JSON answer, or None after printing one line saying what went wrong."""
     import httpx  # loaded when the command runs, not for `victor serve`
 
-    headers = {"authorization": f"Bearer {settings.client_key.reveal()}"} if settings.client_key else {}
-    url = _url(settings)
+    url = function_url(args, settings, "embeddings")
     try:
-        response = httpx.post(f"{url}{route}", json=body, headers=headers, timeout=timeout)
+        response = httpx.post(
+            f"{url}{route}", json=body, headers=auth_headers(settings), timeout=args.timeout
+        )
+    except httpx.TimeoutException:
+        print(f"victor: no answer from {url}{route} within {args.timeout:g} s; the function goes on"
+              " working: run the command again (finished files are skipped), or raise --timeout",
+              file=sys.stderr)  # fmt: skip
+        return None
     except httpx.HTTPError as exc:
         print(f"victor: cannot reach the embeddings function at {url} ({type(exc).__name__});"
               " start it with `victor dev` or set VICTOR_EMBEDDINGS_URL", file=sys.stderr)  # fmt: skip
@@ -51,7 +52,7 @@ def _post(settings: Settings, route: str, body: dict[str, Any], timeout: float) 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     local = Path(args.path).expanduser()
     path = str(local.resolve()) if local.exists() else args.path
-    answer = _post(settings, "/v1/index", {"path": path, "collection": args.collection}, args.timeout)
+    answer = _post(args, settings, "/v1/index", {"path": path, "collection": args.collection})
     if answer is None:
         return 1
     if args.json:
@@ -77,7 +78,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     }
     if args.path_prefix or args.language:
         body["filter"] = {"path_prefix": args.path_prefix, "language": args.language}
-    answer = _post(settings, "/v1/search", body, args.timeout)
+    answer = _post(args, settings, "/v1/search", body)
     if answer is None:
         return 1
     if args.json:
@@ -91,20 +92,35 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: Any) -> None:
-    index = subparsers.add_parser("index", help="index files of the workspace into a collection")
+    index = subparsers.add_parser(
+        "index",
+        help="index files of the workspace into a collection",
+        **example("victor index .", "victor index 'src/**/*.py' --collection code --json"),
+    )
     index.add_argument("path", help="a file, directory or glob inside the function's WORKSPACE_DIR")
-    index.add_argument("--collection", default="default")
+    index.add_argument("--collection", default="default", help="collection to index into (default: default)")
     index.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
-    index.add_argument("--json", action="store_true", help="print the function's JSON answer")
+    add_client_options(index, "embeddings", json_help="print the function's JSON answer")
     index.set_defaults(run=cmd_index)
 
-    search = subparsers.add_parser("search", help="search an indexed collection")
-    search.add_argument("query")
+    search = subparsers.add_parser(
+        "search",
+        help="search an indexed collection",
+        **example(
+            'victor search "where are retries configured" -k 5', 'victor search "parse dates" --mode hybrid'
+        ),
+    )
+    search.add_argument("query", help="what the code does, in plain words")
     search.add_argument("-k", type=int, default=10, help="how many results (default 10)")
-    search.add_argument("--collection", default="default")
-    search.add_argument("--mode", choices=("vector", "hybrid"), default="vector")
+    search.add_argument("--collection", default="default", help="collection to search (default: default)")
+    search.add_argument(
+        "--mode",
+        choices=("vector", "hybrid"),
+        default="vector",
+        help="vector: embeddings only; hybrid: embeddings and full text fused (default vector)",
+    )
     search.add_argument("--path-prefix", help="only results under this path")
     search.add_argument("--language", help="only results in this language (python, go, markdown, ...)")
-    search.add_argument("--timeout", type=float, default=60.0)
-    search.add_argument("--json", action="store_true", help="print the function's JSON answer")
+    search.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    add_client_options(search, "embeddings", json_help="print the function's JSON answer")
     search.set_defaults(run=cmd_search)

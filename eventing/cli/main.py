@@ -9,6 +9,7 @@ command, so `victor serve`, every function's cold start, loads none of them.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -37,10 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="victor", description="Victor Functions: serve and use the functions."
     )
+    parser.add_argument("--version", action="version", version=f"victor {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMAND_GROUPS:
         register(commands)
     return parser
+
+
+def version() -> str:
+    """The installed package's version."""
+    try:
+        return importlib.metadata.version("victor-functions")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from common.settings import Settings
+from eventing.cli.endpoints import example
 from eventing.cli.errors import fail
 
 
@@ -24,5 +25,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `migrate` to the `victor` command line."""
-    migrate_parser = commands.add_parser("migrate", help="apply PostgreSQL schema migrations")
+    migrate_parser = commands.add_parser(
+        "migrate",
+        help="apply PostgreSQL schema migrations",
+        **example("DATABASE_URL=postgresql://victor@db/victor victor migrate"),
+    )
     migrate_parser.set_defaults(run=cmd_migrate)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.settings import FUNCTION_NAMES, Settings, require_extra
+from eventing.cli.endpoints import example
 
 # What `victor serve` can run: the broker and every function.
 SERVABLE = ("broker", *FUNCTION_NAMES)
@@ -63,7 +64,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `serve` to the `victor` command line."""
-    serve_parser = commands.add_parser("serve", help="serve one function on $PORT")
-    serve_parser.add_argument("function", choices=sorted(SERVABLE))
+    serve_parser = commands.add_parser(
+        "serve", help="serve one function on $PORT", **example("PORT=8080 victor serve chat")
+    )
+    serve_parser.add_argument(
+        "function", choices=sorted(SERVABLE), help=f"what to serve: {', '.join(sorted(SERVABLE))}"
+    )
     serve_parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     serve_parser.set_defaults(run=cmd_serve)

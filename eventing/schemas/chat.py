@@ -56,6 +56,8 @@ class ChatCompleted(Payload, kw_only=True):
     llm_calls: int
     tool_calls: list[ToolCallRecord]
     usage: Usage
+    # Models of this request missing from the price table: `usage.cost_usd` leaves their calls out.
+    unpriced_models: list[str] = msgspec.field(default_factory=list)
 
 
 class ChatFailed(Payload, kw_only=True):

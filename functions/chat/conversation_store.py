@@ -11,6 +11,7 @@ replica's step is taken again later, never twice at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -103,8 +104,21 @@ def _request(row: asyncpg.Record) -> RequestState:
 
 
 class ConversationStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, priced: Callable[[str], bool] = lambda _model: True) -> None:
         self.store = store
+        # Whether a model has a price (unpriced models are named in ChatCompleted.unpriced_models).
+        self.priced = priced
+
+    async def unpriced_models(self, conversation_id: str, request_id: str) -> list[str]:
+        """The models of a request's LLM calls (answered by the provider, not the cache) without a price."""
+        pool = await self.store.pool()
+        rows = await pool.fetch(
+            "SELECT DISTINCT model FROM chat_llm_calls"
+            " WHERE conversation_id = $1 AND request_id = $2 AND NOT from_cache ORDER BY model",
+            conversation_id,
+            request_id,
+        )
+        return [row["model"] for row in rows if not self.priced(row["model"])]
 
     async def begin(
         self,
@@ -486,6 +500,7 @@ class ConversationStore:
             llm_calls=calls,
             tool_calls=await self.tool_calls(request.conversation_id, request_id=request.id),
             usage=usage,
+            unpriced_models=await self.unpriced_models(request.conversation_id, request.id),
         )
 
     async def store_last_model(self, request: RequestState) -> str:

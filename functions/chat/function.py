@@ -18,6 +18,7 @@ from functions.chat.handlers import (
     on_tools_completed,
     post_chat,
 )
+from functions.chat.openai_api import CompletionsBody, get_models, openai_refusal, post_completions
 from functions.chat.providers import build_provider
 from functions.chat.service import ChatLoop, ChatState
 from functions.chat.settings import UNCONFIGURED_MESSAGE, ChatSettings, load_chat_settings
@@ -36,6 +37,21 @@ ROUTES = [
         get_conversation,
         returns=ConversationView,
         summary="A stored conversation",
+    ),
+    Route(
+        "POST",
+        "/v1/chat/completions",
+        post_completions,
+        CompletionsBody,
+        summary="OpenAI-compatible chat completions; model `victor` runs the agent loop",
+        refusals=openai_refusal,
+    ),
+    Route(
+        "GET",
+        "/v1/models",
+        get_models,
+        summary="OpenAI-compatible model list: `victor`",
+        refusals=openai_refusal,
     ),
 ]
 

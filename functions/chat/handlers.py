@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from common import sse
 from common.answers import Refusal, StreamedAnswer, json_answer
 from common.auth import event_credentials
 from common.cloudevents import CloudEvent, decode_data, new_event
@@ -96,6 +97,9 @@ class ChatRun:
         self.loop = loop_of(runtime)
         self.conversation_id = body.conversation_id or str(uuid.uuid4())
         self.request_id = str(uuid.uuid4())
+        # The last logged message this client has seen; a resumed stream starts after it.
+        self.last_seq = 0
+        self.resumed = False
         payload = ChatRequested(
             message=body.message,
             request_id=self.request_id,
@@ -187,10 +191,46 @@ class ChatRun:
             raise Refusal.unavailable(f"the tools function did not reply with {TOOLS_COMPLETED}")
         return reply
 
+    @classmethod
+    async def resume(cls, runtime: Chat, last_event_id: str) -> ChatRun:
+        """The stream of a request already running, from after `Last-Event-ID` (`<request id>:<seq>`);
+        404 for a request this store does not know."""
+        request_id, _, seq = last_event_id.strip().rpartition(":")
+        loop = loop_of(runtime)
+        request = await loop.conversations.request(request_id) if request_id and seq.isdigit() else None
+        if request is None:
+            raise Refusal(
+                404,
+                f"Last-Event-ID {last_event_id!r} names no chat request; send the message without it",
+                "not_found",
+            )
+        run = cls.__new__(cls)
+        run.runtime, run.loop = runtime, loop
+        run.conversation_id, run.request_id = request.conversation_id, request.id
+        run.last_seq, run.resumed, run.streamed, run.driver = int(seq), True, True, None
+        run.subscription = progress_channel.Subscription(runtime.cache, request.id)
+        await run.subscription.open()  # before the replay, so nothing falls between the two
+        return run
+
+    def _unseen(self, message: progress_channel.StreamMessage) -> bool:
+        """Whether the client has not had `message` yet (a replayed message also comes on the channel)."""
+        if message.seq:
+            if message.seq <= self.last_seq:
+                return False
+            self.last_seq = message.seq
+        return True
+
     async def progress(self) -> AsyncIterator[progress_channel.StreamMessage]:
         """Progress messages until done or error; ends with an error message at the wait timeout."""
         deadline = time.monotonic() + self.loop.chat.wait_timeout
         try:
+            if self.resumed:
+                missed = await progress_channel.replay(self.runtime.cache, self.request_id, self.last_seq)
+                for earlier in missed or []:
+                    if self._unseen(earlier):
+                        yield earlier
+                        if earlier.kind in progress_channel.FINAL:
+                            return
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -199,7 +239,7 @@ class ChatRun:
                 message = await self.subscription.next(min(STORE_POLL_SECONDS, remaining))
                 if message is None:
                     message = await self._from_store()
-                if message is None:
+                if message is None or not self._unseen(message):
                     continue
                 yield message
                 if message.kind in progress_channel.FINAL:
@@ -265,12 +305,19 @@ async def start_chat(runtime: Chat, body: ChatBody) -> ChatRun:
 
 async def post_chat(call: Call[ChatBody], runtime: Chat) -> Any:
     """The final answer with the tool calls made and the usage; with `stream: true`, SSE events
-    `text`, `tool_call`, `tool_result`, then `done` (the same JSON as the plain answer) or `error`."""
-    run = await start_chat(runtime, call.body)
+    `text`, `tool_call`, `tool_result`, then `done` (the same JSON as the plain answer) or `error`,
+    each with the id `<request id>:<seq>`, and a `: ping` comment after VICTOR_CHAT_SSE_PING seconds
+    of silence. The same request sent again with `Last-Event-ID` resumes that stream instead of
+    starting another request."""
+    last_event_id = next((v for k, v in call.headers.items() if k.lower() == "last-event-id"), None)
+    if last_event_id:
+        run = await ChatRun.resume(runtime, last_event_id)
+    else:
+        run = await start_chat(runtime, call.body)
     headers = {"x-conversation-id": run.conversation_id, "x-request-id": run.request_id}
-    if call.body.stream:
+    if call.body.stream or run.resumed:
         headers = {**headers, "content-type": "text/event-stream", "cache-control": "no-cache"}
-        return StreamedAnswer(200, headers, _frames(run))
+        return StreamedAnswer(200, headers, sse.with_pings(_frames(run), run.loop.chat.sse_ping))
     final = await run.outcome()
     if final.kind != "done":
         code = str(final.data.get("code") or "chat_failed")
@@ -280,7 +327,10 @@ async def post_chat(call: Call[ChatBody], runtime: Chat) -> Any:
 
 async def _frames(run: ChatRun) -> AsyncIterator[bytes]:
     async for message in run.progress():
-        yield sse_frame(message)
+        # A message read from the store (Redis quiet or down) carries no number: it repeats the last.
+        yield sse.frame(
+            msgspec.json.encode(message.data), event=message.kind, id=f"{run.request_id}:{run.last_seq}"
+        )
 
 
 async def get_conversation(call: Call[None], runtime: Chat) -> ConversationView:
@@ -290,8 +340,3 @@ async def get_conversation(call: Call[None], runtime: Chat) -> ConversationView:
     if view is None:
         raise Refusal(404, f"conversation {conversation_id} does not exist", "not_found")
     return view
-
-
-def sse_frame(message: progress_channel.StreamMessage) -> bytes:
-    """One Server-Sent Event: the message kind as the event name, its JSON as the data."""
-    return b"event: " + message.kind.encode() + b"\ndata: " + msgspec.json.encode(message.data) + b"\n\n"

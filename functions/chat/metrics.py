@@ -33,6 +33,12 @@ llm_cost = Counter(
     ["provider", "model"],
     registry=REGISTRY,
 )
+llm_unpriced_calls = Counter(
+    "victor_llm_unpriced_calls_total",
+    "LLM calls of a model missing from the price table (their cost is unknown, not zero)",
+    ["provider", "model"],
+    registry=REGISTRY,
+)
 llm_duration = Histogram(
     "victor_llm_duration_seconds",
     "Duration of LLM calls, retries included",
@@ -49,8 +55,8 @@ llm_first_token = Histogram(
 )
 
 
-def record_call(provider: str, model: str, usage: TokenUsage, cost: Decimal, seconds: float) -> None:
-    """Count one successful LLM call: its tokens by kind, its cost and its duration."""
+def record_call(provider: str, model: str, usage: TokenUsage, cost: Decimal | None, seconds: float) -> None:
+    """Count one successful LLM call: its tokens by kind, its cost (None: unpriced) and its duration."""
     llm_requests.labels(provider, model, "ok").inc()
     for kind, count in (
         ("input", usage.input_tokens),
@@ -60,5 +66,8 @@ def record_call(provider: str, model: str, usage: TokenUsage, cost: Decimal, sec
     ):
         if count:
             llm_tokens.labels(provider, model, kind).inc(count)
-    llm_cost.labels(provider, model).inc(float(cost))
+    if cost is None:
+        llm_unpriced_calls.labels(provider, model).inc()
+    else:
+        llm_cost.labels(provider, model).inc(float(cost))
     llm_duration.labels(provider, model).observe(seconds)

@@ -5,6 +5,11 @@ happens (text deltas, tool calls, tool results, done, error); the replica
 holding the client's HTTP connection subscribes before the loop starts and
 relays each message as a Server-Sent Event. Publishing is fail-soft: with
 Redis down the loop still runs and the waiter falls back to the store.
+
+Each message is also appended to the request's log (a Redis list that lives
+LOG_TTL_SECONDS after its last message); its position there is its `seq`, the
+SSE event id, so a client that reconnects with `Last-Event-ID` is replayed
+what it missed (`replay`) and then follows the channel again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from common.cache import Cache
 log = logging.getLogger(__name__)
 StreamKind = Literal["text", "tool_call", "tool_result", "done", "error"]
 FINAL: frozenset[str] = frozenset({"done", "error"})
+# How long a request's log outlives its last message (a live request publishes far more often).
+LOG_TTL_SECONDS = 3600
 
 
 class StreamMessage(msgspec.Struct, kw_only=True):
@@ -29,6 +36,8 @@ class StreamMessage(msgspec.Struct, kw_only=True):
 
     kind: StreamKind
     data: dict[str, Any]
+    # Position in the request's log from 1; 0 when not logged (Redis down, or read from the store).
+    seq: int = 0
 
 
 _decoder = msgspec.json.Decoder(StreamMessage)
@@ -38,16 +47,43 @@ def channel(cache: Cache, request_id: str) -> str:
     return cache.key("chat", "stream", request_id)
 
 
+def log_key(cache: Cache, request_id: str) -> str:
+    return cache.key("chat", "stream-log", request_id)
+
+
 async def publish(cache: Cache, request_id: str, kind: StreamKind, data: dict[str, Any]) -> None:
     """Publish one progress message; dropped (with a debug log) when Redis is down."""
     if cache.client is None:
         return
     try:
-        await cache.client.publish(
-            channel(cache, request_id), msgspec.json.encode(StreamMessage(kind=kind, data=data))
-        )
+        # RPUSH answers the new length: the message's number, which its position in the log implies.
+        key = log_key(cache, request_id)
+        seq = await cache.client.rpush(key, msgspec.json.encode(StreamMessage(kind=kind, data=data)))
+        async with cache.client.pipeline(transaction=False) as pipe:
+            pipe.expire(key, LOG_TTL_SECONDS)
+            pipe.publish(
+                channel(cache, request_id), msgspec.json.encode(StreamMessage(kind=kind, data=data, seq=seq))
+            )
+            await pipe.execute()
     except (RedisError, OSError) as exc:
         log.debug("could not publish chat progress: %s", type(exc).__name__)
+
+
+async def replay(cache: Cache, request_id: str, after: int) -> list[StreamMessage] | None:
+    """The request's logged messages after `after`, in order; None when no log is kept for it."""
+    if cache.client is None:
+        return None
+    key = log_key(cache, request_id)
+    try:
+        if not await cache.client.exists(key):
+            return None
+        raw = await cache.client.lrange(key, after, -1)
+    except (RedisError, OSError):
+        return None
+    messages = [_decoder.decode(item) for item in raw]
+    for position, message in enumerate(messages, start=after + 1):
+        message.seq = position
+    return messages
 
 
 class Subscription:

@@ -61,9 +61,21 @@ class ChatLoop:
         self.runtime = runtime
         self.chat = chat
         self.provider = provider
-        self.conversations = ConversationStore(runtime.store)
+        self.conversations = ConversationStore(runtime.store, lambda model: chat.price(model) is not None)
         self.selector = ToolSelectionClient(runtime.http, runtime.settings, chat)
         self.responses = ResponseCache(runtime.cache, chat)
+        # Models already warned about as missing from the price table (one warning per model).
+        self._unpriced: set[str] = set()
+
+    def _warn_unpriced(self, model: str) -> None:
+        if model not in self._unpriced:
+            self._unpriced.add(model)
+            log.warning(
+                "model %s has no price in functions/chat/prices.json or VICTOR_LLM_PRICES: its calls"
+                " are counted in victor_llm_unpriced_calls_total and cost nothing in cost_usd;"
+                " add its price to VICTOR_LLM_PRICES",
+                model,
+            )
 
     @property
     def claim_timeout(self) -> float:
@@ -196,9 +208,11 @@ class ChatLoop:
                 self.provider.name, self.chat.model_label(model_turn.model), "cached"
             ).inc()
         else:
-            metrics.record_call(
-                self.provider.name, self.chat.model_label(model_turn.model), usage, cost, seconds
-            )
+            priced = self.chat.price(model_turn.model) is not None
+            if not priced:
+                self._warn_unpriced(model_turn.model)
+            label = self.chat.model_label(model_turn.model)
+            metrics.record_call(self.provider.name, label, usage, cost if priced else None, seconds)
         recorded = await self.conversations.record_turn(
             conversation_id=conversation_id,
             request_id=request.id,
@@ -244,6 +258,7 @@ class ChatLoop:
                 cache_write_tokens=usage.cache_write_tokens,
                 cost_usd=float(cost),
             ),
+            unpriced_models=[] if from_cache or self.chat.price(model_turn.model) else [model_turn.model],
         )
         return await self._announce(completed, request.stream)
 

@@ -13,7 +13,8 @@
 | VICTOR_LLM_RETRY_MAX_WAIT | 30 | longest wait between retries in seconds (caps retry-after) |
 | VICTOR_LLM_TEMPERATURE | unset | sampling temperature; 0 makes requests deterministic (and cacheable) |
 | VICTOR_LLM_RESPONSE_CACHE | false | cache responses to identical requests at temperature 0 in Redis |
-| VICTOR_LLM_PRICES | built-in | JSON {model-prefix: {input, output, cache_read, cache_write}}, USD/MTok |
+| VICTOR_LLM_PRICES | prices.json | JSON {model-prefix: {input, output, cache_read, cache_write}}, USD/MTok, |
+|  |  | added to the dated table in functions/chat/prices.json |
 | VICTOR_CHAT_MAX_TOOL_ROUNDS | 8 | tool rounds one request may take before it fails |
 | VICTOR_CHAT_TOOLS_TOP_K | 8 | tools selected by the tools function and sent with each LLM call |
 | VICTOR_CHAT_TOOLS_STRATEGY | auto | selection strategy passed to /v1/tools/select |
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -42,19 +44,18 @@ class Price(msgspec.Struct, frozen=True, kw_only=True):
     cache_write: float = 0.0
 
 
-# Published list prices (USD per million tokens); cache writes are the 5-minute rate.
-DEFAULT_PRICES: dict[str, Price] = {
-    "claude-opus-4-5": Price(input=5, output=25, cache_read=0.5, cache_write=6.25),
-    "claude-opus-4-1": Price(input=15, output=75, cache_read=1.5, cache_write=18.75),
-    "claude-opus-4": Price(input=15, output=75, cache_read=1.5, cache_write=18.75),
-    "claude-sonnet-4-5": Price(input=3, output=15, cache_read=0.3, cache_write=3.75),
-    "claude-sonnet-4": Price(input=3, output=15, cache_read=0.3, cache_write=3.75),
-    "claude-3-7-sonnet": Price(input=3, output=15, cache_read=0.3, cache_write=3.75),
-    "claude-3-5-sonnet": Price(input=3, output=15, cache_read=0.3, cache_write=3.75),
-    "claude-haiku-4-5": Price(input=1, output=5, cache_read=0.1, cache_write=1.25),
-    "claude-3-5-haiku": Price(input=0.8, output=4, cache_read=0.08, cache_write=1.0),
-    "claude-3-haiku": Price(input=0.25, output=1.25, cache_read=0.03, cache_write=0.3),
-}
+class PriceTable(msgspec.Struct, frozen=True, kw_only=True):
+    """functions/chat/prices.json: the providers' list prices, with the date they were checked."""
+
+    about: str
+    checked: str
+    sources: list[str]
+    models: dict[str, Price]
+
+
+# The maintained table (a dated data file beside this module); VICTOR_LLM_PRICES adds to it.
+PRICE_TABLE = msgspec.json.decode((Path(__file__).parent / "prices.json").read_bytes(), type=PriceTable)
+DEFAULT_PRICES: dict[str, Price] = dict(PRICE_TABLE.models)
 DEFAULT_MODELS: dict[ProviderName, str] = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o-mini"}
 UNCONFIGURED_MESSAGE = (
     "no LLM provider is configured: set ANTHROPIC_API_KEY for Anthropic, "
@@ -80,6 +81,8 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_tool_rounds: int = 8
     tools_top_k: int = 8
     tools_strategy: str = "auto"
+    tools_prune_threshold: int = 16
+    sse_ping: float = 15.0
     wait_timeout: float = 300.0
 
     def model_label(self, model: str) -> str:
@@ -99,7 +102,8 @@ class ChatSettings(msgspec.Struct, frozen=True, kw_only=True):
         return self.prices[best] if best is not None else None
 
     def cost(self, model: str, input: int, output: int, cache_read: int, cache_write: int) -> Decimal:
-        """Exact cost in US dollars; zero for a model missing from the price table."""
+        """Exact cost in US dollars; zero for a model missing from the price table, which the
+        caller counts as unpriced (`price` is None), never as free."""
         price = self.price(model)
         if price is None:
             return Decimal(0)
@@ -174,5 +178,7 @@ def load_chat_settings(environ: Mapping[str, str], settings: Settings) -> ChatSe
         tools_strategy=env.choice(
             "VICTOR_CHAT_TOOLS_STRATEGY", "auto", ("auto", "keyword", "semantic", "hybrid")
         ),
+        tools_prune_threshold=env.integer("VICTOR_CHAT_TOOLS_PRUNE_THRESHOLD", 16, minimum=0, maximum=10_000),
+        sse_ping=env.number("VICTOR_CHAT_SSE_PING", 15.0, minimum=0.01),
         wait_timeout=env.number("VICTOR_CHAT_WAIT_TIMEOUT", 300.0, minimum=0.001),
     )

@@ -1,6 +1,8 @@
 """Asks the tools function which tools fit a request, to send the model only those.
 
-`POST /v1/tools/select` ranks tools by name; their JSON schemas come from
+`POST /v1/tools/select` ranks tools by name (a catalog of at most
+VICTOR_CHAT_TOOLS_PRUNE_THRESHOLD tools, or a ranking with no signal, is sent
+whole, so a request never loses the tool it needs to a weak ranking); their JSON schemas come from
 `GET /v1/tools`, fetched once per catalog version (the selection names the
 version it ranked, so a changed catalog is fetched again). With no tools
 function configured (VICTOR_TOOLS_URL) the model gets no tools, which is
@@ -61,6 +63,7 @@ class ToolSelectionClient:
             "query": query[:4000] or "tools",
             "k": self.chat.tools_top_k,
             "strategy": self.chat.tools_strategy,
+            "keep_all_up_to": self.chat.tools_prune_threshold,
         }
         selection = await self._get(_Selection, "POST", "/v1/tools/select", body)
         if selection.catalog_version != self._catalog_version:

@@ -28,6 +28,7 @@ from functions.tools.context import ToolContext
 from functions.tools.registry import (
     InvalidArguments,
     PathAccess,
+    Rendered,
     ToolDefinition,
     ToolError,
     ToolRegistry,
@@ -46,10 +47,36 @@ class ToolOutcome(msgspec.Struct, kw_only=True):
     content: str
     error: str | None = None
     id: str | None = None
+    # The result as data, for tools that have an output schema (list_directory, glob, grep, code_search).
+    structured: dict[str, Any] | None = None
     cached: bool = False
     duration_ms: float = 0.0
     started_at: float = 0.0
     finished_at: float = 0.0
+
+
+class _Stored(msgspec.Struct):
+    """A cached result of a tool with an output schema: both forms."""
+
+    content: str
+    structured: dict[str, Any] | None = None
+
+
+def pack(tool: ToolDefinition, content: str, structured: dict[str, Any] | None) -> str:
+    """What the result cache keeps: the text, or for a structured tool both forms as JSON."""
+    if tool.output is None:
+        return content
+    return msgspec.json.encode(_Stored(content, structured)).decode()
+
+
+def unpack(tool: ToolDefinition, stored: str) -> tuple[str, dict[str, Any] | None]:
+    if tool.output is None:
+        return stored, None
+    try:
+        found = msgspec.json.decode(stored, type=_Stored)
+    except msgspec.DecodeError:  # kept by a version that cached text only
+        return stored, None
+    return found.content, found.structured
 
 
 @dataclass(frozen=True)
@@ -127,16 +154,23 @@ class ToolExecutor:
         outcome = "ok"
         cached = False
         error: str | None = None
+        structured: dict[str, Any] | None = None
         try:
             key = await self.results.key(tool, call.arguments, self.context)
-            content = await self.results.get(key) if key else None
-            if content is not None:
+            stored = await self.results.get(key) if key else None
+            if stored is not None:
                 cached = True
                 outcome = "cached"
+                content, structured = unpack(tool, stored)
             else:
-                content = await asyncio.wait_for(tool.run(call.arguments, self.context), self.timeout)
+                result = await asyncio.wait_for(tool.run(call.arguments, self.context), self.timeout)
+                content, structured = (
+                    (result.text, msgspec.to_builtins(result.data))
+                    if isinstance(result, Rendered)
+                    else (result, None)
+                )
                 if key:
-                    await self.results.put(key, content)
+                    await self.results.put(key, pack(tool, content, structured))
         except (ToolError, WorkspaceError) as exc:
             content, error, outcome = exc.message, exc.code, "error"
         except TimeoutError:
@@ -157,6 +191,7 @@ class ToolExecutor:
             is_error=error is not None,
             content=content,
             error=error,
+            structured=structured,
             cached=cached,
             duration_ms=round(elapsed * 1000, 3),
             started_at=started_at,

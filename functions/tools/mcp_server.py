@@ -3,7 +3,11 @@
 Built on the official `mcp` package's low-level `Server` and its
 `StreamableHTTPSessionManager` (stateless, JSON responses: any replica can
 answer any request, as Knative needs). tools/list returns every tool with its
-JSON Schema; tools/call runs through the same executor as HTTP and events, so
+JSON Schema, its annotations from the registry's flags (read-only, idempotent,
+destructive: any tool that writes; open-world: `run_command`, which can reach
+anything the program can) and, for list_directory, glob, grep and
+code_search, an output schema; their results carry `structuredContent` beside
+the text. tools/call runs through the same executor as HTTP and events, so
 confinement, caching, timeouts and metrics are identical. Failures come back
 as `isError` results with the message, as MCP prescribes for tool errors.
 """
@@ -19,18 +23,31 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from common.answers import Refusal, refusal_answer
 from common.runtime import VERSION, Runtime
-from functions.tools.registry import InvalidArguments, UnknownTool
+from functions.tools.registry import InvalidArguments, ToolDefinition, UnknownTool
 from functions.tools.service import ToolsService, ToolsState
+
+
+def mcp_tool(tool: ToolDefinition) -> types.Tool:
+    """A registry tool as MCP lists it: schemas and the behaviour hints clients show or act on."""
+    return types.Tool(
+        name=tool.name,
+        title=tool.title,
+        description=tool.description,
+        input_schema=tool.schema(),
+        output_schema=tool.output_schema(),
+        annotations=types.ToolAnnotations(
+            title=tool.title,
+            read_only_hint=tool.read_only,
+            destructive_hint=not tool.read_only,
+            idempotent_hint=tool.idempotent,
+            open_world_hint=tool.dangerous,
+        ),
+    )
 
 
 def build_server(service: ToolsService) -> Server[Any]:
     async def list_tools(_ctx: Any, _params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        return types.ListToolsResult(
-            tools=[
-                types.Tool(name=tool.name, description=tool.description, input_schema=tool.schema())
-                for tool in service.registry
-            ]
-        )
+        return types.ListToolsResult(tools=[mcp_tool(tool) for tool in service.registry])
 
     async def call_tool(_ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
@@ -41,7 +58,9 @@ def build_server(service: ToolsService) -> Server[Any]:
             )
         outcome = await service.executor.execute(call)
         return types.CallToolResult(
-            content=[types.TextContent(type="text", text=outcome.content)], is_error=outcome.is_error
+            content=[types.TextContent(type="text", text=outcome.content)],
+            structured_content=None if outcome.is_error else outcome.structured,
+            is_error=outcome.is_error,
         )
 
     return Server("victor-tools", version=VERSION, on_list_tools=list_tools, on_call_tool=call_tool)

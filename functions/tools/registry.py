@@ -2,7 +2,9 @@
 
 A tool is a `ToolDefinition`: a name, a description, a msgspec Struct for its
 arguments (which is also its JSON Schema, for HTTP, events and MCP alike), an
-async `run`, and flags. `paths` tells the executor which workspace paths a
+async `run`, and flags. A tool with an `output` Struct returns `Rendered`: the
+text a model reads and the same result as that Struct (MCP's structured content,
+whose schema is `output_schema`). `paths` tells the executor which workspace paths a
 call reads and writes, so writes to one path keep their order in a batch and
 writes invalidate cached reads. The catalog version is a hash of every
 definition, so anything derived from the catalog (embeddings, cached
@@ -58,7 +60,15 @@ class PathAccess:
     writes: tuple[str, ...] = ()
 
 
-Runner = Callable[[Any, "ToolContext"], Awaitable[str]]
+@dataclass(frozen=True)
+class Rendered:
+    """A tool's result twice: `text` for a model, `data` (the tool's `output` Struct) for programs."""
+
+    text: str
+    data: msgspec.Struct
+
+
+Runner = Callable[[Any, "ToolContext"], Awaitable["str | Rendered"]]
 PathsOf = Callable[[Any], PathAccess]
 # The state of what a cacheable call reads, e.g. a file's size and mtime; None disables caching for that call.
 StateOf = Callable[[Any, "ToolContext"], Awaitable[str | None]]
@@ -74,18 +84,23 @@ class ToolDefinition:
     idempotent: bool = True
     cacheable: bool = False
     dangerous: bool = False
+    # The Struct a `Rendered` result's data is (None: text only).
+    output: type[msgspec.Struct] | None = None
     paths: PathsOf = field(default=lambda _args: PathAccess())
     state: StateOf | None = None
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of the arguments, inlined (MCP and LLM APIs want one object schema)."""
-        _, components = msgspec.json.schema_components([self.arguments], ref_template="#/$defs/{name}")
-        inlined = dict(components[self.arguments.__name__])
-        inlined.pop("title", None)
-        others = {name: value for name, value in components.items() if name != self.arguments.__name__}
-        if others:
-            inlined["$defs"] = others
-        return inlined
+        return inlined_schema(self.arguments)
+
+    @property
+    def title(self) -> str:
+        """A human title from the name ("read_file" → "Read file")."""
+        return self.name.replace("_", " ").capitalize()
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the structured result, inlined; None for a text-only tool."""
+        return inlined_schema(self.output) if self.output is not None else None
 
     def decode(self, arguments: Any) -> Any:
         """The arguments as the tool's Struct; `InvalidArguments` names the bad field."""
@@ -99,6 +114,17 @@ class ToolDefinition:
             raise InvalidArguments(self.name, str(exc)) from None
         except msgspec.DecodeError as exc:
             raise InvalidArguments(self.name, f"not valid JSON: {exc}") from None
+
+
+def inlined_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """One object schema for `struct`, the Structs it uses under `$defs`."""
+    _, components = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
+    inlined = dict(components[struct.__name__])
+    inlined.pop("title", None)
+    others = {name: value for name, value in components.items() if name != struct.__name__}
+    if others:
+        inlined["$defs"] = others
+    return inlined
 
 
 class ToolInfo(msgspec.Struct, kw_only=True):

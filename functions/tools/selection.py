@@ -14,6 +14,11 @@
 - auto: hybrid when embeddings are available (an embeddings function, or a
   loadable local model), else keyword.
 
+A selection never drops a tool the request may need: when the catalog has at
+most `keep_all_up_to` tools (chat sends VICTOR_CHAT_TOOLS_PRUNE_THRESHOLD), or
+when the ranking has no signal (every score equal, e.g. a keyword query sharing
+no word with any tool), every tool is returned, best first, and `pruned` is false.
+
 Selections are cached (VICTOR_ENABLE_TOOL_CACHE): an in-process LRU of
 VICTOR_TOOL_CACHE_SIZE entries in front of Redis entries that live
 VICTOR_TOOL_CACHE_TTL seconds, keyed by catalog version, strategy, k and the
@@ -47,6 +52,8 @@ class SelectRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     query: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
     k: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     strategy: Strategy = "auto"
+    # Catalogs of at most this many tools are returned whole (0: always keep only k).
+    keep_all_up_to: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
 
 
 class SelectedTool(msgspec.Struct, kw_only=True):
@@ -62,6 +69,8 @@ class Selection(msgspec.Struct, kw_only=True):
     catalog_version: str
     cached: bool
     tools: list[SelectedTool]
+    # False when every tool was kept (small catalog, or a ranking with no signal).
+    pruned: bool = True
 
 
 class SelectionUnavailable(RuntimeError):
@@ -113,6 +122,14 @@ def reciprocal_rank_fusion(rankings: list[list[int]], count: int) -> list[float]
         for rank, index in enumerate(ranking, start=1):
             fused[index] += 1.0 / (RRF_K + rank)
     return fused
+
+
+def keeps_only_k(scores: list[float], request: SelectRequest) -> bool:
+    """Whether a selection may drop tools: a catalog above the threshold and a ranking with signal."""
+    if len(scores) <= max(request.k, request.keep_all_up_to):
+        return False
+    # Equal scores order tools arbitrarily (by name): cutting there would hide tools at random.
+    return max(scores) - min(scores) > 1e-9
 
 
 class ToolSelector:
@@ -206,7 +223,8 @@ class ToolSelector:
 
     def _cache_key(self, request: SelectRequest) -> str:
         query = " ".join(request.query.lower().split())
-        digest = hashlib.sha256(f"{request.strategy}\0{request.k}\0{query}".encode()).hexdigest()
+        shape = f"{request.strategy}\0{request.k}\0{request.keep_all_up_to}\0{query}"
+        digest = hashlib.sha256(shape.encode()).hexdigest()
         return self.cache.key("tools", "selection", self.registry.version, digest)
 
     async def select(self, request: SelectRequest) -> Selection:
@@ -227,13 +245,17 @@ class ToolSelector:
                 selection.query = request.query
                 return selection
         used, scores = await self.rank(request.query, request.strategy)
-        order = sorted(range(len(self.tools)), key=lambda i: (-scores[i], self.tools[i].name))[: request.k]
+        order = sorted(range(len(self.tools)), key=lambda i: (-scores[i], self.tools[i].name))
+        pruned = keeps_only_k(scores, request)
+        if pruned:
+            order = order[: request.k]
         selection = Selection(
             query=request.query,
             strategy=request.strategy,
             used=used,  # type: ignore[arg-type]
             catalog_version=self.registry.version,
             cached=False,
+            pruned=pruned,
             tools=[
                 SelectedTool(
                     name=self.tools[i].name, score=round(scores[i], 6), description=self.tools[i].description

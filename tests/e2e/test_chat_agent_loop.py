@@ -49,7 +49,8 @@ from tests.support.tools import make_repository
 ROOT = Path(__file__).parents[2]
 QUESTION = "Read the file README.md and grep for def greet in src: what does the project do?"
 ANSWER = "It is a tiny demo project; greet(name) is defined in src/app.py."
-CHAT = chat_settings(tools_top_k=8)
+# Threshold 0: this test checks the selection's cut to k, which an 11-tool catalog is otherwise spared.
+CHAT = chat_settings(tools_top_k=8, tools_prune_threshold=0)
 
 
 def script_one_run(llm: FakeAnthropic) -> None:

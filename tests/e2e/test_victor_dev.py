@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -155,6 +156,12 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
             assert rows["dead-letters"] == [f"http://127.0.0.1:{port_base + 5}", "ready (in victor dev)"]
             assert rows["postgres"][1] == rows["redis"][1] == "embedded"
             assert "chat" not in rows
+            # Client commands find these URLs in the data directory's dev.json.
+            recorded = json.loads((data_dir / "dev.json").read_text())
+            assert (recorded["pid"], recorded["urls"]) == (
+                dev.pid,
+                {"broker": broker_url, "health": f"http://127.0.0.1:{port_base + 4}"},
+            )
             started = [p.pid for p in psutil.Process(dev.pid).children(recursive=True)]
             started += postgres_processes(data_dir)
             # redis, broker, health, and the postmaster at least.
@@ -217,6 +224,7 @@ async def test_a_ping_reaches_health_through_victor_dev_and_the_report_reaches_a
             assert await wait_gone(started) == [], [psutil.Process(p).cmdline() for p in started if alive(p)]
             assert log.read_text().rstrip().endswith("victor dev: stopped")
             assert "Traceback" not in log.read_text()
+            assert not (data_dir / "dev.json").exists()
         finally:
             await kill_leftovers(dev, started + postgres_processes(data_dir))
             shutil.rmtree(data_dir, ignore_errors=True)

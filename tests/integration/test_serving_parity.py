@@ -116,6 +116,7 @@ def shared_corpus(own_type: str) -> list[Bad]:
     ]
 
 
+COMPLETION = {"model": "victor", "messages": [{"role": "user", "content": "hello"}]}
 CHAT = [
     Bad("chat without a provider", "POST", "/v1/chat", json={"message": "hello"}),
     Bad("chat without the API key", "POST", "/v1/chat", json={"message": "hello"}, keyed=False),
@@ -145,6 +146,16 @@ CHAT = [
         headers=event(TOOLS_COMPLETED),
     ),
     Bad("MCP is not chat's", "POST", "/mcp", json={}),
+    Bad("completions without a provider", "POST", "/v1/chat/completions", json=COMPLETION),
+    Bad("completions without the API key", "POST", "/v1/chat/completions", json=COMPLETION, keyed=False),
+    Bad("completions body not JSON", "POST", "/v1/chat/completions", content=b"{model"),
+    Bad("completions without messages", "POST", "/v1/chat/completions", json={"model": "victor"}),
+    Bad("completions of no messages", "POST", "/v1/chat/completions", json={**COMPLETION, "messages": []}),
+    Bad("completions of another model", "POST", "/v1/chat/completions", json={**COMPLETION, "model": "gpt"}),
+    Bad("completions over-long body", "POST", "/v1/chat/completions", content=b"x" * (LIMIT + 1)),
+    Bad("GET /v1/chat/completions", "GET", "/v1/chat/completions"),
+    Bad("models without the API key", "GET", "/v1/models", keyed=False),
+    Bad("POST /v1/models", "POST", "/v1/models", json={}),
 ]
 
 TOOLS = [
@@ -255,6 +266,8 @@ async def answer(client: httpx.AsyncClient, bad: Bad) -> tuple[Any, ...]:
     if response.headers.get("content-type", "").startswith("application/json") and response.content:
         body = response.json()
         code = body.get("error") if isinstance(body, dict) else None
+        if isinstance(code, dict):  # OpenAI's envelope on the OpenAI-compatible routes
+            code = f"{code['type']}/{code['code']}"
     if bad.path == "/" and response.status_code < 300:
         if response.status_code == 202:
             assert response.content == b"", bad.name

@@ -146,3 +146,34 @@ async def test_code_search_finds_code_by_meaning(make_settings, offline) -> None
     assert "def parse_iso_date(text):" in found["content"]
     assert python_only["content"].startswith("README.md:1-3 (score ")
     assert (outside["is_error"], outside["error"]) == (True, "outside_workspace")
+
+
+async def test_a_request_sharing_no_word_with_any_tool_keeps_every_tool(make_settings, offline) -> None:
+    # The issue-15 case: keyword ranking scores every tool 0.0, so cutting to k would drop at random.
+    async with without_embeddings(make_settings) as server:
+        selection = await select(server, "What does NOTES.md say?", "auto", k=3)
+    assert selection["used"] == "keyword"
+    assert selection["pruned"] is False
+    assert "read_file" in names(selection)
+    assert len(selection["tools"]) == 11
+
+
+async def test_a_catalog_at_or_below_the_threshold_is_returned_whole(make_settings, offline) -> None:
+    async with without_embeddings(make_settings) as server:
+        body = {"query": "show the commit history", "strategy": "keyword", "k": 2}
+        whole = await server.client.post("/v1/tools/select", json={**body, "keep_all_up_to": 11})
+        pruned = await server.client.post("/v1/tools/select", json={**body, "keep_all_up_to": 10})
+    assert (whole.json()["pruned"], len(whole.json()["tools"])) == (False, 11)
+    assert names(whole.json())[0] == "git_log"
+    assert (pruned.json()["pruned"], names(pruned.json())[0], len(pruned.json()["tools"])) == (
+        True,
+        "git_log",
+        2,
+    )
+
+
+async def test_what_does_notes_say_keeps_read_file_with_the_local_model(make_settings, offline) -> None:
+    async with tools_server(make_settings, VICTOR_EMBEDDING_MODEL=local_model_path()) as server:
+        selection = await select(server, "What does NOTES.md say?", "auto", k=8)
+    assert selection["used"] == "hybrid"
+    assert "read_file" in names(selection)

@@ -15,14 +15,14 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 import regex
 
 from common.workspace import Workspace, WorkspaceError, is_binary, read_all
 from functions.tools.context import ToolContext
-from functions.tools.registry import PathAccess, Runner, StateOf, ToolDefinition, ToolError
+from functions.tools.registry import PathAccess, Rendered, Runner, StateOf, ToolDefinition, ToolError
 
 # Directories no code search wants to descend into.
 SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", ".mypy_cache", ".ruff_cache"})
@@ -72,6 +72,57 @@ class GrepArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     context: Annotated[int, msgspec.Meta(ge=0, le=20, description="Lines of context around each match")] = 0
     ignore_case: bool = False
     max_results: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 200
+
+
+# ---------------------------------------------------------------- structured results (MCP)
+
+
+class DirectoryEntry(msgspec.Struct, kw_only=True):
+    name: str
+    kind: Literal["file", "directory", "symlink", "special"]
+    size: int | None = None
+
+
+class DirectoryListing(msgspec.Struct, kw_only=True):
+    """list_directory's result as data."""
+
+    path: str
+    entries: list[DirectoryEntry]
+    truncated: bool = False
+
+
+class GlobMatches(msgspec.Struct, kw_only=True):
+    """glob's result as data: workspace-relative paths; `stopped` when the limit was reached."""
+
+    pattern: str
+    path: str
+    paths: list[str]
+    stopped: bool = False
+    truncated: bool = False
+
+
+class GrepMatch(msgspec.Struct, kw_only=True):
+    path: str
+    line: int
+    text: str
+
+
+class GrepMatches(msgspec.Struct, kw_only=True):
+    """grep's result as data: the matching lines (context lines are in the text only)."""
+
+    pattern: str
+    matches: list[GrepMatch]
+    files: int
+    stopped: bool = False
+    truncated: bool = False
+
+
+def rendered(ctx: ToolContext, text: str, data: msgspec.Struct) -> Rendered:
+    """The text cut to the output limit, and the data marked `truncated` when the text was cut."""
+    capped = ctx.cap(text)
+    if capped != text:
+        data = msgspec.structs.replace(data, truncated=True)  # type: ignore[type-var]
+    return Rendered(capped, data)
 
 
 # ---------------------------------------------------------------- helpers
@@ -236,8 +287,9 @@ async def edit_file(args: EditFileArgs, ctx: ToolContext) -> str:
     return await asyncio.to_thread(_edit_file, args, ctx)
 
 
-def _list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> str:
+def _list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> tuple[str, DirectoryListing]:
     lines: list[str] = []
+    found: list[DirectoryEntry] = []
     with ctx.workspace.open_directory(args.path) as (fd, rel), os.scandir(fd) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name.startswith(".") and not args.include_hidden:
@@ -245,21 +297,25 @@ def _list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> str:
             info = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(info.st_mode):
                 lines.append(f"{entry.name} -> (symlink)")
+                found.append(DirectoryEntry(name=entry.name, kind="symlink"))
             elif stat.S_ISDIR(info.st_mode):
                 lines.append(f"{entry.name}/")
+                found.append(DirectoryEntry(name=entry.name, kind="directory"))
             elif stat.S_ISREG(info.st_mode):
                 lines.append(f"{entry.name}\t{info.st_size} bytes")
+                found.append(DirectoryEntry(name=entry.name, kind="file", size=info.st_size))
             else:
                 lines.append(f"{entry.name}\t(special file)")
+                found.append(DirectoryEntry(name=entry.name, kind="special"))
     header = f"{rel}: {len(lines)} entries"
-    return "\n".join([header, *lines])
+    return "\n".join([header, *lines]), DirectoryListing(path=rel, entries=found)
 
 
-async def list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> str:
-    return ctx.cap(await asyncio.to_thread(_list_directory, args, ctx))
+async def list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> Rendered:
+    return rendered(ctx, *await asyncio.to_thread(_list_directory, args, ctx))
 
 
-def _glob(args: GlobArgs, ctx: ToolContext) -> str:
+def _glob(args: GlobArgs, ctx: ToolContext) -> tuple[str, GlobMatches]:
     regex = glob_regex(args.pattern.lstrip("/"))
     found: list[str] = []
     base = ctx.workspace.relative(args.path)
@@ -269,17 +325,19 @@ def _glob(args: GlobArgs, ctx: ToolContext) -> str:
             found.append(relative)
             if len(found) >= args.limit:
                 break
+    stopped = len(found) >= args.limit
+    data = GlobMatches(pattern=args.pattern, path=base, paths=found, stopped=stopped)
     if not found:
-        return f"no files match {args.pattern!r} under {base}"
-    suffix = f"\n[stopped at {args.limit} matches]" if len(found) >= args.limit else ""
-    return "\n".join(found) + suffix
+        return f"no files match {args.pattern!r} under {base}", data
+    suffix = f"\n[stopped at {args.limit} matches]" if stopped else ""
+    return "\n".join(found) + suffix, data
 
 
-async def glob(args: GlobArgs, ctx: ToolContext) -> str:
-    return ctx.cap(await asyncio.to_thread(_glob, args, ctx))
+async def glob(args: GlobArgs, ctx: ToolContext) -> Rendered:
+    return rendered(ctx, *await asyncio.to_thread(_glob, args, ctx))
 
 
-def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> str:
+def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> tuple[str, GrepMatches]:
     # The `regex` module (re's syntax) releases the GIL while it matches and takes a timeout, so
     # a pattern that backtracks for ever neither stops the event loop nor outlives the tool timeout.
     try:
@@ -290,6 +348,7 @@ def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> str:
     out: list[str] = []
     matches = 0
     files_matched = 0
+    found = GrepMatches(pattern=args.pattern, matches=[], files=0)
     for relative, name, dir_fd, info in walk_files(ctx.workspace, args.path):
         if not wanted(relative):
             continue
@@ -308,6 +367,7 @@ def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> str:
             if matches >= args.max_results:
                 break
             matches += 1
+            found.matches.append(GrepMatch(path=relative, line=index + 1, text=lines[index]))
             for around in range(max(0, index - args.context), min(len(lines), index + args.context + 1)):
                 if around in shown:
                     continue
@@ -318,10 +378,12 @@ def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> str:
                 out.append("--")
         if matches >= args.max_results:
             out.append(f"[stopped at {args.max_results} matches]")
+            found.stopped = True
             break
+    found.files = files_matched
     if not out:
-        return f"no matches for {args.pattern!r}"
-    return "\n".join(out)
+        return f"no matches for {args.pattern!r}", found
+    return "\n".join(out), found
 
 
 def _matching_lines(
@@ -345,10 +407,10 @@ def _matching_lines(
     return hits
 
 
-async def grep(args: GrepArgs, ctx: ToolContext) -> str:
+async def grep(args: GrepArgs, ctx: ToolContext) -> Rendered:
     # The thread stops by itself at the deadline, just before the executor's own timeout.
     deadline = time.monotonic() + ctx.tools_settings.tool_timeout * 0.95
-    return ctx.cap(await asyncio.to_thread(_grep, args, ctx, deadline))
+    return rendered(ctx, *await asyncio.to_thread(_grep, args, ctx, deadline))
 
 
 # ---------------------------------------------------------------- cache state
@@ -378,6 +440,7 @@ def _path_tool(
     state: StateOf | None = None,
     writes: bool = False,
     idempotent: bool = True,
+    output: type[msgspec.Struct] | None = None,
 ) -> ToolDefinition:
     """A tool over its `path` argument: a read (cached by `state` when given) or a write of that path."""
     return ToolDefinition(
@@ -388,6 +451,7 @@ def _path_tool(
         read_only=not writes,
         idempotent=idempotent,
         cacheable=state is not None,
+        output=output,
         # A write is ordered after earlier calls of its batch that touch the path.
         paths=lambda args: PathAccess(reads=(args.path,), writes=(args.path,) if writes else ()),
         state=state,
@@ -423,6 +487,7 @@ FILE_TOOLS = (
         ListDirectoryArgs,
         list_directory,
         state=directory_state,
+        output=DirectoryListing,
     ),
     _path_tool(
         "glob",
@@ -430,6 +495,7 @@ FILE_TOOLS = (
         GlobArgs,
         glob,
         state=directory_state,
+        output=GlobMatches,
     ),
     _path_tool(
         "grep",
@@ -437,5 +503,6 @@ FILE_TOOLS = (
         GrepArgs,
         grep,
         state=directory_state,
+        output=GrepMatches,
     ),
 )

@@ -28,9 +28,9 @@ import numpy as np
 from common.workspace import is_binary
 from functions.tools.code_index import CodeIndex, CodeIndexError
 from functions.tools.context import ToolContext
-from functions.tools.registry import PathAccess, ToolDefinition, ToolError
+from functions.tools.registry import PathAccess, Rendered, ToolDefinition, ToolError
 from functions.tools.text_embedder import EmbeddingsUnavailable
-from functions.tools.toolset.files import SKIPPED_DIRS, file_filter, read_walked, walk_files
+from functions.tools.toolset.files import SKIPPED_DIRS, file_filter, read_walked, rendered, walk_files
 
 WINDOW_LINES = 30
 MAX_WINDOWS = 4000
@@ -46,6 +46,28 @@ class CodeSearchArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         None
     )
     k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
+
+
+class CodeSearchHit(msgspec.Struct, kw_only=True):
+    path: str
+    start_line: int
+    end_line: int
+    score: float
+    text: str
+
+
+class CodeSearchHits(msgspec.Struct, kw_only=True):
+    """code_search's result as data, best first."""
+
+    query: str
+    hits: list[CodeSearchHit]
+    truncated: bool = False
+
+
+def _hits(ctx: ToolContext, query: str, hits: list[CodeSearchHit], empty: str = "") -> Rendered:
+    """The hits as text and data; `empty` is the text when there are none."""
+    parts = [_hit_text(h.path, h.start_line, h.end_line, h.score, h.text) for h in hits]
+    return rendered(ctx, "\n\n".join(parts) or empty, CodeSearchHits(query=query, hits=hits))
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -97,7 +119,7 @@ def _directory(ctx: ToolContext, path: str) -> str:
         return rel
 
 
-async def _search_index(args: CodeSearchArgs, ctx: ToolContext, index: CodeIndex) -> str:
+async def _search_index(args: CodeSearchArgs, ctx: ToolContext, index: CodeIndex) -> Rendered:
     directory = await asyncio.to_thread(_directory, ctx, args.path)
     wanted = file_filter(args.glob)
     try:
@@ -111,12 +133,15 @@ async def _search_index(args: CodeSearchArgs, ctx: ToolContext, index: CodeIndex
         raise ToolError(exc.message, exc.code) from None
     hits = [hit for hit in found.results if wanted(hit.path)][: args.k]
     if not hits:
-        return "no indexed text matches the query"
-    parts = [_hit_text(h.path, h.start_line, h.end_line, h.score, h.text) for h in hits]
-    return ctx.cap("\n\n".join(parts))
+        return _hits(ctx, args.query, [], "no indexed text matches the query")
+    found_hits = [
+        CodeSearchHit(path=h.path, start_line=h.start_line, end_line=h.end_line, score=h.score, text=h.text)
+        for h in hits
+    ]
+    return _hits(ctx, args.query, found_hits)
 
 
-async def code_search(args: CodeSearchArgs, ctx: ToolContext) -> str:
+async def code_search(args: CodeSearchArgs, ctx: ToolContext) -> Rendered:
     if ctx.code_index is not None:
         return await _search_index(args, ctx, ctx.code_index)
     embedder = ctx.embedder
@@ -126,7 +151,7 @@ async def code_search(args: CodeSearchArgs, ctx: ToolContext) -> str:
         )
     files = await asyncio.to_thread(_windows, ctx, args)
     if not files:
-        return "no text files to search"
+        return _hits(ctx, args.query, [], "no text files to search")
     vectors: OrderedDict[str, np.ndarray] = ctx.state.setdefault("code_search_vectors", OrderedDict())
     missing = [(key, windows) for key, windows in files if key not in vectors]
     try:
@@ -146,11 +171,16 @@ async def code_search(args: CodeSearchArgs, ctx: ToolContext) -> str:
     matrix = np.concatenate([vectors[key] for key, _ in files])
     scores = matrix @ query
     best = np.argsort(-scores)[: args.k]
-    parts = []
+    hits = []
     for index in best:
         window = windows[int(index)]
-        parts.append(_hit_text(window.path, window.start, window.end, float(scores[int(index)]), window.text))
-    return ctx.cap("\n\n".join(parts))
+        score = float(scores[int(index)])
+        hits.append(
+            CodeSearchHit(
+                path=window.path, start_line=window.start, end_line=window.end, score=score, text=window.text
+            )
+        )
+    return _hits(ctx, args.query, hits)
 
 
 SEARCH_TOOLS = (
@@ -159,6 +189,7 @@ SEARCH_TOOLS = (
         description="Semantic code search: find the workspace code most related to a natural-language query.",
         arguments=CodeSearchArgs,
         run=code_search,
+        output=CodeSearchHits,
         paths=lambda args: PathAccess(reads=(args.path,)),
     ),
 )
