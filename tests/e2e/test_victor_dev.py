@@ -82,12 +82,14 @@ async def wait_for_line(log: Path, text: str, process: asyncio.subprocess.Proces
     return False
 
 
-async def start_victor_dev(log: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    """`victor dev ARGS` in its own session, as a terminal starts it; its output goes to `log`."""
+async def start_victor_dev(
+    log: Path, env: dict[str, str], *args: str, cwd: Path = ROOT
+) -> asyncio.subprocess.Process:
+    """`victor dev ARGS` in its own session, as a terminal starts it (in `cwd`); its output goes to `log`."""
     with log.open("wb") as output:
         return await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "eventing.cli", "dev", *args),
-            cwd=str(ROOT),
+            cwd=str(cwd),
             env=env,
             stdout=output,
             stderr=asyncio.subprocess.STDOUT,

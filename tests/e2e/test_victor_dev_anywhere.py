@@ -6,27 +6,24 @@ import asyncio
 import os
 import shutil
 import socket
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_victor_dev import free_port_range, kill_leftovers, postgres_processes, wait_for_line
+from tests.e2e.test_victor_dev import (
+    free_port_range,
+    kill_leftovers,
+    postgres_processes,
+    start_victor_dev,
+    wait_for_line,
+)
 
 pytestmark = pytest.mark.slow
 
 
 async def victor_dev(log: Path, cwd: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    with log.open("wb") as output:
-        return await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "eventing.cli", "dev", *args),
-            cwd=str(cwd),
-            env=env,
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return await start_victor_dev(log, env, *args, cwd=cwd)
 
 
 def own_env(services) -> dict[str, str]:  # type: ignore[no-untyped-def]
