@@ -303,7 +303,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 FUNCTION_NAMES = ("chat", "tools", "embeddings", "health")
 # What a function needs beyond the core install: the extra that brings it, and its modules.
-FUNCTION_EXTRAS = {"embeddings": ("embeddings", ("sentence_transformers", "lancedb", "pyarrow", "pathspec"))}
+FUNCTION_EXTRAS = {"embeddings": ("embeddings", ("sentence_transformers", "lancedb", "pyarrow"))}
 
 
 def require_extra(function: str) -> None:

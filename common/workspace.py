@@ -40,7 +40,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 MAX_PATH_LENGTH = 4096
 MAX_NAME_LENGTH = 255
@@ -386,6 +387,55 @@ class Workspace:
         if not stat.S_ISREG(info.st_mode):
             raise WorkspaceError("special_file", f"{rel!r} is not a regular file")
         return stat.S_IMODE(info.st_mode)
+
+
+class GitIgnore:
+    """The `.gitignore` rules of a workspace, per directory, read once each (git's own pattern rules,
+    with `pathspec`). The tools' walks and the indexer skip what git would ignore, and `.git` itself.
+
+    Each `.gitignore` is read through the workspace's confinement, so one that is a symlink leading
+    outside is not followed, and one that cannot be read counts as absent.
+    """
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._specs: dict[str, Any] = {}
+
+    def _spec(self, directory: str) -> Any:
+        if directory not in self._specs:
+            import pathspec
+
+            spec = None
+            try:
+                content = self.workspace.read(f"{directory}/.gitignore" if directory else ".gitignore")
+            except WorkspaceError:
+                content = None
+            if content is not None and content.text is not None:
+                spec = pathspec.GitIgnoreSpec.from_lines(content.text.splitlines())
+            self._specs[directory] = spec
+        return self._specs[directory]
+
+    def ignored(self, relative: PurePosixPath, is_dir: bool = False) -> bool:
+        """Whether the .gitignore files exclude the workspace-relative path (a deeper one decides last)."""
+        verdict = False
+        parts = relative.parts
+        for depth in range(len(parts)):
+            spec = self._spec("/".join(parts[:depth]))
+            if spec is not None:
+                rest = "/".join(parts[depth:]) + ("/" if is_dir else "")
+                result = spec.check_file(rest)
+                if result.include is not None:
+                    verdict = bool(result.include)
+        return verdict
+
+    def ignored_path(self, relative: PurePosixPath) -> bool:
+        """Ignored itself or through any ignored parent directory; anything inside `.git` too."""
+        if GIT_METADATA in relative.parts:
+            return True
+        for depth in range(1, len(relative.parts)):
+            if self.ignored(PurePosixPath(*relative.parts[:depth]), is_dir=True):
+                return True
+        return self.ignored(relative)
 
 
 def read_all(fd: int, limit: int) -> bytes:

@@ -14,9 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import pathspec
-
-from common.workspace import BINARY_SNIFF_BYTES, Workspace, starts_binary
+from common.workspace import BINARY_SNIFF_BYTES, GitIgnore, Workspace, starts_binary
 
 
 class SelectionRefused(ValueError):
@@ -64,48 +62,6 @@ def _inside(confined: Workspace, candidate: Path) -> Path | None:
     return Path(real) if confined.contains(real) else None
 
 
-class GitIgnore:
-    """The `.gitignore` rules of a workspace, per directory, read once each."""
-
-    def __init__(self, workspace: Path) -> None:
-        self.workspace = workspace
-        self._specs: dict[Path, pathspec.GitIgnoreSpec | None] = {}
-
-    def _spec(self, directory: Path) -> pathspec.GitIgnoreSpec | None:
-        if directory not in self._specs:
-            ignore = directory / ".gitignore"
-            spec = None
-            if ignore.is_file():
-                lines = ignore.read_text(encoding="utf-8", errors="replace").splitlines()
-                spec = pathspec.GitIgnoreSpec.from_lines(lines)
-            self._specs[directory] = spec
-        return self._specs[directory]
-
-    def ignored(self, relative: PurePosixPath, is_dir: bool = False) -> bool:
-        """Whether git would ignore the workspace-relative path (a deeper .gitignore decides last)."""
-        if ".git" in relative.parts:
-            return True
-        verdict = False
-        directory = self.workspace
-        parts = relative.parts
-        for depth in range(len(parts)):
-            spec = self._spec(directory)
-            if spec is not None:
-                rest = "/".join(parts[depth:]) + ("/" if is_dir else "")
-                result = spec.check_file(rest)
-                if result.include is not None:
-                    verdict = bool(result.include)
-            directory = directory / parts[depth]
-        return verdict
-
-    def ignored_path(self, relative: PurePosixPath) -> bool:
-        """Ignored itself or through any ignored parent directory."""
-        for depth in range(1, len(relative.parts)):
-            if self.ignored(PurePosixPath(*relative.parts[:depth]), is_dir=True):
-                return True
-        return self.ignored(relative)
-
-
 def looks_binary(path: Path) -> bool:
     """The tools' sniff on the file's start, so both call the same files binary."""
     with path.open("rb") as handle:
@@ -118,7 +74,7 @@ def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_fi
     # The tools' containment check; the size limit is applied here, per file, with a skip reason.
     confined = Workspace(workspace, max_file_size=max_file_bytes)
     pattern = relative_pattern(workspace, requested)
-    ignore = GitIgnore(workspace)
+    ignore = GitIgnore(confined)
     direct = workspace / pattern
     has_magic = any(ch in pattern for ch in "*?[")
     if has_magic:

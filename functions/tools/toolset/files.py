@@ -15,12 +15,13 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterator
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 import msgspec
 import regex
 
-from common.workspace import Workspace, WorkspaceError, is_binary, read_all
+from common.workspace import GitIgnore, Workspace, WorkspaceError, is_binary, read_all
 from functions.tools.context import ToolContext
 from functions.tools.registry import PathAccess, Rendered, Runner, StateOf, ToolDefinition, ToolError
 
@@ -52,6 +53,10 @@ class EditFileArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ListDirectoryArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     path: Path = "."
     include_hidden: bool = False
+    include_ignored: Annotated[
+        bool,
+        msgspec.Meta(description="Also list what .gitignore excludes (left out by default, as git does)"),
+    ] = False
 
 
 class GlobArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -176,7 +181,8 @@ def file_filter(pattern: str | None) -> Callable[[str], bool]:
 
 
 def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.stat_result]]:
-    """(relative path, name, directory fd, lstat) of regular files under `path`, never through symlinks.
+    """(relative path, name, directory fd, lstat) of regular files under `path`, never through symlinks,
+    leaving out what `.gitignore` excludes (as the indexer does) and `SKIPPED_DIRS`.
 
     `path` may also name one regular file, which is then the only one.
     """
@@ -194,13 +200,19 @@ def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.sta
                     raise refused
                 yield rel, name, parent_fd, info
                 return
+    ignore = GitIgnore(ws)
     with ws.open_directory(path) as (fd, rel):
         count = 0
         for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
-            dirnames[:] = sorted(name for name in dirnames if name not in SKIPPED_DIRS)
+            here = PurePosixPath(rel, dirpath) if rel != "." else PurePosixPath(dirpath)
+            dirnames[:] = sorted(
+                name
+                for name in dirnames
+                if name not in SKIPPED_DIRS and not ignore.ignored(here / name, is_dir=True)
+            )
             for name in sorted(filenames):
                 info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                if not stat.S_ISREG(info.st_mode):
+                if not stat.S_ISREG(info.st_mode) or ignore.ignored(here / name):
                     continue
                 inner = os.path.normpath(os.path.join(dirpath, name))
                 relative = inner if rel == "." else f"{rel}/{inner}"
@@ -290,11 +302,16 @@ async def edit_file(args: EditFileArgs, ctx: ToolContext) -> str:
 def _list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> tuple[str, DirectoryListing]:
     lines: list[str] = []
     found: list[DirectoryEntry] = []
+    ignore = GitIgnore(ctx.workspace)
     with ctx.workspace.open_directory(args.path) as (fd, rel), os.scandir(fd) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name.startswith(".") and not args.include_hidden:
                 continue
             info = entry.stat(follow_symlinks=False)
+            if not args.include_ignored:
+                inside = PurePosixPath(rel, entry.name) if rel != "." else PurePosixPath(entry.name)
+                if ignore.ignored(inside, is_dir=stat.S_ISDIR(info.st_mode)):
+                    continue
             if stat.S_ISLNK(info.st_mode):
                 lines.append(f"{entry.name} -> (symlink)")
                 found.append(DirectoryEntry(name=entry.name, kind="symlink"))
