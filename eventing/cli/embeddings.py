@@ -10,6 +10,7 @@ relative to WORKSPACE_DIR.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,30 +30,87 @@ def _post(args: argparse.Namespace, settings: Settings, route: str, body: dict[s
         response = httpx.post(
             f"{url}{route}", json=body, headers=auth_headers(settings), timeout=args.timeout
         )
-    except httpx.TimeoutException:
+    except httpx.HTTPError as exc:
+        _unreachable(args, url, route, exc)
+        return None
+    return _answer(route, response.status_code, response.content)
+
+
+def _unreachable(args: argparse.Namespace, url: str, route: str, exc: Exception) -> None:
+    """One line for a request that got no answer: a timeout, or no function there."""
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
         print(f"victor: no answer from {url}{route} within {args.timeout:g} s; the function goes on"
               " working: run the command again (finished files are skipped), or raise --timeout",
               file=sys.stderr)  # fmt: skip
-        return None
-    except httpx.HTTPError as exc:
+    else:
         print(f"victor: cannot reach the embeddings function at {url} ({type(exc).__name__});"
               " start it with `victor dev` or set VICTOR_EMBEDDINGS_URL", file=sys.stderr)  # fmt: skip
-        return None
+
+
+def _answer(route: str, status: int, content: bytes) -> Any | None:
+    """The decoded JSON of a 200, or None after printing the status and detail of anything else."""
     try:
-        answer = response.json()
+        answer = json.loads(content)
     except ValueError:
-        answer = {"detail": response.text[:200]}
-    if response.status_code != 200:
+        answer = {"detail": content[:200].decode("utf-8", "replace")}
+    if status != 200:
         detail = answer.get("detail", answer) if isinstance(answer, dict) else answer
-        print(f"victor: {route} answered {response.status_code}: {detail}", file=sys.stderr)
+        print(f"victor: {route} answered {status}: {detail}", file=sys.stderr)
         return None
     return answer
+
+
+def _index(args: argparse.Namespace, settings: Settings, body: dict[str, Any]) -> Any | None:
+    """POST /v1/index as a progress stream: a bar on a terminal's stderr, then the result (or None)."""
+    import httpx
+
+    url = function_url(args, settings, "embeddings")
+    show = sys.stderr.isatty() and not args.json
+    try:
+        with httpx.stream(
+            "POST", f"{url}/v1/index", json={**body, "progress": True},
+            headers=auth_headers(settings), timeout=args.timeout,
+        ) as response:  # fmt: skip
+            if response.status_code != 200:
+                return _answer("/v1/index", response.status_code, response.read())
+            result = None
+            for line in response.iter_lines():
+                item = json.loads(line) if line.strip() else {}
+                if item.get("event") == "progress" and show:
+                    print(f"\r{progress_bar(item)}", end="", file=sys.stderr, flush=True)
+                elif item.get("event") == "done":
+                    result = item["result"]
+                elif item.get("event") == "error":
+                    failure = f"{item['status_code']} {item['error']}"
+                    print(f"victor: indexing failed ({failure}): {item['detail']}", file=sys.stderr)
+                    return None
+    except httpx.HTTPError as exc:
+        _unreachable(args, url, "/v1/index", exc)
+        return None
+    if show:
+        print(file=sys.stderr)
+    if result is None:
+        print("victor: the index stream ended without a result; run the command again"
+              " (finished files are skipped)", file=sys.stderr)  # fmt: skip
+    return result
+
+
+def progress_bar(progress: dict[str, Any], width: int = 30) -> str:
+    """`index [#########.....] 120/480 chunks, 12 of 35 files changed` for one progress report."""
+    total, done = progress["chunks_total"], progress["chunks_done"]
+    filled = width if total == 0 else width * done // total
+    return (
+        f"index [{'#' * filled}{'.' * (width - filled)}] {done}/{total} chunks,"
+        f" {progress['files_changed']} of {progress['files_total']} files changed"
+    )
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     local = Path(args.path).expanduser()
     path = str(local.resolve()) if local.exists() else args.path
-    answer = _post(args, settings, "/v1/index", {"path": path, "collection": args.collection})
+    answer = _index(args, settings, {"path": path, "collection": args.collection})
     if answer is None:
         return 1
     if args.json:

@@ -61,6 +61,27 @@ class IndexRequested(Payload, kw_only=True):
     documents: list[Document] | None = None
 
 
+class IndexRequest(IndexRequested, kw_only=True):
+    """`POST /v1/index`'s body: an index request, optionally answered as a stream of progress.
+
+    With `progress`, the answer is NDJSON: `{"event": "progress", ...}` lines as chunks are
+    embedded, then one `{"event": "done", "result": IndexCompleted}` or `{"event": "error", ...}`.
+    The indexing runs to its end even when the client goes away.
+    """
+
+    progress: bool = False
+
+
+class IndexProgress(msgspec.Struct, kw_only=True):
+    """One progress report of an index run (`event` is always "progress")."""
+
+    event: str = "progress"
+    files_total: int
+    files_changed: int
+    chunks_total: int
+    chunks_done: int
+
+
 class IndexCompleted(Payload, kw_only=True):
     collection: str
     model: str

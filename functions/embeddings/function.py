@@ -12,7 +12,7 @@ from eventing.schemas.embeddings import (
     INDEX_REQUESTED,
     SEARCH_REQUESTED,
     IndexCompleted,
-    IndexRequested,
+    IndexRequest,
     SearchCompleted,
     SearchRequested,
 )
@@ -42,7 +42,7 @@ ROUTES = [
         "POST",
         "/v1/index",
         index_files,
-        IndexRequested,
+        IndexRequest,
         IndexCompleted,
         summary="Index files of the workspace or inline documents",
     ),

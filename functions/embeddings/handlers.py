@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
-from common.answers import Refusal
+from common.answers import Refusal, StreamedAnswer
 from common.cloudevents import CloudEvent, decode_data, new_event
 from common.function import Call
 from common.runtime import Runtime
@@ -19,12 +22,16 @@ from eventing.schemas.embeddings import (
     EmbeddingsCompleted,
     EmbeddingsRequested,
     IndexCompleted,
+    IndexProgress,
+    IndexRequest,
     IndexRequested,
     SearchCompleted,
     SearchRequested,
 )
 from functions.embeddings import indexer, search
 from functions.embeddings.service import EmbeddingService, service_of
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingRequest(msgspec.Struct, kw_only=True):
@@ -118,9 +125,46 @@ async def create_embeddings(call: Call[EmbeddingRequest], runtime: Runtime[Any])
     return await openai_embeddings(runtime, call.body)
 
 
-async def index_files(call: Call[IndexRequested], runtime: Runtime[Any]) -> IndexCompleted:
-    """Index files of the workspace, or inline documents."""
-    return await indexer.index(service_of(runtime), runtime.settings.workspace_dir, call.body)
+async def index_files(call: Call[IndexRequest], runtime: Runtime[Any]) -> IndexCompleted | StreamedAnswer:
+    """Index files of the workspace, or inline documents; with `progress`, an NDJSON stream of progress.
+
+    The streamed run is a background task of the function, so it finishes (and its files are
+    indexed) even when the client stops reading or its request times out.
+    """
+    service = service_of(runtime)  # 503 before any stream starts while the model loads
+    workspace = runtime.settings.workspace_dir
+    if not call.body.progress:
+        return await indexer.index(service, workspace, call.body)
+    indexer.check_request(call.body)  # a bad request is a 422, not an error inside a 200 stream
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def report(progress: IndexProgress) -> None:
+        lines.put_nowait(msgspec.json.encode(progress) + b"\n")
+
+    async def run() -> None:
+        try:
+            result = await indexer.index(service, workspace, call.body, report)
+            lines.put_nowait(msgspec.json.encode({"event": "done", "result": result}) + b"\n")
+        except Refusal as exc:
+            error = {"event": "error", "status_code": exc.status, "error": exc.code, "detail": exc.message}
+            lines.put_nowait(msgspec.json.encode(error) + b"\n")
+        except Exception:  # reported on the stream; the details go to the log, never to the client
+            log.exception("indexing %s failed", call.body.path or "documents")
+            error = {"event": "error", "status_code": 500, "error": "internal_error",
+                     "detail": "indexing failed; see the function's logs"}  # fmt: skip
+            lines.put_nowait(msgspec.json.encode(error) + b"\n")
+        finally:
+            lines.put_nowait(None)
+
+    runtime.background(run(), f"index {call.body.collection}")
+
+    async def stream() -> AsyncIterator[bytes]:
+        while (line := await lines.get()) is not None:
+            yield line
+
+    return StreamedAnswer(
+        200, {"content-type": "application/x-ndjson", "cache-control": "no-cache"}, stream()
+    )
 
 
 async def search_collection(call: Call[SearchRequested], runtime: Runtime[Any]) -> SearchCompleted:

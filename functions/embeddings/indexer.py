@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 
 from common.answers import Refusal
 from common.workspace import Workspace, WorkspaceError
-from eventing.schemas.embeddings import IndexCompleted, IndexRequested
+from eventing.schemas.embeddings import IndexCompleted, IndexProgress, IndexRequested
 from functions.embeddings import metrics
 from functions.embeddings.chunking import Chunk, chunk_text
 from functions.embeddings.service import EmbeddingService
@@ -116,15 +117,30 @@ def _chunks(service: EmbeddingService, source: Source) -> list[Chunk]:
     )
 
 
-async def index(service: EmbeddingService, workspace: Path, request: IndexRequested) -> IndexCompleted:
-    """Index the request's files or documents; unchanged sources are skipped, changed ones replaced."""
-    started = time.perf_counter()
+def check_request(request: IndexRequested) -> None:
+    """Refuse (422) a request that names no valid collection, or not exactly one of path and documents."""
     try:
         check_collection_name(request.collection)
     except ValueError as exc:
         raise Refusal(422, str(exc), "invalid_request") from None
     if (request.path is None) == (request.documents is None):
         raise Refusal(422, "give exactly one of path (inside WORKSPACE_DIR) or documents", "invalid_request")
+
+
+# Chunks embedded between two progress reports.
+PROGRESS_BATCH = 128
+Progress = Callable[[IndexProgress], Awaitable[None]]
+
+
+async def index(
+    service: EmbeddingService, workspace: Path, request: IndexRequested, progress: Progress | None = None
+) -> IndexCompleted:
+    """Index the request's files or documents; unchanged sources are skipped, changed ones replaced.
+
+    `progress`, when given, hears how many chunks are embedded after every `PROGRESS_BATCH`.
+    """
+    started = time.perf_counter()
+    check_request(request)
     skipped: dict[str, str] = {}
     directory: str | None = None
     if request.path is not None:
@@ -150,7 +166,21 @@ async def index(service: EmbeddingService, workspace: Path, request: IndexReques
         present = await asyncio.to_thread(store.file_paths_under, table, directory)
         gone = sorted(present - set(hashes))
     chunks = [(source, chunk) for source in changed for chunk in _chunks(service, source)]
-    vectors = await service.embed([chunk.text for _, chunk in chunks]) if chunks else np.zeros((0, 0))
+    texts = [chunk.text for _, chunk in chunks]
+    parts: list[np.ndarray] = []
+
+    async def report(done: int) -> None:
+        if progress is not None:
+            files, changes, total = len(sources), len(changed), len(texts)
+            await progress(
+                IndexProgress(files_total=files, files_changed=changes, chunks_total=total, chunks_done=done)
+            )
+
+    for start in range(0, len(texts), PROGRESS_BATCH):
+        await report(start)
+        parts.append(await service.embed(texts[start : start + PROGRESS_BATCH]))
+    await report(len(texts))
+    vectors = np.vstack(parts) if parts else np.zeros((0, 0))
     rows = [
         {
             "id": f"{chunk.path}:{chunk.start_line}-{chunk.end_line}",

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from pathlib import Path
@@ -410,3 +411,53 @@ async def test_the_indexer_never_reads_secret_files_or_hard_links(embeddings_app
     assert "secret file" in indexed["skipped"]["deploy/server.pem"]
     assert {r["path"] for r in found.json()["results"]} == {"app.py"}
     assert "CANARY" not in found.text
+
+
+def finished_index_runs(metrics: httpx.Response) -> float:
+    """`victor_index_duration_seconds_count`: index runs that reached their end."""
+    for line in metrics.text.splitlines():
+        if line.startswith("victor_index_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_indexing_with_progress_streams_reports_then_the_result_and_finishes_without_its_client(
+    embeddings_app,
+) -> None:
+    app, settings = embeddings_app()
+    copy_code_repo(workspace_of(settings))
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
+        await wait_started(http)
+        body = {"path": ".", "collection": "progress", "progress": True}
+        async with http.stream("POST", "/v1/index", json=body) as response:
+            assert response.headers["content-type"] == "application/x-ndjson"
+            items = [json.loads(line) async for line in response.aiter_lines() if line.strip()]
+        *reports, final = items
+        assert [r["event"] for r in reports] == ["progress"] * len(reports)
+        assert (
+            reports[0]["chunks_done"] == 0 and reports[-1]["chunks_done"] == reports[-1]["chunks_total"] > 0
+        )
+        assert [r["chunks_done"] for r in reports] == sorted(r["chunks_done"] for r in reports)
+        assert (reports[-1]["files_total"], reports[-1]["files_changed"]) == (35, 35)
+        assert final["event"] == "done"
+        assert (final["result"]["files_indexed"], final["result"]["chunks_added"]) == (
+            35,
+            reports[-1]["chunks_total"],
+        )
+
+        # A client that stops reading at the first report: the run still indexes everything. Its end
+        # is seen in the function's own metrics (no other index request runs meanwhile).
+        runs_before = finished_index_runs(await http.get("/metrics"))
+        body = {"path": ".", "collection": "walked-away", "progress": True}
+        async with http.stream("POST", "/v1/index", json=body) as response:
+            async for _line in response.aiter_lines():
+                break
+        for _ in range(600):
+            if finished_index_runs(await http.get("/metrics")) == runs_before + 1:
+                break
+            await asyncio.sleep(0.1)
+        again = (await http.post("/v1/index", json={"path": ".", "collection": "walked-away"})).json()
+        assert (again["files_indexed"], again["files_unchanged"]) == (0, 35)
+
+        bad = await http.post("/v1/index", json={"path": ".", "collection": "no/slash", "progress": True})
+        assert (bad.status_code, bad.json()["error"]) == (422, "invalid_request")

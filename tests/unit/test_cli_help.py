@@ -63,3 +63,18 @@ def test_every_client_command_takes_url_and_json(words: tuple[str, ...]) -> None
     parser = commands(build_parser())[words]
     options = {option for action in parser._actions for option in action.option_strings}
     assert {"--url", "--json", "--timeout"} <= options
+
+
+def test_the_index_progress_bar_shows_chunks_and_changed_files() -> None:
+    from eventing.cli.embeddings import progress_bar
+
+    report = {
+        "event": "progress",
+        "files_total": 35,
+        "files_changed": 12,
+        "chunks_total": 480,
+        "chunks_done": 120,
+    }
+    assert progress_bar(report, width=8) == "index [##......] 120/480 chunks, 12 of 35 files changed"
+    nothing = {**report, "files_changed": 0, "chunks_total": 0, "chunks_done": 0}
+    assert progress_bar(nothing, width=4) == "index [####] 0/0 chunks, 0 of 35 files changed"
