@@ -434,10 +434,16 @@ class ConversationStore:
         return LLMCallRecord(**dict(row)) if row is not None else None
 
     async def tool_calls(
-        self, conversation_id: str, *, turn: int | None = None, request_id: str | None = None
+        self,
+        conversation_id: str,
+        *,
+        turn: int | None = None,
+        request_id: str | None = None,
+        db: Any = None,
     ) -> list[ToolCallRecord]:
-        pool = await self.store.pool()
-        rows = await pool.fetch(
+        """The tool calls of a conversation (of one turn or request); `db`: a connection to read on."""
+        db = db or await self.store.pool()
+        rows = await db.fetch(
             "SELECT id, name, arguments::text AS arguments, turn, is_error, content, duration_ms"
             " FROM chat_tool_calls WHERE conversation_id = $1 AND ($2::int IS NULL OR turn = $2)"
             " AND ($3::text IS NULL OR request_id = $3) ORDER BY turn, position",
@@ -464,10 +470,12 @@ class ConversationStore:
             for record in await self.tool_calls(conversation_id, turn=turn)
         ]
 
-    async def usage(self, conversation_id: str, request_id: str | None = None) -> tuple[Usage, int]:
+    async def usage(
+        self, conversation_id: str, request_id: str | None = None, *, db: Any = None
+    ) -> tuple[Usage, int]:
         """Summed usage (and the number of LLM calls) of a request, or of the whole conversation."""
-        pool = await self.store.pool()
-        row = await pool.fetchrow(
+        db = db or await self.store.pool()
+        row = await db.fetchrow(
             "SELECT count(*) AS calls, coalesce(sum(input_tokens), 0) AS input_tokens,"
             " coalesce(sum(output_tokens), 0) AS output_tokens,"
             " coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens,"
@@ -521,8 +529,17 @@ class ConversationStore:
         )
 
     async def view(self, conversation_id: str) -> ConversationView | None:
+        """The whole conversation as one snapshot: its reads share a repeatable-read transaction, so a
+        request already `completed` is never shown without the messages its completion stored."""
         pool = await self.store.pool()
-        conversation = await pool.fetchrow(
+        async with (
+            pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            return await self._view(connection, conversation_id)
+
+    async def _view(self, db: Any, conversation_id: str) -> ConversationView | None:
+        conversation = await db.fetchrow(
             "SELECT id, turn, phase, created_at FROM chat_conversations WHERE id = $1", conversation_id
         )
         if conversation is None:
@@ -536,7 +553,7 @@ class ConversationStore:
                 content=_blocks.decode(row["content"]),
                 created_at=row["created_at"],
             )
-            for row in await pool.fetch(
+            for row in await db.fetch(
                 "SELECT seq, role, request_id, turn, content::text AS content, created_at FROM chat_messages"
                 " WHERE conversation_id = $1 ORDER BY seq",
                 conversation_id,
@@ -544,7 +561,7 @@ class ConversationStore:
         ]
         requests = [
             _request(row)
-            for row in await pool.fetch(
+            for row in await db.fetch(
                 f"SELECT {_REQUEST_COLUMNS} FROM chat_requests"  # noqa: S608 - constant columns
                 " WHERE conversation_id = $1 ORDER BY first_turn",
                 conversation_id,
@@ -552,14 +569,14 @@ class ConversationStore:
         ]
         calls = [
             LLMCallRecord(**dict(row))
-            for row in await pool.fetch(
+            for row in await db.fetch(
                 "SELECT turn, request_id, provider, model, input_tokens, output_tokens, cache_read_tokens,"
                 " cache_write_tokens, cost_usd, duration_ms, stop_reason, from_cache"
                 " FROM chat_llm_calls WHERE conversation_id = $1 ORDER BY turn",
                 conversation_id,
             )
         ]
-        usage, _ = await self.usage(conversation_id)
+        usage, _ = await self.usage(conversation_id, db=db)
         return ConversationView(
             id=conversation["id"],
             turn=conversation["turn"],
@@ -567,7 +584,7 @@ class ConversationStore:
             created_at=conversation["created_at"],
             messages=messages,
             requests=requests,
-            tool_calls=await self.tool_calls(conversation_id),
+            tool_calls=await self.tool_calls(conversation_id, db=db),
             llm_calls=calls,
             usage=usage,
         )
