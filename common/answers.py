@@ -85,12 +85,17 @@ def json_answer(status: int, body: Any, headers: Mapping[str, str] | None = None
     return Answer(status, {"content-type": JSON, **(headers or {})}, msgspec.json.encode(body))
 
 
-def refusal_answer(refusal: Refusal) -> Answer:
-    """The one JSON error body, for routes and events alike."""
+def refusal_body(refusal: Refusal) -> dict[str, Any]:
+    """The one JSON error body: `status_code`, `error` (the code), `detail`, and `extra` when given."""
     body: dict[str, Any] = {"status_code": refusal.status, "error": refusal.code, "detail": refusal.message}
     if refusal.extra:
         body["extra"] = refusal.extra
-    return json_answer(refusal.status, body, refusal.headers)
+    return body
+
+
+def refusal_answer(refusal: Refusal) -> Answer:
+    """The one JSON error body as an answer, for routes and events alike."""
+    return json_answer(refusal.status, refusal_body(refusal), refusal.headers)
 
 
 def error_answer(status: int, code: str, message: str) -> Answer:

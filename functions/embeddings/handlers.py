@@ -11,7 +11,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from common.answers import Refusal, StreamedAnswer
+from common.answers import INTERNAL_ERROR, Refusal, StreamedAnswer, refusal_body
 from common.cloudevents import CloudEvent, decode_data, new_event
 from common.function import Call
 from common.runtime import Runtime
@@ -146,13 +146,10 @@ async def index_files(call: Call[IndexRequest], runtime: Runtime[Any]) -> IndexC
             result = await indexer.index(service, workspace, call.body, report)
             lines.put_nowait(msgspec.json.encode({"event": "done", "result": result}) + b"\n")
         except Refusal as exc:
-            error = {"event": "error", "status_code": exc.status, "error": exc.code, "detail": exc.message}
-            lines.put_nowait(msgspec.json.encode(error) + b"\n")
+            lines.put_nowait(msgspec.json.encode({"event": "error", **refusal_body(exc)}) + b"\n")
         except Exception:  # reported on the stream; the details go to the log, never to the client
             log.exception("indexing %s failed", call.body.path or "documents")
-            error = {"event": "error", "status_code": 500, "error": "internal_error",
-                     "detail": "indexing failed; see the function's logs"}  # fmt: skip
-            lines.put_nowait(msgspec.json.encode(error) + b"\n")
+            lines.put_nowait(msgspec.json.encode({"event": "error", **refusal_body(INTERNAL_ERROR)}) + b"\n")
         finally:
             lines.put_nowait(None)
 
