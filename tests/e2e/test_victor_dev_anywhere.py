@@ -22,10 +22,6 @@ from tests.e2e.test_victor_dev import (
 pytestmark = pytest.mark.slow
 
 
-async def victor_dev(log: Path, cwd: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    return await start_victor_dev(log, env, *args, cwd=cwd)
-
-
 def own_env(services) -> dict[str, str]:  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith("VICTOR_")}
     env.update(DATABASE_URL=services.database_url, REDIS_URL=services.redis_url)
@@ -36,17 +32,10 @@ async def test_victor_dev_runs_from_a_directory_outside_the_checkout(services, t
     elsewhere = Path(tempfile.mkdtemp(prefix="victor-dev-elsewhere-"))
     log = tmp_path / "dev.log"
     base = free_port_range(6)
-    dev = await victor_dev(
-        log,
-        elsewhere,
-        own_env(services),
-        "--only",
-        "broker,health",
-        "--port-base",
-        str(base),
-        "--ping-interval",
-        "0",
-    )
+    dev = await start_victor_dev(
+        log, own_env(services), "--only", "broker,health", "--port-base", str(base), "--ping-interval", "0",
+        cwd=elsewhere,
+    )  # fmt: skip
     try:
         assert await wait_for_line(log, "victor dev is running", dev, limit=90), log.read_text()
         assert "restarting" not in log.read_text()
@@ -61,17 +50,10 @@ async def test_a_child_with_a_configuration_error_stops_victor_dev_with_its_line
 ) -> None:
     log = tmp_path / "dev.log"
     env = {**own_env(services), "VICTOR_TRIGGERS_PATH": str(tmp_path / "no-such-manifests")}
-    dev = await victor_dev(
-        log,
-        tmp_path,
-        env,
-        "--only",
-        "broker,health",
-        "--port-base",
-        str(free_port_range(6)),
-        "--ping-interval",
-        "0",
-    )
+    dev = await start_victor_dev(
+        log, env, "--only", "broker,health", "--port-base", str(free_port_range(6)), "--ping-interval", "0",
+        cwd=tmp_path,
+    )  # fmt: skip
     try:
         async with asyncio.timeout(90):
             assert await dev.wait() == 2
@@ -92,7 +74,9 @@ async def test_a_port_in_use_is_reported_before_anything_starts(services, tmp_pa
     holder.listen()
     log = tmp_path / "dev.log"
     try:
-        dev = await victor_dev(log, tmp_path, own_env(services), "--only", "health", "--port-base", str(base))
+        dev = await start_victor_dev(
+            log, own_env(services), "--only", "health", "--port-base", str(base), cwd=tmp_path
+        )
         async with asyncio.timeout(60):
             assert await dev.wait() == 2
     finally:
