@@ -162,10 +162,13 @@ class ToolSelector:
     def embeddings_available(self) -> bool:
         return self.embedder is not None and self.embedder.available()
 
+    def _model_digest(self) -> str:
+        """The embedding model in a cache key ("none" without one): rankings and vectors depend on it."""
+        model = self.embedder.model if self.embedder is not None else "none"
+        return hashlib.sha256(model.encode()).hexdigest()[:12]
+
     def _vectors_key(self) -> str:
-        assert self.embedder is not None
-        model = hashlib.sha256(self.embedder.model.encode()).hexdigest()[:12]
-        return self.cache.key("tools", "vectors", self.registry.version, model)
+        return self.cache.key("tools", "vectors", self.registry.version, self._model_digest())
 
     async def tool_vectors(self) -> np.ndarray:
         """Description embeddings for this catalog version: memory, then Redis, else computed once."""
@@ -225,7 +228,8 @@ class ToolSelector:
         query = " ".join(request.query.lower().split())
         shape = f"{request.strategy}\0{request.k}\0{request.keep_all_up_to}\0{query}"
         digest = hashlib.sha256(shape.encode()).hexdigest()
-        return self.cache.key("tools", "selection", self.registry.version, digest)
+        # Two deployments with different models may share one Redis: a ranking is the model's own.
+        return self.cache.key("tools", "selection", self.registry.version, self._model_digest(), digest)
 
     async def select(self, request: SelectRequest) -> Selection:
         """The k best tools, best first; `SelectionUnavailable` when embeddings are needed but missing."""
