@@ -475,6 +475,30 @@ def test_just_validate_passes_on_the_repository_and_fails_on_a_broken_copy(tmp_p
 # --- the kustomize subset ----------------------------------------------------------------
 
 
+KUSTOMIZATIONS = ("base", "overlays/staging", "overlays/production", "overlays/kafka", "overlays/monitoring")
+
+
+def object_key(body: dict[str, Any]) -> tuple[str, str, str, str]:
+    metadata = body["metadata"]
+    return (body["apiVersion"], body["kind"], metadata.get("namespace", ""), metadata["name"])
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_our_kustomize_builds_the_objects_kubectl_kustomize_builds(kustomization: str) -> None:
+    """`just validate` checks what scripts/kustomize.py builds; it must be what a cluster gets
+    from `kubectl apply -k`, object by object."""
+    path = KNATIVE / kustomization
+    kubectl = subprocess.run(
+        ["kubectl", "kustomize", str(path)], capture_output=True, text=True, timeout=120, check=True
+    )
+    theirs = {object_key(body): body for body in yaml.safe_load_all(kubectl.stdout) if body}
+    ours = {object_key(resource.body): resource.body for resource in build(path)}
+    assert sorted(ours) == sorted(theirs)
+    for key, body in ours.items():
+        assert body == theirs[key], key
+
+
 def test_strategic_merge_merges_maps_replaces_lists_and_deletes_nulls() -> None:
     base = {"a": {"keep": 1, "change": 2, "drop": 3}, "items": [1, 2]}
     patch = {"a": {"change": 20, "drop": None, "new": 4}, "items": [9]}
