@@ -57,6 +57,7 @@ def write_event_token(data_dir: Path, token: str) -> None:
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     # The runner (uvicorn, httpx, the supervisor) is loaded only when `victor dev` runs.
+    from eventing.dev.embedded import EmbeddedUnavailable
     from eventing.dev.runner import choose_dev_embedding_model, plan_processes, ports_in_use, supervise
     from eventing.dev.stores import DevDataError, DevServices, prepare_data_dir
 
@@ -82,6 +83,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     try:
         try:
             services.start()
+        except EmbeddedUnavailable as exc:
+            fail(str(exc))
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             fail(f"cannot start the dev services: {first_line}; see the logs under {data_dir}", 1)

