@@ -149,10 +149,18 @@ class Replay:
     def context(self) -> Path:
         return self.scratch / self.workdir.lstrip("/")
 
-    def run(self, stage: Stage, **build_args: str) -> None:
+    def run(self, stage: Stage, *, public_index_only: bool = False, **build_args: str) -> None:
         env = {**os.environ, "PYTHON": BASE_PYTHON, "PIP_NO_CACHE_DIR": "1", **build_args}
         # The image takes torch from PyTorch's CPU index; here pip's configured local index serves it.
         env.pop("PIP_EXTRA_INDEX_URL", None)
+        if public_index_only:
+            # What a user's machine has: PyPI and nothing of this machine's wheel cache, local
+            # indexes or constraints (no pip configuration file, no PIP_* setting but the CA bundle
+            # this network's proxy needs).
+            env = {name: value for name, value in env.items() if not name.startswith("PIP_")}
+            env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_CACHE_DIR="1")
+            if "PIP_CERT" in os.environ:
+                env["PIP_CERT"] = os.environ["PIP_CERT"]
         for keyword, arguments in stage.instructions:
             if keyword == "WORKDIR":
                 self.workdir = arguments
@@ -271,7 +279,8 @@ def test_each_image_installs_and_serves_its_functions_as_nobody_from_a_read_only
     scratch = readable_scratch()
     try:
         replay = Replay(scratch)
-        replay.run(stages["build-core"])
+        # The core installs from the public package index alone, as on a user's machine.
+        replay.run(stages["build-core"], public_index_only=True)
 
         # The core: every core function's app, no torch or LanceDB, no dev tools, compiled bytecode.
         found = replay.python(
