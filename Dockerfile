@@ -29,7 +29,8 @@ FROM build-core AS core-venv
 RUN sh scripts/image_install.sh finish /opt/venv /src
 
 FROM build-core AS build-embeddings
-# The lock pins the CPU-only torch wheel (torch==2.13.0+cpu), published on PyTorch's CPU index.
+# The lock pins torch==2.13.0; PyTorch's CPU index serves its CPU-only build (2.13.0+cpu),
+# which pip prefers to PyPI's CUDA build of the same release: the index chooses, not a label.
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Downloaded once, here; the image never reaches a model hub.
 ARG EMBEDDING_MODEL=BAAI/bge-small-en-v1.5

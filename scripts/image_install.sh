@@ -13,7 +13,7 @@
 # tests/contract/test_dockerfile.py replays the same Dockerfile steps, running this very
 # script into a clean directory, so the test exercises exactly the images' install.
 # Runtime dependencies only (no dev extras), every version pinned by requirements.lock.
-# The lock pins torch==2.13.0+cpu: a real build finds it through
+# The lock pins torch==2.13.0; a real build takes its CPU-only build (2.13.0+cpu) from
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (a build arg of build-embeddings).
 set -eu
 STEP="$1"

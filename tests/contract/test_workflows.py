@@ -66,6 +66,12 @@ def test_infrastructure_ci_lints_validates_builds_and_checks_the_image_size() ->
         "embeddings",
     ]
     assert "MAX_MB" in steps(jobs["image"])
+    lock = jobs["lock"]["strategy"]["matrix"]
+    assert (lock["os"], lock["python"]) == (
+        ["ubuntu-24.04", "ubuntu-24.04-arm", "macos-15"],
+        ["3.11", "3.12", "3.13"],
+    )
+    assert "sh scripts/install.sh" in steps(jobs["lock"])
 
 
 def test_cd_production_gates_on_coverage_scans_and_approves_before_production() -> None:
