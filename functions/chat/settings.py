@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | VICTOR_LLM_PROVIDER | auto | anthropic, openai, or auto: Anthropic when ANTHROPIC_API_KEY is set, |
 |  |  | else OpenAI-compatible when OPENAI_API_KEY or OPENAI_BASE_URL is |
-| VICTOR_LLM_MODEL | claude-sonnet-4-5 / gpt-4o-mini | model when a request names none |
+| VICTOR_LLM_MODEL | claude-sonnet-5-5 / gpt-4o-mini | model when a request names none |
 | VICTOR_LLM_MODELS | unset | comma-separated models named in the `model` label of `victor_llm_*` besides |
 |  |  | VICTOR_LLM_MODEL; any other model a request names is counted as `other` |
 | VICTOR_LLM_MAX_TOKENS | 4096 | max_tokens when a request names none |
@@ -56,7 +56,7 @@ class PriceTable(msgspec.Struct, frozen=True, kw_only=True):
 # The maintained table (a dated data file beside this module); VICTOR_LLM_PRICES adds to it.
 PRICE_TABLE = msgspec.json.decode((Path(__file__).parent / "prices.json").read_bytes(), type=PriceTable)
 DEFAULT_PRICES: dict[str, Price] = dict(PRICE_TABLE.models)
-DEFAULT_MODELS: dict[ProviderName, str] = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4o-mini"}
+DEFAULT_MODELS: dict[ProviderName, str] = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-4o-mini"}
 UNCONFIGURED_MESSAGE = (
     "no LLM provider is configured: set ANTHROPIC_API_KEY for Anthropic, "
     "or OPENAI_API_KEY and/or OPENAI_BASE_URL for an OpenAI-compatible server"

@@ -25,9 +25,12 @@ def test_provider_is_chosen_from_the_keys_given() -> None:
 
 
 def test_defaults_follow_the_provider() -> None:
-    assert chat(ANTHROPIC_API_KEY="k").model == "claude-sonnet-4-5"
+    assert chat(ANTHROPIC_API_KEY="k").model == "claude-sonnet-5-5"
     assert chat(OPENAI_API_KEY="o").model == "gpt-4o-mini"
     assert chat(ANTHROPIC_API_KEY="k", VICTOR_LLM_MODEL="claude-haiku-4-5").model == "claude-haiku-4-5"
+    # Each provider's default has a list price (Sonnet 5.5: $2 / $10, cache $0.20 / $2.50 per MTok).
+    assert chat().price("claude-sonnet-5-5") == Price(input=2, output=10, cache_read=0.2, cache_write=2.5)
+    assert chat().price("gpt-4o-mini") is not None
 
 
 def test_cost_is_exact_and_uses_the_longest_matching_price_prefix() -> None:
