@@ -20,10 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -31,6 +33,7 @@ import pytest
 from common.embedding_model import bundled_model_path
 from common.settings import FUNCTION_NAMES
 from eventing.dev.embedded import free_port
+from tests.support.servers import tcp_to_unix_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -261,6 +264,18 @@ def served_as_nobody(replay: Replay, function: str, env: dict[str, str]) -> Iter
         process.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def database_for_nobody(database_url: str) -> Iterator[str]:
+    """The database at a URL user nobody can reach: an embedded PostgreSQL's socket directory admits
+    only its owner, so its socket is forwarded to a loopback TCP port."""
+    socket_dir = parse_qs(urlsplit(database_url).query).get("host", [""])[0]
+    if not socket_dir.startswith("/"):
+        yield database_url
+        return
+    with tcp_to_unix_socket(f"{socket_dir}/.s.PGSQL.5432") as port:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
 def readable_scratch() -> Path:
     """A scratch root user nobody can traverse (pytest's own tmp root is root-only)."""
     scratch = Path(tempfile.mkdtemp(prefix="victor-image-"))
@@ -312,6 +327,14 @@ def test_each_image_installs_and_serves_its_functions_as_nobody_from_a_read_only
                 False,
                 ["notes.txt\t26 bytes"],
             )
+        with database_for_nobody(services.database_url) as database_url:
+            chat_env = {**common_env, "DATABASE_URL": database_url, "ANTHROPIC_API_KEY": "sk-ant-image-test",
+                        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}  # fmt: skip
+            with served_as_nobody(replay, "chat", chat_env) as url:
+                models = httpx.get(f"{url}/v1/models", timeout=30).json()
+                assert [model["id"] for model in models["data"]] == ["victor"]
+                unknown = httpx.get(f"{url}/v1/conversations/{uuid.uuid4()}", timeout=30)
+                assert unknown.status_code == 404, unknown.text
         # Every Trigger's subscriber needs a URL; nothing listens there, the ingress is what is tested.
         subscribers = {f"VICTOR_{name.upper()}_URL": "http://127.0.0.1:9" for name in FUNCTION_NAMES}
         broker_env = {**common_env, **subscribers, "VICTOR_TRIGGERS_PATH": str(triggers)}
