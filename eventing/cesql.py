@@ -17,7 +17,12 @@ locally as it does in a cluster:
   whole expression's type (a function that fails keeps the value it returned);
 - `NOT 10` casts 10 to true (the spec's cast table) and gives false.
 
-Strings are sequences of characters (the spec), not bytes: LENGTH('é') is 1.
+Two choices are this engine's own: strings are sequences of characters (the
+spec), not bytes as in sdk-go, so LENGTH('é') is 1; and an expression nesting
+deeper than MAX_DEPTH (200) levels is a parse error, so neither parsing nor
+evaluating can exhaust Python's recursion limit (a chain of AND/OR/XOR is flat
+and may be as long as you like).
+
 Used as a filter (`matches`), an expression passes an event only when it
 evaluates to true without error.
 """
@@ -113,6 +118,9 @@ class Expression:
 
     zero: Value = False
 
+    def children(self) -> tuple[Expression, ...]:
+        return ()
+
     def evaluate(self, event: Mapping[str, Value]) -> Value:
         raise NotImplementedError
 
@@ -166,6 +174,9 @@ class Exists(Expression):
 class Not(Expression):
     operand: Expression
 
+    def children(self) -> tuple[Expression, ...]:
+        return (self.operand,)
+
     def evaluate(self, event: Mapping[str, Value]) -> Value:
         return not to_boolean(self.operand.evaluate(event))
 
@@ -174,6 +185,9 @@ class Not(Expression):
 class Negate(Expression):
     operand: Expression
     zero = 0
+
+    def children(self) -> tuple[Expression, ...]:
+        return (self.operand,)
 
     def evaluate(self, event: Mapping[str, Value]) -> Value:
         return wrap(-to_integer(self.operand.evaluate(event)))
@@ -214,18 +228,11 @@ class Binary(Expression):
     def zero(self) -> Value:  # type: ignore[override]
         return 0 if self.operator in ARITHMETIC else False
 
+    def children(self) -> tuple[Expression, ...]:
+        return (self.left, self.right)
+
     def evaluate(self, event: Mapping[str, Value]) -> Value:
         operator = self.operator
-        if operator in ("AND", "OR", "XOR"):
-            left = to_boolean(self.left.evaluate(event))
-            if operator == "AND" and not left:
-                return False
-            if operator == "OR" and left:
-                return True
-            right = to_boolean(self.right.evaluate(event))
-            if operator == "XOR":
-                return left != right
-            return right  # AND with a true left, OR with a false left
         x = self.left.evaluate(event)
         y = self.right.evaluate(event)
         if operator in ("=", "!=", "<>"):
@@ -236,9 +243,39 @@ class Binary(Expression):
 
 
 @dataclass(frozen=True)
+class Logic(Expression):
+    """AND, OR and XOR: one precedence, grouped to the right (`a AND b OR c` is `a AND (b OR c)`).
+
+    Kept flat and evaluated in one loop, so a long chain costs no recursion. AND and OR
+    short-circuit: the rest of the chain is not evaluated once the left operand decides it.
+    """
+
+    operands: tuple[Expression, ...]
+    operators: tuple[str, ...]  # between the operands
+
+    def children(self) -> tuple[Expression, ...]:
+        return self.operands
+
+    def evaluate(self, event: Mapping[str, Value]) -> Value:
+        flip = False  # the XORs passed so far: the value of the rest of the chain, flipped
+        for operand, operator in zip(self.operands, self.operators, strict=False):
+            left = to_boolean(operand.evaluate(event))
+            if operator == "AND" and not left:
+                return flip
+            if operator == "OR" and left:
+                return not flip
+            if operator == "XOR":
+                flip ^= left
+        return flip != to_boolean(self.operands[-1].evaluate(event))
+
+
+@dataclass(frozen=True)
 class Like(Expression):
     operand: Expression
     pattern: str
+
+    def children(self) -> tuple[Expression, ...]:
+        return (self.operand,)
 
     def evaluate(self, event: Mapping[str, Value]) -> Value:
         return like(to_string(self.operand.evaluate(event)), self.pattern)
@@ -248,6 +285,9 @@ class Like(Expression):
 class In(Expression):
     operand: Expression
     choices: tuple[Expression, ...]
+
+    def children(self) -> tuple[Expression, ...]:
+        return (self.operand, *self.choices)
 
     def evaluate(self, event: Mapping[str, Value]) -> Value:
         value = self.operand.evaluate(event)
@@ -272,6 +312,9 @@ class Call(Expression):
     def zero(self) -> Value:  # type: ignore[override]
         function = resolve(self.name, len(self.arguments))
         return False if function is None else function.returns
+
+    def children(self) -> tuple[Expression, ...]:
+        return self.arguments
 
     def evaluate(self, event: Mapping[str, Value]) -> Value:
         function = resolve(self.name, len(self.arguments))
@@ -489,15 +532,19 @@ _BINARY_PRECEDENCE = {
     **dict.fromkeys(("*", "/", "%"), 6),
     **dict.fromkeys(("+", "-"), 5),
     **dict.fromkeys(("=", "!=", "<>", ">=", "<=", "<", ">"), 4),
-    **dict.fromkeys(("AND", "OR", "XOR"), 3),
 }
-_LIKE, _IN, _NEGATE, _NOT = 9, 7, 10, 11
+_LOGIC_OPERATORS = ("AND", "OR", "XOR")
+_LIKE, _IN, _NEGATE, _NOT, _LOGIC = 9, 7, 10, 11, 3
+# Deeper expressions are refused (a parse error), so neither parsing nor evaluating can exhaust
+# Python's recursion limit; a chain of AND/OR/XOR is flat and does not count against it.
+MAX_DEPTH = 200
 
 
 class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = tokens(text)
         self.index = 0
+        self.depth = 0
 
     def peek(self, offset: int = 0) -> Token:
         return self.tokens[min(self.index + offset, len(self.tokens) - 1)]
@@ -515,6 +562,15 @@ class _Parser:
         return CesqlError("parse", f"expected {wanted} at {token.at + 1}, found {seen}")
 
     def expression(self, precedence: int = 0) -> Expression:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise CesqlError("parse", f"the expression nests deeper than {MAX_DEPTH} levels")
+        try:
+            return self._expression(precedence)
+        finally:
+            self.depth -= 1
+
+    def _expression(self, precedence: int) -> Expression:
         left = self.primary()
         while True:
             token = self.peek()
@@ -530,11 +586,18 @@ class _Parser:
             elif suffix == "IN" and precedence <= _IN:
                 self.index += 2 if negated else 1
                 left = In(left, self.set_expression())
+            elif token.kind in _LOGIC_OPERATORS and precedence <= _LOGIC:
+                operands, operators = [left], []
+                while self.peek().kind in _LOGIC_OPERATORS:
+                    operators.append(self.peek().kind)
+                    self.index += 1
+                    operands.append(self.expression(_LOGIC + 1))
+                left = Logic(tuple(operands), tuple(operators))
+                continue
             elif token.kind in _BINARY_PRECEDENCE and _BINARY_PRECEDENCE[token.kind] >= precedence:
                 level = _BINARY_PRECEDENCE[token.kind]
                 self.index += 1
-                right = self.expression(level if token.kind in ("AND", "OR", "XOR") else level + 1)
-                left = Binary(token.kind, left, right)
+                left = Binary(token.kind, left, self.expression(level + 1))  # grouped to the left
                 continue
             else:
                 return left
@@ -605,4 +668,17 @@ def parse(text: str) -> Expression:
     expression = parser.expression()
     if parser.peek().kind != "EOF":
         raise parser.unexpected("an operator or the end")
+    if depth(expression) > MAX_DEPTH:
+        raise CesqlError("parse", f"the expression nests deeper than {MAX_DEPTH} levels")
     return expression
+
+
+def depth(expression: Expression) -> int:
+    """How many levels of operands the evaluation of `expression` goes down, counted without recursion."""
+    deepest = 0
+    pending = [(expression, 1)]
+    while pending:
+        node, level = pending.pop()
+        deepest = max(deepest, level)
+        pending.extend((child, level + 1) for child in node.children())
+    return deepest

@@ -122,3 +122,24 @@ def test_a_filter_passes_only_a_true_result_without_error() -> None:
     assert not parse("missing = 'x' OR TRUE").matches(FULL_EVENT)  # the error wins, even under OR
     assert not parse("SUBSTRING(type, 1, -1) = ''").matches(FULL_EVENT)
     assert not parse("NOPE(type)").matches(FULL_EVENT)
+
+
+def test_a_long_and_or_chain_is_evaluated_without_recursion() -> None:
+    chain = " OR ".join(["type = 'nope'"] * 5000 + ["type = 'com.example.full'"])
+    assert parse(chain).result(FULL_EVENT) == (True, None)
+    assert parse(chain.replace(" OR ", " AND ", 1)).result(FULL_EVENT) == (False, None)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "(" * 300 + "1" + ")" * 300,
+        "NOT " * 300 + "TRUE",
+        " + ".join(["1"] * 300),
+        "ABS(" * 300 + "1" + ")" * 300,
+    ],
+)
+def test_expressions_nested_deeper_than_the_limit_are_parse_errors(expression: str) -> None:
+    with pytest.raises(CesqlError, match="nests deeper than 200 levels") as raised:
+        parse(expression)
+    assert raised.value.kind == "parse"
