@@ -9,8 +9,12 @@ Where Knative's webhook and the two earlier copies disagreed, Knative wins:
 ISO-8601 durations take years, months, weeks, days, hours, minutes and seconds,
 each may have a fraction (Knative parses them with rickb777/date's `period`,
 so `P1M` and `PT0.5M` are both valid); attribute names in filters are
-lowercase alphanumerics starting with a letter; exact/prefix/suffix values
-are non-empty strings.
+lowercase alphanumerics starting with a letter (the webhook's
+`^[a-z][a-z0-9]*$`, matched over the whole name: no trailing newline slips
+through); exact/prefix/suffix values are non-empty strings; a `cesql`
+expression must parse (the webhook parses it with Knative's CESQL engine).
+`trigger_filter_problems` is the one check of a Trigger's `filter` and
+`filters` that both callers run.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from eventing.cesql import CesqlError
+from eventing.cesql import parse as parse_cesql
+
 Problem = tuple[str, str]
 
-SUPPORTED_DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not")
-DIALECTS = (*SUPPORTED_DIALECTS, "cesql")
-ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9]*$")
+DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
+ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9]*")  # fullmatch: Go's $ ends the text, not a line
 BACKOFF_POLICIES = ("linear", "exponential")
 
 _NUMBER = r"\d+(?:\.\d+)?"
@@ -59,7 +65,7 @@ def duration_seconds(text: Any) -> float | None:
 
 def attribute_name_problems(name: Any, where: str) -> Iterator[Problem]:
     """A CloudEvents attribute name a filter may use: lowercase alphanumerics, a letter first."""
-    if not isinstance(name, str) or not ATTRIBUTE_NAME.match(name):
+    if not isinstance(name, str) or not ATTRIBUTE_NAME.fullmatch(name):
         yield "attribute-name", f"{where} attribute {name!r} must match ^[a-z][a-z0-9]*$"
 
 
@@ -77,14 +83,14 @@ def attributes_filter_problems(attributes: Any, where: str) -> Iterator[Problem]
 def filter_problems(expression: Any, where: str) -> Iterator[Problem]:
     """One entry of `filters`: exactly one dialect, nested expressions checked too."""
     if not isinstance(expression, Mapping):
-        yield "filters", f"{where} must be a mapping with one dialect ({', '.join(SUPPORTED_DIALECTS)})"
+        yield "filters", f"{where} must be a mapping with one dialect ({', '.join(DIALECTS)})"
         return
     dialects = [key for key in expression if key in DIALECTS]
     unknown = [key for key in expression if key not in DIALECTS]
     if unknown:
         yield (
             "filters",
-            f"{where} uses unknown filter dialect {unknown[0]!r}; supported: {', '.join(SUPPORTED_DIALECTS)}",
+            f"{where} uses unknown filter dialect {unknown[0]!r}; supported: {', '.join(DIALECTS)}",
         )
     if len(dialects) != 1:
         yield (
@@ -106,6 +112,26 @@ def filter_problems(expression: Any, where: str) -> Iterator[Problem]:
             yield from filter_problems(value, here)
         elif not isinstance(value, str) or not value.strip():
             yield "filters", f"{here} must be a non-empty CESQL expression"
+        else:
+            try:
+                parse_cesql(value)
+            except CesqlError as exc:
+                yield "cesql", f"{here} is not a valid CESQL expression: {exc.message}"
+
+
+def trigger_filter_problems(spec: Mapping[str, Any], where: str) -> Iterator[Problem]:
+    """A Trigger spec's `filter.attributes` and `filters`, each entry checked as the webhook does."""
+    legacy = spec.get("filter")
+    if legacy is not None and not isinstance(legacy, Mapping):
+        yield "filters", f"{where}.filter must be a mapping with attributes"
+    elif legacy is not None and legacy.get("attributes") is not None:
+        yield from attributes_filter_problems(legacy["attributes"], f"{where}.filter.attributes")
+    filters = spec.get("filters")
+    if filters is not None and not isinstance(filters, list):
+        yield "filters", f"{where}.filters must be a list of filter expressions"
+        return
+    for index, expression in enumerate(filters or []):
+        yield from filter_problems(expression, f"{where}.filters[{index}]")
 
 
 def _string_map_problems(value: Any, where: str) -> Iterator[Problem]:

@@ -29,7 +29,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from eventing.knative_grammar import attributes_filter_problems, delivery_problems, filter_problems
+from eventing.knative_grammar import delivery_problems, trigger_filter_problems
 from scripts.kustomize import KustomizeError, Resource, build, load_documents
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,10 +330,7 @@ def trigger_problems(body: dict[str, Any]) -> Iterator[tuple[str, str]]:
     spec = body.get("spec") or {}
     if not spec.get("broker"):
         yield "broker", "spec.broker is required"
-    attributes = (spec.get("filter") or {}).get("attributes") or {}
-    yield from attributes_filter_problems(attributes, "spec.filter.attributes")
-    for index, expression in enumerate(spec.get("filters") or []):
-        yield from filter_problems(expression, f"spec.filters[{index}]")
+    yield from trigger_filter_problems(spec, "spec")
     subscriber = spec.get("subscriber") or {}
     if not subscriber.get("ref") and not subscriber.get("uri"):
         yield "subscriber", "spec.subscriber needs a ref or a uri"

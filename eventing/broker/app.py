@@ -8,7 +8,8 @@ Knative's cluster-local ingress, functions publish to it without an API key) but
 behind VICTOR_EVENT_AUTH, as `POST /` on every function is; and
 the shared `POST /` has no handlers here (it answers 400: send events to the
 ingress path). Manifests are read when the app is created, so a bad Trigger
-stops start-up with one line naming it.
+stops start-up with one line naming it; a Trigger whose subscriber has no local
+URL is logged, not served, and shows as 0 in `victor_broker_trigger_ready`.
 
 `BrokerApp` answers ingress POSTs itself before Litestar sees them: the same
 `Broker.ingress`, without routing, dependency injection and the guard's thread
@@ -36,7 +37,7 @@ from common.event_pipeline import oidc_audience
 from common.function import Call, FunctionSpec, Route
 from common.runtime import Runtime
 from common.settings import Settings, SettingsError, get_settings
-from eventing.broker.dispatch import Broker
+from eventing.broker.dispatch import Broker, trigger_ready
 from eventing.broker.settings import BrokerSettings, load_broker_settings
 from eventing.broker.triggers import Manifests, SubscriberDirectory, TriggerConfigError, load_manifests
 
@@ -146,6 +147,10 @@ def create(settings: Settings | None = None, broker_settings: BrokerSettings | N
     if settings.redis_url is None:
         raise SettingsError("REDIS_URL", "the broker keeps accepted events in Redis; set a redis:// URL")
     manifests = load_triggers(config)
+    for trigger in manifests.triggers:
+        trigger_ready.labels(trigger.name).set(1)
+    for unready in manifests.unready:
+        trigger_ready.labels(unready.name).set(0)
     redis_url = settings.redis_url
 
     async def start(runtime: Runtime[dict[str, Any]]) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 import redis.asyncio as redis
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError, ResponseError
 
 from common import metrics
@@ -63,6 +63,12 @@ delivery_duration = Histogram(
     "From the first attempt to the settled outcome, retries included, per Trigger",
     ["trigger"],
     buckets=metrics.LATENCY_BUCKETS,
+    registry=metrics.REGISTRY,
+)
+trigger_ready = Gauge(
+    "victor_broker_trigger_ready",
+    "1 per Trigger the broker serves; 0 per Trigger Knative would keep not ready (subscriber has no URL)",
+    ["trigger"],
     registry=metrics.REGISTRY,
 )
 

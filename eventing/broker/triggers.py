@@ -1,17 +1,21 @@
 """Brokers and Triggers read from the Knative YAML in `knative/`, and Trigger filters.
 
 The local broker serves the same Trigger objects a cluster applies. A Trigger's
-`filters` (the subscriptions API: exact, prefix, suffix, all, any, not) wins
-over its legacy `filter.attributes`, as in Knative. A dialect the broker cannot
-evaluate (cesql) or a malformed object is a `TriggerConfigError` at start-up
-naming the Trigger, never a Trigger silently ignored.
+`filters` (the subscriptions API: exact, prefix, suffix, all, any, not, cesql)
+wins over its legacy `filter.attributes` when it has entries, as in Knative.
+An object Knative's webhook would refuse is a `TriggerConfigError` at start-up
+naming the Trigger, never a Trigger silently ignored. A Trigger whose subscriber
+has no local URL is what Knative keeps not ready: it is logged, listed in
+`Manifests.unready` and gets no events, while the other Triggers are served.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urljoin
@@ -19,13 +23,9 @@ from urllib.parse import urljoin
 import yaml
 
 from common.settings import FUNCTION_NAMES
+from eventing import cesql
 from eventing.broker.delivery import DeliveryConfigError, DeliverySpec, parse_delivery
-from eventing.knative_grammar import (
-    SUPPORTED_DIALECTS,
-    Problem,
-    attributes_filter_problems,
-    filter_problems,
-)
+from eventing.knative_grammar import Problem, filter_problems, trigger_filter_problems
 
 log = logging.getLogger(__name__)
 EVENTING_GROUP = "eventing.knative.dev/"
@@ -39,7 +39,74 @@ class TriggerConfigError(ValueError):
     """A Broker or Trigger manifest the local broker cannot serve; the message names it."""
 
 
+class NoLocalURL(TriggerConfigError):
+    """A destination `ref` names an object with no local URL (in a cluster: not resolved yet)."""
+
+
 # ---------------------------------------------------------------- filters
+
+# What Knative's filters read for an event's context attributes: LookupAttribute in knative/eventing
+# pkg/eventfilter/attributes/filter.go. The standard attributes are always "present" (an absent
+# optional one reads ""), `time` is the event's time as sdk-go writes it and an absent `time` the zero
+# time; `schemaurl`, `datamediatype` and `datacontentencoding` are derived names.
+KNATIVE_ZERO_TIME = "0001-01-01T00:00:00Z"
+_STANDARD = ("specversion", "type", "source", "subject", "id", "dataschema", "datacontenttype")
+_OPTIONAL = ("subject", "dataschema", "datacontenttype", "time")
+_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|([+-])(\d{2}):(\d{2}))"
+)
+
+
+def knative_time(text: str) -> str:
+    """An event's `time` as Knative's filters compare it: the instant in UTC, RFC3339Nano.
+
+    Knative's ingress parses `time` and sends it on with sdk-go's `types.FormatTime`
+    (`v.UTC().Format(time.RFC3339Nano)`, sdk-go v2/types/value.go), so the filter
+    sees `2026-01-01T00:00:00Z` for an event sent with `2026-01-01T01:00:00.000+01:00`:
+    UTC, "Z", the fraction without trailing zeros (none when zero). Text that is not an
+    RFC 3339 timestamp is returned as it is.
+    """
+    match = _TIME.fullmatch(text)
+    if match is None:
+        return text
+    year, month, day, hour, minute, second, fraction, _zone, sign, zone_hours, zone_minutes = match.groups()
+    offset = timedelta(hours=int(zone_hours or 0), minutes=int(zone_minutes or 0))
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        ) - (offset if sign == "+" else -offset)
+    except (ValueError, OverflowError):
+        return text
+    digits = (fraction or "")[:9].rstrip("0")
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}{'.' + digits if digits else ''}Z"
+    )
+
+
+def lookup_attribute(attributes: Mapping[str, str], name: str) -> str | None:
+    """The value Knative's attributes, exact, prefix and suffix filters compare; None when absent."""
+    if name == "time":
+        time = attributes.get("time")
+        return KNATIVE_ZERO_TIME if time is None else knative_time(time)
+    if name == "schemaurl":
+        name = "dataschema"
+    if name == "datamediatype":
+        return attributes.get("datacontenttype", "").split(";", 1)[0].strip()
+    if name == "datacontentencoding":
+        return ""
+    if name in _STANDARD:
+        return attributes.get(name, "")
+    return attributes.get(name)
+
+
+def cesql_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    """The attributes a CESQL expression addresses (sdk-go sql/v2 utils.GetAttribute): an empty optional
+    attribute is missing, `time` is formatted as Knative's ingress sends it."""
+    view = {k: v for k, v in attributes.items() if v != "" or k not in _OPTIONAL}
+    if "time" in view:
+        view["time"] = knative_time(view["time"])
+    return view
 
 
 class TriggerFilter(Protocol):
@@ -50,14 +117,14 @@ class TriggerFilter(Protocol):
 
 @dataclass(frozen=True)
 class AttributesFilter:
-    """Legacy `filter.attributes`: every attribute present and equal; "" accepts any value."""
+    """Legacy `filter.attributes`: every attribute present and equal; "" accepts any non-empty value."""
 
     attributes: Mapping[str, str]
 
     def matches(self, attributes: Mapping[str, str]) -> bool:
         for name, wanted in self.attributes.items():
-            value = attributes.get(name)
-            if value is None or (wanted != "" and value != wanted):
+            value = lookup_attribute(attributes, name)
+            if value is None or (wanted == "" and value == "") or (wanted != "" and value != wanted):
                 return False
         return True
 
@@ -71,7 +138,7 @@ class StringFilter:
 
     def matches(self, attributes: Mapping[str, str]) -> bool:
         for name, wanted in self.attributes.items():
-            value = attributes.get(name)
+            value = lookup_attribute(attributes, name)
             if value is None:
                 return False
             if self.dialect == "exact" and value != wanted:
@@ -81,6 +148,16 @@ class StringFilter:
             if self.dialect == "suffix" and not value.endswith(wanted):
                 return False
         return True
+
+
+@dataclass(frozen=True)
+class CesqlFilter:
+    """cesql: the expression is true for the event, without error (eventing/cesql.py)."""
+
+    expression: cesql.Expression
+
+    def matches(self, attributes: Mapping[str, str]) -> bool:
+        return self.expression.matches(cesql_attributes(attributes))
 
 
 @dataclass(frozen=True)
@@ -119,44 +196,34 @@ def _refuse_problems(problems: Iterator[Problem]) -> None:
 def parse_filter_expression(expression: Any, where: str) -> TriggerFilter:
     """One entry of `filters` (exactly one dialect), nested expressions included."""
     _refuse_problems(filter_problems(expression, where))
-    return _build_filter(expression, where)
+    return _build_filter(expression)
 
 
-def _build_filter(expression: Mapping[str, Any], where: str) -> TriggerFilter:
+def _build_filter(expression: Mapping[str, Any]) -> TriggerFilter:
     [(dialect, value)] = expression.items()
-    here = f"{where}.{dialect}"
     if dialect == "cesql":
-        raise TriggerConfigError(
-            f"{here}: the cesql dialect is not supported by the local broker; "
-            f"use {', '.join(SUPPORTED_DIALECTS)}"
-        )
+        return CesqlFilter(cesql.parse(value))
     if dialect in ("exact", "prefix", "suffix"):
         return StringFilter(dialect, dict(value))
     if dialect == "not":
-        return NotFilter(_build_filter(value, here))
-    nested = [_build_filter(item, f"{here}[{i}]") for i, item in enumerate(value)]
+        return NotFilter(_build_filter(value))
+    nested = [_build_filter(item) for item in value]
     return AllFilter(nested) if dialect == "all" else AnyFilter(nested)
 
 
 def parse_trigger_filter(spec: Mapping[str, Any], where: str) -> TriggerFilter:
-    """The Trigger's filter: `filters` when present (Knative lets it override `filter`), else `filter`."""
-    filters = spec.get("filters")
-    if filters is not None:
-        if not isinstance(filters, list):
-            raise TriggerConfigError(f"{where}.filters must be a list of filter expressions")
-        return AllFilter(
-            [parse_filter_expression(item, f"{where}.filters[{i}]") for i, item in enumerate(filters)]
-        )
-    legacy = spec.get("filter")
-    if legacy is None:
-        return PASS_ALL
-    attributes = legacy.get("attributes") if isinstance(legacy, Mapping) else None
-    if attributes is None:
-        return PASS_ALL
-    _refuse_problems(attributes_filter_problems(attributes, f"{where}.filter.attributes"))
-    if not attributes:
-        return PASS_ALL
-    return AttributesFilter(dict(attributes))
+    """The Trigger's filter, chosen as Knative's filter handler does.
+
+    knative/eventing pkg/broker/filter/filter_handler.go `filterEvent`: `filters` when it
+    has entries (all must pass), else `filter.attributes`, else every event passes. So an
+    empty `filters: []` is "not set" and the attributes filter beside it applies.
+    """
+    _refuse_problems(trigger_filter_problems(spec, where))
+    filters = spec.get("filters") or []
+    if filters:
+        return AllFilter([_build_filter(item) for item in filters])
+    attributes = (spec.get("filter") or {}).get("attributes")
+    return AttributesFilter(dict(attributes)) if attributes else PASS_ALL
 
 
 # ---------------------------------------------------------------- manifests
@@ -188,7 +255,7 @@ class SubscriberDirectory:
         if base is None:
             function = FUNCTION_SERVICES.get(name)
             hint = f"VICTOR_{function.upper()}_URL or " if function else ""
-            raise TriggerConfigError(
+            raise NoLocalURL(
                 f"{where}.ref names {ref.get('kind', 'Service')} {name!r}, which has no local URL; "
                 f"set {hint}VICTOR_SUBSCRIBER_URLS={name}=http://host:port"
             )
@@ -215,9 +282,19 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class UnreadyTrigger:
+    """A Trigger Knative would keep not ready (its subscriber does not resolve); `reason` says why."""
+
+    namespace: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Manifests:
     brokers: list[BrokerConfig]
     triggers: list[Trigger]
+    unready: list[UnreadyTrigger] = field(default_factory=list)
 
     def broker(self, namespace: str, name: str) -> BrokerConfig | None:
         return next((b for b in self.brokers if b.namespace == namespace and b.name == name), None)
@@ -249,9 +326,7 @@ def _documents(files: Iterable[Path]) -> Iterable[tuple[Path, dict[str, Any]]]:
 def _dead_letter_url(directory: SubscriberDirectory, destination: Any, where: str) -> str:
     try:
         return directory.resolve(destination, where)
-    except TriggerConfigError:
-        if not (isinstance(destination, Mapping) and isinstance(destination.get("ref"), Mapping)):
-            raise
+    except NoLocalURL:
         log.warning(
             "%s: %s has no local URL; dead letters go to the broker's Redis stream <stream>:dead-letters",
             where,
@@ -268,10 +343,13 @@ def load_manifests(
     Objects without a namespace take `namespace`, as kustomize's `namespace:`
     would give them. Triggers of other Brokers are skipped before their
     subscribers are resolved; other kinds (Services, kustomizations) are skipped.
+    A Trigger whose subscriber `ref` has no local URL is logged (one line) and listed
+    in `unready`, as Knative keeps it not ready while it serves the other Triggers.
     """
     default_namespace = namespace
     brokers: list[BrokerConfig] = []
     triggers: list[Trigger] = []
+    unready: list[UnreadyTrigger] = []
     for file, document in _documents(_yaml_files(Path(path))):
         api_version = str(document.get("apiVersion", ""))
         kind = document.get("kind")
@@ -299,14 +377,12 @@ def load_manifests(
             continue
         if "subscriber" not in spec:
             raise TriggerConfigError(f"{where}: spec.subscriber is required")
-        triggers.append(
-            Trigger(
-                namespace=object_namespace,
-                name=name,
-                broker=broker,
-                filter=parse_trigger_filter(spec, where),
-                subscriber_url=directory.resolve(spec["subscriber"], f"{where}: spec.subscriber"),
-                delivery=delivery,
-            )
-        )
-    return Manifests(brokers, triggers)
+        trigger_filter = parse_trigger_filter(spec, where)
+        try:
+            subscriber_url = directory.resolve(spec["subscriber"], f"{where}: spec.subscriber")
+        except NoLocalURL as exc:
+            log.warning("%s; this Trigger is not ready and gets no events, the others are served", exc)
+            unready.append(UnreadyTrigger(object_namespace, name, str(exc)))
+            continue
+        triggers.append(Trigger(object_namespace, name, broker, trigger_filter, subscriber_url, delivery))
+    return Manifests(brokers, triggers, unready)

@@ -79,6 +79,14 @@ FILTERS: list[tuple[Any, bool]] = [
     ({"exact": {"type": ""}}, False),
     ({"exact": {"conversation_id": "a"}}, False),
     ({"exact": {"Type": "a"}}, False),
+    # Go's `$` ends the text: the webhook refuses a name with a trailing newline, and so do both here.
+    ({"exact": {"type\n": "a"}}, False),
+    ({"prefix": {"abcdefghijklmnopqrstuvwxyz0123456789": "a"}}, True),  # no length limit in the webhook
+    ({"cesql": "type LIKE 'ai.%' AND EXISTS conversationid"}, True),
+    ({"cesql": "NOPE(type)"}, True),  # a missing function is an evaluation error, not a parse error
+    ({"cesql": "type LIKE 1"}, False),
+    ({"cesql": "4 -1"}, False),
+    ({"cesql": " "}, False),
     ({"any": []}, False),
     ({"all": "x"}, False),
     ({"prefix": "ai."}, False),
@@ -97,6 +105,26 @@ def test_broker_and_validator_agree_on_each_filter_expression(expression: Any, v
     trigger = {"spec": {"broker": "default", "filters": [expression], "subscriber": {"uri": "http://x"}}}
     assert broker_accepts is valid
     assert (not list(trigger_problems(trigger))) is valid
+
+
+@pytest.mark.parametrize(
+    ("spec", "valid"),
+    [
+        ({"filter": {"attributes": {"type\n": "x"}}}, False),
+        ({"filter": {"attributes": {"type": "x"}}, "filters": []}, True),
+        ({"filters": {"exact": {"type": "x"}}}, False),
+        ({"filter": "type=x"}, False),
+    ],
+)
+def test_broker_and_validator_agree_on_each_trigger_filter(spec: dict[str, Any], valid: bool) -> None:
+    try:
+        parse_trigger_filter(spec, "spec")
+        broker_problem = None
+    except TriggerConfigError as exc:
+        broker_problem = str(exc)
+    trigger = {"spec": {"broker": "default", **spec, "subscriber": {"uri": "http://x"}}}
+    validator_problems = [message for _, message in trigger_problems(trigger)]
+    assert validator_problems == ([] if valid else [broker_problem])
 
 
 def test_legacy_attribute_names_follow_the_same_rule_in_both() -> None:

@@ -12,6 +12,7 @@ from eventing.broker.triggers import (
     LOCAL_DEAD_LETTER_SINK,
     SubscriberDirectory,
     TriggerConfigError,
+    knative_time,
     load_manifests,
     parse_filter_expression,
     parse_trigger_filter,
@@ -52,6 +53,40 @@ def test_attributes_filter_needs_every_attribute_equal() -> None:
 def test_attributes_filter_empty_value_matches_any_value_of_a_present_attribute() -> None:
     assert matches({"filter": {"attributes": {"conversationid": ""}}})
     assert not matches({"filter": {"attributes": {"subject": ""}}})
+
+
+def test_an_empty_filters_list_falls_back_to_the_attributes_filter() -> None:
+    # knative/eventing pkg/broker/filter/filter_handler.go filterEvent: `len(Spec.Filters) > 0` first.
+    spec = {"filter": {"attributes": {"type": "ai.victor.chat.completed"}}, "filters": []}
+    assert not matches(spec)
+    assert matches(spec, {**EVENT, "type": "ai.victor.chat.completed"})
+
+
+@pytest.mark.parametrize(
+    ("sent", "seen"),
+    [
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+        ("2026-01-01T01:00:00+01:00", "2026-01-01T00:00:00Z"),
+        ("2025-12-31t23:30:00.500000000-00:30", "2026-01-01T00:00:00.5Z"),
+        ("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00Z"),
+        ("2026-01-01T00:00:00.1234567891Z", "2026-01-01T00:00:00.123456789Z"),
+    ],
+)
+def test_time_is_compared_as_knative_writes_it(sent: str, seen: str) -> None:
+    # sdk-go v2/types/value.go FormatTime: v.UTC().Format(time.RFC3339Nano), read back by
+    # knative/eventing pkg/eventfilter/attributes/filter.go LookupAttribute("time").
+    event = {**EVENT, "time": sent}
+    assert knative_time(sent) == seen
+    assert matches({"filter": {"attributes": {"time": seen}}}, event)
+    assert matches({"filters": [{"exact": {"time": seen}}]}, event)
+    assert matches({"filters": [{"cesql": f"time = '{seen}'"}]}, event)
+    assert matches({"filters": [{"prefix": {"time": "2026-01-01T00:00:00"}}]}, event)
+
+
+def test_an_event_without_time_has_knatives_zero_time_for_the_string_filters() -> None:
+    assert matches({"filter": {"attributes": {"time": ""}}})
+    assert matches({"filters": [{"exact": {"time": "0001-01-01T00:00:00Z"}}]})
+    assert not matches({"filters": [{"cesql": "EXISTS time"}]})
 
 
 def test_exact_dialect() -> None:
@@ -98,12 +133,20 @@ def test_filters_entries_are_all_required_and_override_legacy_filter() -> None:
     assert not matches(spec)
 
 
-def test_cesql_dialect_is_refused_naming_where() -> None:
+def test_cesql_dialect_filters_with_the_expression() -> None:
+    spec = {"filters": [{"any": [{"exact": {"type": "a"}}, {"cesql": "conversationid LIKE 'c-%'"}]}]}
+    assert matches(spec)
+    assert not matches(spec, {**EVENT, "conversationid": "x"})
+    assert not matches(spec, {k: v for k, v in EVENT.items() if k != "conversationid"})
+
+
+def test_an_invalid_cesql_expression_is_refused_naming_where() -> None:
     with pytest.raises(
-        TriggerConfigError, match=r"Trigger t\.filters\[0\]\.any\[1\]\.cesql: the cesql dialect"
+        TriggerConfigError,
+        match=r"^Trigger t\.filters\[0\]\.any\[1\]\.cesql is not a valid CESQL expression: expected a string",
     ):
         parse_trigger_filter(
-            {"filters": [{"any": [{"exact": {"type": "a"}}, {"cesql": "type = 'a'"}]}]}, "Trigger t"
+            {"filters": [{"any": [{"exact": {"type": "a"}}, {"cesql": "type LIKE 1"}]}]}, "Trigger t"
         )
 
 
@@ -178,20 +221,26 @@ def test_loader_reads_the_served_broker_and_its_triggers(tmp_path: Path) -> None
     assert trigger.filter.matches(EVENT)
 
 
-def test_loader_rejects_cesql_naming_the_trigger(tmp_path: Path) -> None:
-    text = MANIFESTS.replace("broker: another", "broker: default")
+def test_loader_rejects_an_invalid_cesql_expression_naming_the_trigger(tmp_path: Path) -> None:
+    text = MANIFESTS.replace("broker: another", "broker: default").replace("type = 'x'", "type = ")
     with pytest.raises(
-        TriggerConfigError, match=r"Trigger victor/elsewhere \(eventing.yaml\)\.filters\[0\]\.cesql"
+        TriggerConfigError, match=r"Trigger victor/elsewhere \(eventing.yaml\)\.filters\[0\]\.cesql is not"
     ):
         load_manifests(write(tmp_path, text), DIRECTORY, namespace="victor", broker="default")
 
 
-def test_unresolvable_subscriber_ref_says_which_variable_to_set(tmp_path: Path) -> None:
+def test_a_trigger_whose_subscriber_has_no_local_url_is_unready_and_says_which_variable_to_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     text = MANIFESTS.replace("name: victor-tools}}", "name: victor-chat}}", 1)
-    with pytest.raises(
-        TriggerConfigError, match="set VICTOR_CHAT_URL or VICTOR_SUBSCRIBER_URLS=victor-chat="
-    ):
-        load_manifests(write(tmp_path, text), DIRECTORY, namespace="victor", broker="default")
+    manifests = load_manifests(write(tmp_path, text), DIRECTORY, namespace="victor", broker="default")
+    assert manifests.triggers == []
+    [unready] = manifests.unready
+    assert (unready.namespace, unready.name) == ("victor", "tools-requested")
+    assert "set VICTOR_CHAT_URL or VICTOR_SUBSCRIBER_URLS=victor-chat=" in unready.reason
+    assert [r.getMessage() for r in caplog.records if "not ready" in r.getMessage()] == [
+        f"{unready.reason}; this Trigger is not ready and gets no events, the others are served"
+    ]
 
 
 def test_uri_subscriber_is_used_as_given_and_relative_uri_joins_the_ref(tmp_path: Path) -> None:
