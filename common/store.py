@@ -16,9 +16,10 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger(__name__)
 COMMON_MIGRATIONS = Path(__file__).with_name("migrations")
@@ -69,6 +70,8 @@ async def migrate(dsn: str, directories: Iterable[Path] | None = None) -> list[s
     The list is empty when the database is up to date. A migration is known by its version alone,
     so moving its file to another owner's folder never makes it run again.
     """
+    import asyncpg
+
     connection = await asyncpg.connect(dsn)
     applied: list[str] = []
     try:
@@ -100,7 +103,11 @@ async def migrate(dsn: str, directories: Iterable[Path] | None = None) -> list[s
 
 
 class Store:
-    """A lazily created asyncpg pool; `pool()` raises `StoreUnavailable` when it cannot connect."""
+    """A lazily created asyncpg pool; `pool()` raises `StoreUnavailable` when it cannot connect.
+
+    asyncpg itself is imported with the first pool, off the cold start of functions whose
+    readiness does not wait for PostgreSQL.
+    """
 
     def __init__(self, dsn: str | None, *, min_size: int = 1, max_size: int = 10) -> None:
         self.dsn = dsn
@@ -116,6 +123,8 @@ class Store:
         if self.dsn is None:
             raise StoreUnavailable("DATABASE_URL is not set")
         if self._pool is None:
+            import asyncpg
+
             try:
                 self._pool = await asyncpg.create_pool(
                     self.dsn, min_size=self.min_size, max_size=self.max_size, timeout=5

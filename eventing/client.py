@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-import httpx
+from typing import TYPE_CHECKING
 
 from common import metrics, tracing
 from common.cloudevents import CloudEvent, from_http, to_binary
+
+if TYPE_CHECKING:  # callers pass their client; importing httpx (and its CLI's rich) cost cold start
+    import httpx
 
 
 class DeliveryError(RuntimeError):

@@ -20,7 +20,6 @@ import logging
 from typing import Any, Literal
 
 import msgspec
-from redis.exceptions import RedisError
 
 from common.cache import Cache
 
@@ -65,7 +64,7 @@ async def publish(cache: Cache, request_id: str, kind: StreamKind, data: dict[st
                 channel(cache, request_id), msgspec.json.encode(StreamMessage(kind=kind, data=data, seq=seq))
             )
             await pipe.execute()
-    except (RedisError, OSError) as exc:
+    except cache.errors as exc:
         log.debug("could not publish chat progress: %s", type(exc).__name__)
 
 
@@ -78,7 +77,7 @@ async def replay(cache: Cache, request_id: str, after: int) -> list[StreamMessag
         if not await cache.client.exists(key):
             return None
         raw = await cache.client.lrange(key, after, -1)
-    except (RedisError, OSError):
+    except cache.errors:
         return None
     messages = [_decoder.decode(item) for item in raw]
     for position, message in enumerate(messages, start=after + 1):
@@ -102,7 +101,7 @@ class Subscription:
             self.pubsub = self.cache.client.pubsub()
             await self.pubsub.subscribe(channel(self.cache, self.request_id))
             return True
-        except (RedisError, OSError) as exc:
+        except self.cache.errors as exc:
             log.warning(
                 "cannot subscribe to chat progress, polling the store instead: %s", type(exc).__name__
             )
@@ -116,7 +115,7 @@ class Subscription:
             return None
         try:
             raw = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        except (RedisError, OSError):
+        except self.cache.errors:
             self.pubsub = None
             return None
         if raw is None or raw.get("type") != "message":
@@ -128,6 +127,6 @@ class Subscription:
 
     async def close(self) -> None:
         if self.pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*self.cache.errors):
                 await self.pubsub.aclose()
             self.pubsub = None

@@ -62,7 +62,7 @@ class ChatLoop:
         self.chat = chat
         self.provider = provider
         self.conversations = ConversationStore(runtime.store, lambda model: chat.price(model) is not None)
-        self.selector = ToolSelectionClient(runtime.http, runtime.settings, chat)
+        self.selector = ToolSelectionClient(runtime, chat)
         self.responses = ResponseCache(runtime.cache, chat)
         # Models already warned about as missing from the price table (one warning per model).
         self._unpriced: set[str] = set()

@@ -15,11 +15,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 import msgspec
 
 from common.answers import Refusal
-from common.settings import Settings
+from common.runtime import Runtime
 from common.tracing import current_headers
 from functions.chat.providers.base import ToolSpec
 from functions.chat.settings import ChatSettings
@@ -44,9 +43,10 @@ class _Catalog(msgspec.Struct):
 class ToolSelectionClient:
     """The tools function's selection API as chat calls it (HTTP); ranking itself lives in tools."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings, chat: ChatSettings) -> None:
-        self.http = http
-        self.url = settings.function_urls.get("tools")
+    def __init__(self, runtime: Runtime[Any], chat: ChatSettings) -> None:
+        # The runtime's HTTP client is taken at the first call: making it (httpx) is not start's work.
+        self.runtime = runtime
+        self.url = runtime.settings.function_urls.get("tools")
         self.chat = chat
         self._warned = False
         self._catalog_version: str | None = None
@@ -73,8 +73,11 @@ class ToolSelectionClient:
         return [self._schemas[ranked.name] for ranked in selection.tools if ranked.name in self._schemas]
 
     async def _get(self, model: type[Any], method: str, path: str, body: Any = None) -> Any:
+        http = self.runtime.http
+        import httpx  # loaded by the client above
+
         try:
-            response = await self.http.request(
+            response = await http.request(
                 method, f"{self.url}{path}", json=body, headers=current_headers(), timeout=30.0
             )
         except httpx.HTTPError as exc:

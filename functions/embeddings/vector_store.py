@@ -14,11 +14,13 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS, IvfFlat, IvfHnswSq, IvfPq
+
+if TYPE_CHECKING:  # lancedb loads with the first table (its import took seconds of the function's start)
+    from lancedb.index import IvfFlat, IvfHnswSq, IvfPq
 
 MODEL_KEY = b"victor.model"
 DIMENSION_KEY = b"victor.dimension"
@@ -156,6 +158,8 @@ class VectorStore:
 
     def maintain(self, table: Any) -> None:
         """Keep the FTS index and, past the threshold, the vector index current."""
+        from lancedb.index import FTS
+
         names = {index.name for index in table.list_indices()}
         rows = table.count_rows()
         if TEXT_INDEX not in names and rows:
@@ -171,6 +175,8 @@ class VectorStore:
             table.optimize()
 
     def build_vector_index(self, table: Any, rows: int) -> None:
+        from lancedb.index import IvfFlat, IvfHnswSq, IvfPq
+
         partitions = max(1, int(np.sqrt(rows)))
         config: IvfHnswSq | IvfPq | IvfFlat
         if self.plan.index_type == "IVF_PQ":

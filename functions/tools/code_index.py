@@ -10,9 +10,9 @@ Every failure (unreachable, still loading, a refusal) becomes one
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
 import msgspec
 
 from eventing.schemas.embeddings import (
@@ -22,6 +22,9 @@ from eventing.schemas.embeddings import (
     SearchFilter,
     SearchRequested,
 )
+
+if TYPE_CHECKING:  # the caller's client has loaded httpx by the time one is used
+    import httpx
 
 Reply = TypeVar("Reply", IndexCompleted, SearchCompleted)
 
@@ -51,15 +54,20 @@ def _detail(response: httpx.Response) -> str:
 class CodeIndex:
     """The embeddings function at `url`, one collection of workspace files."""
 
-    def __init__(self, url: str, http: httpx.AsyncClient, *, collection: str, timeout: float) -> None:
+    def __init__(
+        self, url: str, http: Callable[[], httpx.AsyncClient], *, collection: str, timeout: float
+    ) -> None:
         self.base = url.rstrip("/")
         self.http = http
         self.collection = collection
         self.timeout = timeout
 
     async def _post(self, route: str, body: msgspec.Struct, reply: type[Reply]) -> Reply:
+        http = self.http()
+        import httpx
+
         try:
-            response = await self.http.post(
+            response = await http.post(
                 f"{self.base}{route}",
                 content=msgspec.json.encode(body),
                 headers={"content-type": "application/json"},

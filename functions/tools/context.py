@@ -1,11 +1,9 @@
-"""What a running tool may use: the confined workspace, settings and an HTTP client."""
+"""What a running tool may use: the confined workspace, settings, the embedder and the code index."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 from common.settings import Settings
 from common.workspace import Workspace
@@ -18,7 +16,6 @@ class ToolContext:
     settings: Settings
     tools_settings: ToolsSettings
     workspace: Workspace
-    http: httpx.AsyncClient
     # The in-process text embedder used when no embeddings function is configured.
     embedder: Any = None
     # The embeddings function's index and search, when VICTOR_EMBEDDINGS_URL is set (code_search uses it).

@@ -17,7 +17,7 @@ from functions.tools.handlers import (
     run_tool,
     select_tools,
 )
-from functions.tools.mcp_server import mcp_endpoint, start_mcp, stop_mcp
+from functions.tools.mcp_server import mcp_endpoint, stop_mcp
 from functions.tools.process import hide_environment_from_children, restore_dumpable
 from functions.tools.selection import Selection, SelectRequest
 from functions.tools.service import ToolsService, ToolsState
@@ -43,7 +43,6 @@ def build_function(tools_settings: ToolsSettings | None = None) -> FunctionSpec:
         if service.context.tools_settings.enable_run_command:
             # A command runs as our user: it must not read our environment (keys, passwords) in /proc.
             runtime.state.dumpable_before = hide_environment_from_children()
-        await start_mcp(runtime, service)
 
     async def stop(runtime: Runtime[ToolsState]) -> None:
         await stop_mcp(runtime)
@@ -53,7 +52,7 @@ def build_function(tools_settings: ToolsSettings | None = None) -> FunctionSpec:
         name="tools",
         event_handlers={TOOLS_REQUESTED: on_tools_requested},
         routes=ROUTES,
-        # MCP needs the session manager's lifespan: served under `victor serve tools` only.
+        # MCP starts on its first request and stops with the app: served under `victor serve tools` only.
         mounts=[Mount("/mcp", mcp_endpoint)],
         reports=("redis", "postgres"),
         propagates=(CONVERSATION_ID,),

@@ -32,15 +32,17 @@ import hashlib
 import math
 import re
 from collections import Counter, OrderedDict
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
-import numpy as np
 
 from common import metrics as common_metrics
 from common.cache import Cache
 from functions.tools.registry import ToolRegistry
 from functions.tools.text_embedder import Embedder, EmbeddingsUnavailable
+
+if TYPE_CHECKING:  # numpy loads with the first semantic ranking
+    import numpy as np
 
 Strategy = Literal["keyword", "semantic", "hybrid", "auto"]
 RRF_K = 60
@@ -172,6 +174,8 @@ class ToolSelector:
 
     async def tool_vectors(self) -> np.ndarray:
         """Description embeddings for this catalog version: memory, then Redis, else computed once."""
+        import numpy as np
+
         if self._vectors is not None:
             return self._vectors
         async with self._vectors_lock:

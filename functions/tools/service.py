@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from common.answers import Refusal
@@ -20,6 +20,7 @@ from functions.tools.settings import ToolsSettings, load_tools_settings
 from functions.tools.text_embedder import make_embedder
 
 if TYPE_CHECKING:
+    import httpx
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
     from functions.tools.handlers import CallJournal
@@ -38,12 +39,17 @@ class ToolsService:
         limits = tools_settings or load_tools_settings()
         registry = build_catalog()
         embeddings_url = settings.function_urls.get("embeddings")
-        embedder = make_embedder(embeddings_url, settings.embedding_model, runtime.http)
+
+        def http() -> httpx.AsyncClient:  # made at the first call out: httpx is not start's work
+            client: httpx.AsyncClient = runtime.http
+            return client
+
+        embedder = make_embedder(embeddings_url, settings.embedding_model, http)
         code_index = None
         if embeddings_url:
             code_index = CodeIndex(
                 embeddings_url,
-                runtime.http,
+                http,
                 collection=limits.code_search_collection,
                 timeout=limits.tool_timeout,
             )
@@ -54,7 +60,6 @@ class ToolsService:
             workspace=Workspace(
                 settings.workspace_dir, max_file_size=limits.max_file_size, secret_files=settings.secret_files
             ),
-            http=runtime.http,
             embedder=embedder,
             code_index=code_index,
         )
@@ -89,8 +94,11 @@ class ToolsState:
 
     service: ToolsService | None = None
     journal: CallJournal | None = None
+    # MCP's session manager, started by the first /mcp request (functions/tools/mcp_server.py).
     mcp_manager: StreamableHTTPSessionManager | None = None
-    mcp_stack: AsyncExitStack | None = None
+    mcp_task: asyncio.Task[None] | None = None
+    mcp_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    mcp_stop: asyncio.Event = field(default_factory=asyncio.Event)
     # Whether the process was dumpable before run_command made it not (restored at stop).
     dumpable_before: int | None = None
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
 import msgspec
-import numpy as np
 
-from common.embedding_model import EmbeddingModel, load_model
+if TYPE_CHECKING:  # numpy, httpx and the model load on the first embedding, never at start
+    import httpx
+    import numpy as np
+
+    from common.embedding_model import EmbeddingModel
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ class Embedder(Protocol):
 
 
 def normalized(matrix: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     result: np.ndarray = (matrix / norms).astype(np.float32)
@@ -55,7 +60,7 @@ class _EmbeddingsResponse(msgspec.Struct):
 class RemoteEmbedder:
     """The embeddings function over HTTP."""
 
-    def __init__(self, url: str, model: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, url: str, model: str, http: Callable[[], httpx.AsyncClient]) -> None:
         self.url = url.rstrip("/") + "/v1/embeddings"
         self.model = model
         self.http = http
@@ -64,8 +69,11 @@ class RemoteEmbedder:
         return True
 
     async def embed(self, texts: list[str]) -> np.ndarray:
+        import httpx
+        import numpy as np
+
         try:
-            response = await self.http.post(
+            response = await self.http().post(
                 self.url, json={"input": texts, "model": self.model}, timeout=30.0
             )
         except httpx.HTTPError as exc:
@@ -106,6 +114,8 @@ class LocalEmbedder:
         if self._model is None:
             if self._failed is not None:
                 raise EmbeddingsUnavailable(self._failed)
+            from common.embedding_model import load_model
+
             try:
                 self._model = load_model(self.model, device="cpu")
             except Exception as exc:  # any load failure (missing files, offline hub) means no embeddings
@@ -121,7 +131,7 @@ class LocalEmbedder:
         return await asyncio.to_thread(self._encode, texts)
 
 
-def make_embedder(embeddings_url: str | None, model: str, http: httpx.AsyncClient) -> Embedder:
+def make_embedder(embeddings_url: str | None, model: str, http: Callable[[], httpx.AsyncClient]) -> Embedder:
     if embeddings_url:
         return RemoteEmbedder(embeddings_url, model, http)
     return LocalEmbedder(model)

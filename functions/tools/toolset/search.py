@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
-import numpy as np
 
 from common.workspace import is_binary
 from functions.tools.code_index import CodeIndex, CodeIndexError
@@ -31,6 +30,9 @@ from functions.tools.context import ToolContext
 from functions.tools.registry import PathAccess, Rendered, ToolDefinition, ToolError
 from functions.tools.text_embedder import EmbeddingsUnavailable
 from functions.tools.toolset.files import SKIPPED_DIRS, file_filter, read_walked, rendered, walk_files
+
+if TYPE_CHECKING:  # numpy loads with the first code_search
+    import numpy as np
 
 WINDOW_LINES = 30
 MAX_WINDOWS = 4000
@@ -167,6 +169,8 @@ async def code_search(args: CodeSearchArgs, ctx: ToolContext) -> Rendered:
         query = (await embedder.embed([args.query]))[0]
     except EmbeddingsUnavailable as exc:
         raise ToolError(str(exc), "unavailable") from None
+    import numpy as np
+
     windows = [w for _, ws in files for w in ws]
     matrix = np.concatenate([vectors[key] for key, _ in files])
     scores = matrix @ query
