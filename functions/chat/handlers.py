@@ -57,6 +57,7 @@ FAILURE_STATUS = {
     "provider_error": 502,
     "provider_unreachable": 502,
     "provider_timeout": 504,
+    "step_expired": 504,
     "step_failed": 500,
     "store_unavailable": 503,
     "unavailable": 503,

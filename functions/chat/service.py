@@ -12,6 +12,7 @@ and any replica can take any step.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -104,7 +105,8 @@ class ChatLoop:
         conversation_id = payload.conversation_id or str(
             uuid.uuid5(uuid.NAMESPACE_URL, f"{event.source}#{event.id}")
         )
-        begun = await self.conversations.begin(
+        begin = functools.partial(
+            self.conversations.begin,
             conversation_id=conversation_id,
             request_id=request_id,
             message=payload.message,
@@ -114,6 +116,11 @@ class ChatLoop:
             system=payload.system,
             stream=payload.stream,
         )
+        begun = await begin()
+        if begun.state == "busy" and await self.conversations.expire_step(
+            conversation_id, self.claim_timeout
+        ):
+            begun = await begin()  # the request it was busy with had stopped: this one goes on
         if begun.state == "busy":
             failed = ChatFailed(
                 conversation_id=conversation_id,

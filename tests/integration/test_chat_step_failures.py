@@ -14,9 +14,11 @@ from pathlib import Path
 import httpx
 import msgspec
 
+from common.store import Store
 from eventing.dev.embedded import free_port
 from eventing.schemas.chat import CHAT_REQUESTED
 from functions.chat.app import create
+from functions.chat.conversation_store import ConversationStore
 from tests.support.broker import Subscriber, broker_manifest, dead_lettered, mesh, trigger_manifest
 from tests.support.chat import (
     anthropic_env,
@@ -29,6 +31,7 @@ from tests.support.chat import (
 from tests.support.fake_anthropic import FakeAnthropic, Reply, text
 from tests.support.fake_llm import Malformed
 from tests.support.fake_openai import Completion
+from tests.support.foundation import unique
 from tests.support.servers import running
 
 PATIENT = chat_settings(wait_timeout=300.0)
@@ -138,3 +141,49 @@ async def test_behind_the_broker_a_failed_step_answers_the_waiter_at_once_and_no
     assert following.status_code == 200
     assert following.json()["answer"] == "Answered."
     assert dead_letters.received == []
+
+
+async def test_a_step_whose_lease_ran_out_ends_its_request_when_the_next_message_comes(make_settings) -> None:
+    async with fake_anthropic() as (llm, llm_url):
+        llm.push(Reply([text("Taken over.")]))
+        async with (
+            chat_function(make_settings, PATIENT, **anthropic_env(llm_url)) as (url, settings),
+            httpx.AsyncClient(base_url=url, timeout=60) as client,
+        ):
+            # A request whose replica stopped right after it claimed the first step.
+            conversation_id = unique("stalled")
+            store = Store(settings.database_dsn)
+            try:
+                await ConversationStore(store).begin(
+                    conversation_id=conversation_id,
+                    request_id=unique("stalled-request"),
+                    message="first",
+                    provider="anthropic",
+                    model="claude-sonnet-4-5",
+                    max_tokens=100,
+                    system=None,
+                    stream=False,
+                )
+                busy = await client.post(
+                    "/v1/chat", json={"message": "second", "conversation_id": conversation_id}
+                )
+                pool = await store.pool()
+                await pool.execute(  # the step's lease ran out an hour ago
+                    "UPDATE chat_conversations SET claimed_at = now() - interval '1 hour' WHERE id = $1",
+                    conversation_id,
+                )
+            finally:
+                await store.close()
+            taken = await client.post(
+                "/v1/chat", json={"message": "third", "conversation_id": conversation_id}
+            )
+            view = (await client.get(f"/v1/conversations/{conversation_id}")).json()
+    assert (busy.status_code, busy.json()["error"]) == (409, "conversation_busy")
+    assert taken.status_code == 200
+    assert taken.json()["answer"] == "Taken over."
+    assert [(r["status"], r["code"]) for r in view["requests"]] == [
+        ("failed", "step_expired"),
+        ("completed", None),
+    ]
+    assert view["phase"] == "idle"
+    assert len(llm.requests) == 1
