@@ -12,10 +12,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from common.app import create_app
 from common.cloudevents import CloudEvent, from_http, new_event, to_binary
 from common.metrics import REGISTRY
+from common.store import Store, store_outage
 from eventing.dev.embedded import EmbeddedRedis, free_port
 from eventing.schemas.chat import CHAT_COMPLETED, CHAT_REQUESTED, ChatRequested
 from eventing.schemas.health import HEALTH_REPORTED
@@ -24,6 +27,7 @@ from functions.chat.function import build_function as chat_function
 from functions.health.function import FUNCTION as SPEC
 from functions.tools.function import build_function as tools_function
 from functions.tools.settings import ToolsSettings
+from tests.conftest import Services
 from tests.integration.test_serving_parity import both_modes
 from tests.support.broker import (
     Subscriber,
@@ -296,3 +300,36 @@ async def test_the_broker_answers_503_with_retry_after_while_redis_is_away_and_d
         "5",
     )
     assert [r.event.id for r in received] == [before.id, after.id]
+
+
+async def test_store_errors_are_503s_and_other_errors_are_not(services: Services, tmp_path: Path) -> None:
+    store = Store(services.database_url, min_size=1, max_size=1)
+    pool = await store.pool()
+    try:
+        async with pool.acquire():  # the pool's only connection is taken
+            try:
+                await pool.acquire(timeout=0.05)
+            except TimeoutError as exc:
+                exhausted = store_outage(exc)
+    finally:
+        await store.close()
+    refused = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    try:
+        await refused.ping()
+    except RedisError as exc:
+        redis_away = store_outage(exc)
+    finally:
+        await refused.aclose()
+    try:
+        (tmp_path / "missing").read_bytes()
+    except OSError as exc:
+        not_a_store = store_outage(exc)
+    assert exhausted is not None and redis_away is not None
+    assert (exhausted.status, exhausted.code, exhausted.headers) == (
+        503,
+        "store_unavailable",
+        {"retry-after": "5"},
+    )
+    assert exhausted.message == "PostgreSQL is unavailable (TimeoutError); retry later"
+    assert redis_away.message == "Redis is unavailable (ConnectionError); retry later"
+    assert not_a_store is None
