@@ -121,13 +121,17 @@ async def test_behind_the_broker_a_failed_step_answers_the_waiter_at_once_and_no
         )
         async with mesh(settings, tmp_path, broker_manifest(), trigger) as (ingress, _broker):
             chat_app = create(make_settings(VICTOR_BROKER_URL=ingress, **anthropic_env(llm_url)), PATIENT)
-            llm.push(Malformed(b"<html>502 Bad Gateway</html>", "text/html"), Reply([text("Answered.")]))
+            # As many broken answers as the Trigger's attempts: a retried step would meet only these.
+            llm.push(*[Malformed(b"<html>502 Bad Gateway</html>", "text/html")] * 4)
             async with (
                 running(chat_app, port=chat_port),
                 httpx.AsyncClient(base_url=chat_url, timeout=60) as client,
             ):
                 failed = await client.post("/v1/chat", json={"message": "hi"})
                 conversation_id = failed.json()["extra"]["conversation_id"]
+                asked = len(llm.requests)
+                llm.script.clear()
+                llm.push(Reply([text("Answered.")]))
                 following = await client.post(
                     "/v1/chat", json={"message": "again", "conversation_id": conversation_id}
                 )
@@ -140,6 +144,7 @@ async def test_behind_the_broker_a_failed_step_answers_the_waiter_at_once_and_no
     )
     assert following.status_code == 200
     assert following.json()["answer"] == "Answered."
+    assert asked == 1  # the failed step was not retried
     assert dead_letters.received == []
 
 
