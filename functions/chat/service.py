@@ -274,10 +274,11 @@ class ChatLoop:
         return await self._announce(completed, request.stream)
 
     async def _broken_step(self, request: RequestState, turn: int, exc: Exception) -> CloudEvent:
-        """A step that raised: retried later when a store is away (the claim given back), else the
-        request ends now with `step_failed`, since a retry would fail the same way; its waiters hear
-        of it at once and the conversation takes the next message."""
-        if store_outage(exc) is not None:
+        """A step that raised: a refusal (a dependency that cannot serve now) or a store away is given
+        back to be retried (the claim released); anything else ends the request now with
+        `step_failed`, since a retry would fail the same way: its waiters hear of it at once and the
+        conversation takes the next message."""
+        if isinstance(exc, Refusal) or store_outage(exc) is not None:
             await self._release(request.conversation_id, turn)
             raise exc
         log.error("step %d of conversation %s failed", turn, request.conversation_id, exc_info=exc)
