@@ -43,7 +43,6 @@ from common.answers import (
     Answer,
     Refusal,
     StreamedAnswer,
-    internal_error_answer,
     method_not_allowed_answer,
     not_found_answer,
     refusal_answer,
@@ -53,7 +52,7 @@ from common.answers import (
 from common.event_pipeline import handle_event_request
 from common.function import FunctionSpec, Mount, Route
 from common.probes import LIVE, HealthReport, health_state, readiness, startup_state
-from common.routing import admit, serve_route
+from common.routing import admit, serve_route, unexpected_error
 from common.runtime import VERSION, Runtime
 from common.settings import Settings, get_settings
 
@@ -89,8 +88,7 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
 
 
 def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return answer_response(internal_error_answer())
+    return answer_response(refusal_answer(unexpected_error(exc, request.method, request.url.path)))
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:

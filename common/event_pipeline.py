@@ -17,7 +17,7 @@ from common.auth import authenticate_event
 from common.cloudevents import CloudEvent, from_http, to_binary
 from common.logging import event_id
 from common.runtime import Runtime
-from common.store import StoreUnavailable
+from common.store import store_outage
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,13 @@ async def _claimed(runtime: Runtime[Any], event: CloudEvent) -> CloudEvent | Non
     outcome = metrics.events.labels
     try:
         claim = await runtime.processed.claim(event)
-    except StoreUnavailable as exc:
+    except Exception as exc:
+        refusal = store_outage(exc)
+        if refusal is None:
+            raise
         outcome(name, event.type, "unavailable").inc()
-        raise Refusal.unavailable(str(exc), "store_unavailable") from None
+        log.warning("event %s not claimed: %s", event.id, refusal.message)
+        raise refusal from None
     if claim.state == "done":
         outcome(name, event.type, "duplicate").inc()
         log.info("event %s from %s already handled; returning the stored reply", event.id, event.source)
@@ -103,12 +107,13 @@ async def _claimed(runtime: Runtime[Any], event: CloudEvent) -> CloudEvent | Non
         await runtime.processed.release(event)
         outcome(name, event.type, "retry" if exc.status >= 500 else "rejected").inc()
         raise
-    except StoreUnavailable as exc:
+    except Exception as exc:
         await runtime.processed.release(event)
-        outcome(name, event.type, "retry").inc()
-        raise Refusal.unavailable(str(exc)) from None
-    except Exception:
-        await runtime.processed.release(event)
+        refusal = store_outage(exc)
+        if refusal is not None:  # retried by the broker once the store is back
+            outcome(name, event.type, "retry").inc()
+            log.warning("event %s not handled: %s", event.id, refusal.message)
+            raise refusal from None
         outcome(name, event.type, "failed").inc()
         log.exception("handler for %s failed", event.type)
         raise Refusal(
@@ -125,7 +130,9 @@ async def _claimed(runtime: Runtime[Any], event: CloudEvent) -> CloudEvent | Non
         reply = tracing.with_trace(reply)
     try:
         await runtime.processed.finish(event, reply)
-    except StoreUnavailable:  # the work is done; a redelivery may repeat it, which is the lesser harm
+    except Exception as exc:  # the work is done; a redelivery may repeat it, which is the lesser harm
+        if store_outage(exc) is None:
+            raise
         log.warning("could not record event %s as handled: PostgreSQL is unavailable", event.id)
     outcome(name, event.type, "replied" if reply is not None else "accepted").inc()
     return reply

@@ -31,7 +31,6 @@ from common.answers import (
     Answer,
     Refusal,
     StreamedAnswer,
-    internal_error_answer,
     json_answer,
     method_not_allowed_answer,
     not_found_answer,
@@ -43,7 +42,7 @@ from common.function import FunctionSpec
 from common.http_limits import limit_functions_framework_workers
 from common.logging import configure_logging
 from common.probes import LIVE, health_state, readiness, startup_state
-from common.routing import RouteTable, serve_route
+from common.routing import RouteTable, serve_route, unexpected_error
 from common.runtime import Runtime, exit_cleanly_after_graceful_shutdown
 from common.settings import EnvReader, HttpLimits, Settings, SettingsError, get_settings, http_limit_settings
 
@@ -117,9 +116,8 @@ class FrameworkTarget:
                     answer = await shared_answer(runtime, path)
                 else:
                     answer = await serve_route(runtime, routes[method], params, request.headers, read)
-            except Exception:  # the same JSON 500 as the Litestar app, never functions-framework's text page
-                log.exception("unhandled error on %s %s", method, path)
-                answer = internal_error_answer()
+            except Exception as exc:  # the same JSON answer as the Litestar app, never a text page
+                answer = refusal_answer(unexpected_error(exc, method, path))
         metrics.record_request(self.spec.name, method, route, answer.status, time.perf_counter() - started)
         if isinstance(answer, StreamedAnswer):
             return StreamingResponse(answer.chunks, status_code=answer.status, headers=answer.headers)

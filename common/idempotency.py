@@ -12,10 +12,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from common.cloudevents import CloudEvent, from_json, to_json
-from common.store import Store, StoreUnavailable
+from common.store import Store, store_outage
+
+if TYPE_CHECKING:
+    import asyncpg
 
 ClaimState = Literal["new", "running", "done"]
 
@@ -35,12 +38,18 @@ class ProcessedEvents:
         self.claim_timeout = claim_timeout
         self.memory_size = memory_size
         self._memory: OrderedDict[tuple[str, str], tuple[str, bytes | None, float]] = OrderedDict()
+        # Claims this process could not release while PostgreSQL was away: released before they are
+        # claimed again, so the retry is not told "in progress" until the claim expires.
+        self._unreleased: set[tuple[str, str]] = set()
 
     async def claim(self, event: CloudEvent) -> Claim:
         """Claim the event for handling, or learn it is running or done (with its reply)."""
         if not self.store.configured:
             return self._claim_memory(event)
         pool = await self.store.pool()
+        if (event.source, event.id) in self._unreleased:
+            await self._delete_running(pool, event)
+            self._unreleased.discard((event.source, event.id))
         row = await pool.fetchrow(
             """
             INSERT INTO processed_events (function, source, id, state) VALUES ($1, $2, $3, 'running')
@@ -91,16 +100,20 @@ class ProcessedEvents:
             self._memory.pop((event.source, event.id), None)
             return
         try:
-            pool = await self.store.pool()
-            await pool.execute(
-                "DELETE FROM processed_events WHERE function = $1 AND source = $2 AND id = $3"
-                " AND state = 'running'",
-                self.function,
-                event.source,
-                event.id,
-            )
-        except StoreUnavailable:
-            pass
+            await self._delete_running(await self.store.pool(), event)
+        except Exception as exc:
+            if store_outage(exc) is None:
+                raise
+            self._unreleased.add((event.source, event.id))
+
+    async def _delete_running(self, pool: asyncpg.Pool, event: CloudEvent) -> None:
+        await pool.execute(
+            "DELETE FROM processed_events WHERE function = $1 AND source = $2 AND id = $3"
+            " AND state = 'running'",
+            self.function,
+            event.source,
+            event.id,
+        )
 
     def _claim_memory(self, event: CloudEvent) -> Claim:
         key = (event.source, event.id)

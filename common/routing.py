@@ -20,7 +20,6 @@ from common.answers import (
     Refusal,
     StreamedAnswer,
     decode_body,
-    internal_error_answer,
     json_answer,
     refusal_answer,
 )
@@ -28,6 +27,7 @@ from common.auth import check_api_key
 from common.function import Call, Route
 from common.rate_limit import check_rate_limit
 from common.runtime import Runtime
+from common.store import store_outage
 
 log = logging.getLogger(__name__)
 # Reads the request body; raises the 413 refusal once it grows over the limit.
@@ -40,6 +40,17 @@ async def admit(runtime: Runtime[Any], headers: Mapping[str, str]) -> None:
     then its key's rate limit; raise the 401 or 429 refusal otherwise."""
     key = check_api_key(runtime.settings, headers)
     await check_rate_limit(runtime, key)
+
+
+def unexpected_error(exc: Exception, method: str, path: str) -> Refusal:
+    """The refusal for an exception no handler turned into one, logged: 503 with Retry-After when a
+    store (PostgreSQL, Redis) cannot be reached now, else the 500 that points at the logs."""
+    refusal = store_outage(exc)
+    if refusal is not None:
+        log.warning("%s %s: %s", method, path, refusal.message)
+        return refusal
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return INTERNAL_ERROR
 
 
 async def serve_route(
@@ -63,11 +74,9 @@ async def serve_route(
         )
     except Refusal as exc:
         return route.refusals(exc) if route.refusals is not None else refusal_answer(exc)
-    except Exception:  # the same JSON 500 in both modes, never a traceback or a framework's page
-        log.exception("unhandled error on %s %s", route.method, route.path)
-        if route.refusals is not None:
-            return route.refusals(INTERNAL_ERROR)
-        return internal_error_answer()
+    except Exception as exc:  # the same JSON answer in both modes, never a traceback or a framework's page
+        refusal = unexpected_error(exc, route.method, route.path)
+        return route.refusals(refusal) if route.refusals is not None else refusal_answer(refusal)
     if isinstance(result, Answer | StreamedAnswer):
         return result
     return json_answer(200, result)

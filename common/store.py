@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from traceback import walk_tb
 from typing import TYPE_CHECKING, Any
+
+from common.answers import Refusal
 
 if TYPE_CHECKING:
     import asyncpg
@@ -29,6 +33,70 @@ MIGRATION_LOCK_KEY = 0x56494354  # "VICT"
 
 class StoreUnavailable(RuntimeError):
     """PostgreSQL is not configured or not reachable."""
+
+
+# Raised by the network itself (refused, reset, a pool's acquire timing out): an outage of the store
+# whose client code raised it.
+_NETWORK_OUTAGES = (OSError, TimeoutError)
+
+
+def _postgres_outages() -> tuple[type[BaseException], ...]:
+    """What asyncpg raises when PostgreSQL is away: refused or dropped connections, a server starting
+    up or shutting down, no connection slot free. Looked up where asyncpg is loaded (it loads with the
+    first pool): before that, no asyncpg error can exist."""
+    asyncpg = sys.modules.get("asyncpg")
+    if asyncpg is None:
+        return (StoreUnavailable,)
+    return (
+        StoreUnavailable,
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+        asyncpg.CrashShutdownError,
+        asyncpg.TooManyConnectionsError,
+    )
+
+
+def _redis_outages() -> tuple[type[BaseException], ...]:
+    """redis-py's connection and timeout errors, once redis-py is loaded (with the first Redis call)."""
+    errors = sys.modules.get("redis.exceptions")
+    return () if errors is None else (errors.ConnectionError, errors.TimeoutError)
+
+
+def store_outage(exc: BaseException) -> Refusal | None:
+    """The 503 (with Retry-After, code `store_unavailable`) for an error that says PostgreSQL or Redis
+    cannot be reached now; None for any other error. Its cause chain is followed, so a wrapped outage
+    is one too. The message names the store and the error's kind, never its text (it may hold a DSN)."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        store = _outage_of(error)
+        if store is not None:
+            # StoreUnavailable's own words are written to be shown; other errors are named by kind.
+            reason = str(error) if isinstance(error, StoreUnavailable) else type(error).__name__
+            return Refusal.unavailable(f"{store} is unavailable ({reason}); retry later", "store_unavailable")
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _outage_of(error: BaseException) -> str | None:
+    """The store `error` says is away, or None."""
+    if isinstance(error, _postgres_outages()):
+        return "PostgreSQL"
+    asyncpg = sys.modules.get("asyncpg")
+    if asyncpg is not None and isinstance(error, asyncpg.InterfaceError) and "closed" in str(error):
+        return "PostgreSQL"  # a connection lost before use
+    if isinstance(error, _redis_outages()):
+        return "Redis"
+    if isinstance(error, _NETWORK_OUTAGES):
+        tb = walk_tb(error.__traceback__)
+        raised_in = {frame.f_globals.get("__name__", "").partition(".")[0] for frame, _ in tb}
+        if "asyncpg" in raised_in:
+            return "PostgreSQL"
+        if "redis" in raised_in:
+            return "Redis"
+    return None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError, ResponseError
 
 from common import metrics
-from common.answers import Answer, error_answer
+from common.answers import Answer, Refusal, error_answer, refusal_answer
 from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc3339
 from common.logging import event_id, event_traceparent
 from eventing.broker.delivery import DeliveryResult, DeliverySpec, SubscriberClient, dead_letter, deliver
@@ -497,8 +497,8 @@ class Broker:
             await self.accept(event)
         except (RedisError, OSError):
             broker_events.labels(self.settings.ingress_path, "unavailable").inc()
-            return error_answer(
-                503, "unavailable", "the broker cannot store events right now (Redis is down); retry"
+            return refusal_answer(
+                Refusal.unavailable("the broker cannot store events right now (Redis is down); retry")
             )
         broker_events.labels(self.settings.ingress_path, "accepted").inc()
         return Answer(202, {}, b"")

@@ -163,6 +163,33 @@ class ConversationStore:
         )
         return Begun(state="new", request=request)
 
+    async def expire_step(self, conversation_id: str, lease: float) -> bool:
+        """End the conversation's running request when the lease of its due LLM step ran out more than
+        `lease` seconds ago (its replica stopped, or lost PostgreSQL, and no retry took the step): the
+        request fails with `step_expired` and the conversation is idle again. False when nothing expired.
+        """
+        pool = await self.store.pool()
+        async with pool.acquire() as connection, connection.transaction():
+            stale = await connection.fetchrow(
+                "SELECT active_request, turn FROM chat_conversations WHERE id = $1 AND phase = 'llm'"
+                " AND coalesce(claimed_at, updated_at) < now() - make_interval(secs => $2) FOR UPDATE",
+                conversation_id,
+                lease,
+            )
+            if stale is None:
+                return False
+            await self._finish(
+                connection,
+                conversation_id,
+                stale["active_request"],
+                stale["turn"] + 1,
+                status="failed",
+                code="step_expired",
+                error=f"step {stale['turn']} of conversation {conversation_id} was not taken within its"
+                f" {lease:g}s lease (its replica stopped); the next message ended it",
+            )
+            return True
+
     async def _append(
         self,
         connection: asyncpg.Connection,

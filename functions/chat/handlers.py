@@ -25,12 +25,13 @@ from typing import Annotated, Any
 import msgspec
 
 from common import sse
-from common.answers import Refusal, StreamedAnswer, json_answer
+from common.answers import RETRY_AFTER_SECONDS, Refusal, StreamedAnswer, json_answer
 from common.auth import event_credentials
 from common.cloudevents import CloudEvent, decode_data, new_event
 from common.event_pipeline import process_event
 from common.function import Call
 from common.runtime import Runtime
+from common.store import store_outage
 from eventing.client import DeliveryError, publish, send_event
 from eventing.schemas.chat import CHAT_COMPLETED, CHAT_REQUESTED, CONVERSATION_ID, ChatFailed, ChatRequested
 from eventing.schemas.tools import (
@@ -56,6 +57,9 @@ FAILURE_STATUS = {
     "provider_error": 502,
     "provider_unreachable": 502,
     "provider_timeout": 504,
+    "step_expired": 504,
+    "step_failed": 500,
+    "store_unavailable": 503,
     "unavailable": 503,
 }
 
@@ -149,10 +153,11 @@ class ChatRun:
             )
         except Exception as exc:  # the waiter must hear of every ending, whatever its cause
             log.warning("chat request %s stopped: %s", self.request_id, exc)
+            refusal = exc if isinstance(exc, Refusal) else store_outage(exc)
             failed = ChatFailed(
                 conversation_id=self.conversation_id,
                 request_id=self.request_id,
-                code="unavailable",
+                code=refusal.code if refusal is not None and refusal.status == 503 else "unavailable",
                 error=str(exc) or type(exc).__name__,
             )
             data = msgspec.to_builtins(failed)
@@ -248,7 +253,14 @@ class ChatRun:
             await self.subscription.close()
 
     async def _from_store(self) -> progress_channel.StreamMessage | None:
-        request = await self.loop.conversations.request(self.request_id)
+        """The request's ending as stored; None while it runs, or while PostgreSQL is away (the
+        channel may still bring it)."""
+        try:
+            request = await self.loop.conversations.request(self.request_id)
+        except Exception as exc:
+            if store_outage(exc) is None:
+                raise
+            return None
         if request is None or request.status == "running":
             return None
         if request.status == "completed":
@@ -286,6 +298,16 @@ def failure_status(data: dict[str, Any]) -> int:
     return FAILURE_STATUS.get(str(data.get("code")), 504 if data.get("code") == "wait_timeout" else 502)
 
 
+def failure_refusal(data: dict[str, Any], *, extra: Any = None) -> Refusal:
+    """The refusal of a failed request (a `ChatFailed` payload): its status by code, its error as the
+    message, Retry-After when it may succeed later (503)."""
+    status = failure_status(data)
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+    return Refusal(
+        status, str(data.get("error")), str(data.get("code") or "chat_failed"), extra=extra, headers=headers
+    )
+
+
 async def start_chat(runtime: Chat, body: ChatBody) -> ChatRun:
     """Check the request and start its loop: 503 when unconfigured or the broker refuses, 404 for an
     unknown conversation."""
@@ -320,8 +342,7 @@ async def post_chat(call: Call[ChatBody], runtime: Chat) -> Any:
         return StreamedAnswer(200, headers, sse.with_pings(_frames(run), run.loop.chat.sse_ping))
     final = await run.outcome()
     if final.kind != "done":
-        code = str(final.data.get("code") or "chat_failed")
-        raise Refusal(failure_status(final.data), str(final.data.get("error")), code, extra=final.data)
+        raise failure_refusal(final.data, extra=final.data)
     return json_answer(200, final.data, headers)
 
 

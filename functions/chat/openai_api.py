@@ -29,7 +29,7 @@ from common import sse
 from common.answers import Answer, Refusal, StreamedAnswer, json_answer
 from common.function import Call
 from functions.chat import progress_channel
-from functions.chat.handlers import Chat, ChatBody, ChatRun, failure_status, start_chat
+from functions.chat.handlers import Chat, ChatBody, ChatRun, failure_refusal, start_chat
 
 MODEL = "victor"
 # The OpenAI error type each status family gets (clients branch on it).
@@ -122,7 +122,7 @@ async def post_completions(call: Call[CompletionsBody], runtime: Chat) -> Any:
         return StreamedAnswer(200, headers, sse.with_pings(_chunks(run), run.loop.chat.sse_ping))
     final = await run.outcome()
     if final.kind != "done":
-        raise failure(final.data)
+        raise failure_refusal(final.data)
     done = final.data
     completion = {
         **_envelope(run, "chat.completion"),
@@ -145,10 +145,6 @@ async def get_models(call: Call[None], runtime: Chat) -> dict[str, Any]:
         "object": "list",
         "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "victor"}],
     }
-
-
-def failure(data: dict[str, Any]) -> Refusal:
-    return Refusal(failure_status(data), str(data.get("error")), str(data.get("code") or "chat_failed"))
 
 
 def finish_reason(done: dict[str, Any]) -> str:
@@ -204,7 +200,7 @@ async def _chunks(run: ChatRun) -> AsyncIterator[bytes]:
         elif message.kind == "done":
             yield _chunk(run, {}, finish_reason(message.data), usage=usage(message.data))
         else:
-            refusal = failure(message.data)
+            refusal = failure_refusal(message.data)
             kind = "server_error" if refusal.status >= 500 else "invalid_request_error"
             yield _frame({"error": error_body(refusal.message, kind, refusal.code)})
     yield b"data: [DONE]\n\n"

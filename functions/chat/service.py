@@ -12,6 +12,7 @@ and any replica can take any step.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ import msgspec
 from common.answers import Refusal
 from common.cloudevents import CloudEvent, new_event
 from common.runtime import Runtime
+from common.store import store_outage
 from eventing.schemas.chat import (
     CHAT_COMPLETED,
     CHAT_FAILED,
@@ -66,6 +68,9 @@ class ChatLoop:
         self.responses = ResponseCache(runtime.cache, chat)
         # Models already warned about as missing from the price table (one warning per model).
         self._unpriced: set[str] = set()
+        # LLM calls (conversation, turn) this process claimed and could not give back while PostgreSQL
+        # was away: given back before the step is taken again, so its retry need not wait out the lease.
+        self._unreleased: set[tuple[str, int]] = set()
 
     def _warn_unpriced(self, model: str) -> None:
         if model not in self._unpriced:
@@ -100,7 +105,8 @@ class ChatLoop:
         conversation_id = payload.conversation_id or str(
             uuid.uuid5(uuid.NAMESPACE_URL, f"{event.source}#{event.id}")
         )
-        begun = await self.conversations.begin(
+        begin = functools.partial(
+            self.conversations.begin,
             conversation_id=conversation_id,
             request_id=request_id,
             message=payload.message,
@@ -110,6 +116,11 @@ class ChatLoop:
             system=payload.system,
             stream=payload.stream,
         )
+        begun = await begin()
+        if begun.state == "busy" and await self.conversations.expire_step(
+            conversation_id, self.claim_timeout
+        ):
+            begun = await begin()  # the request it was busy with had stopped: this one goes on
         if begun.state == "busy":
             failed = ChatFailed(
                 conversation_id=conversation_id,
@@ -164,6 +175,9 @@ class ChatLoop:
         """Take the LLM call of `turn` once (`claimed`: the caller's transition already claimed it);
         a step already taken is answered from the store."""
         conversation_id = request.conversation_id
+        if (conversation_id, turn) in self._unreleased:
+            await self.conversations.release_llm(conversation_id, turn)
+            self._unreleased.discard((conversation_id, turn))
         if not claimed and not await self.conversations.claim_llm(
             conversation_id, request.id, turn, self.claim_timeout
         ):
@@ -179,17 +193,11 @@ class ChatLoop:
                 self.provider.name, self.chat.model_label(request.model), outcome
             ).inc()
             log.warning("LLM call %d of conversation %s failed: %s", turn, conversation_id, error.message)
-            await self.conversations.fail(
-                conversation_id=conversation_id,
-                request_id=request.id,
-                turn=turn,
-                code=error.code,
-                error=error.message,
-                provider_status=error.status or None,
-            )
-            return await self.replay(request, turn)
-        except BaseException:
-            await self.conversations.release_llm(conversation_id, turn)
+            return await self._failed_step(request, turn, error.code, error.message, error.status or None)
+        except Exception as exc:
+            return await self._broken_step(request, turn, exc)
+        except BaseException:  # cancelled (shutdown): another delivery takes the step again
+            await self._release(conversation_id, turn)
             raise
         usage = model_turn.usage
         cost = (
@@ -213,16 +221,19 @@ class ChatLoop:
                 self._warn_unpriced(model_turn.model)
             label = self.chat.model_label(model_turn.model)
             metrics.record_call(self.provider.name, label, usage, cost if priced else None, seconds)
-        recorded = await self.conversations.record_turn(
-            conversation_id=conversation_id,
-            request_id=request.id,
-            turn=turn,
-            model_turn=model_turn,
-            provider=self.provider.name,
-            cost=cost,
-            duration_ms=round(seconds * 1000, 3),
-            from_cache=from_cache,
-        )
+        try:
+            recorded = await self.conversations.record_turn(
+                conversation_id=conversation_id,
+                request_id=request.id,
+                turn=turn,
+                model_turn=model_turn,
+                provider=self.provider.name,
+                cost=cost,
+                duration_ms=round(seconds * 1000, 3),
+                from_cache=from_cache,
+            )
+        except Exception as exc:  # e.g. an answer PostgreSQL cannot store
+            return await self._broken_step(request, turn, exc)
         if not recorded:  # the claim expired and another replica finished this step first
             log.warning("step %d of conversation %s was recorded by another replica", turn, conversation_id)
             return await self.replay(request, turn)
@@ -261,6 +272,42 @@ class ChatLoop:
             unpriced_models=[] if from_cache or self.chat.price(model_turn.model) else [model_turn.model],
         )
         return await self._announce(completed, request.stream)
+
+    async def _broken_step(self, request: RequestState, turn: int, exc: Exception) -> CloudEvent:
+        """A step that raised: a refusal (a dependency that cannot serve now) or a store away is given
+        back to be retried (the claim released); anything else ends the request now with
+        `step_failed`, since a retry would fail the same way: its waiters hear of it at once and the
+        conversation takes the next message."""
+        if isinstance(exc, Refusal) or store_outage(exc) is not None:
+            await self._release(request.conversation_id, turn)
+            raise exc
+        log.error("step %d of conversation %s failed", turn, request.conversation_id, exc_info=exc)
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = f"step {turn} of conversation {request.conversation_id} failed ({detail[:300]})"
+        return await self._failed_step(request, turn, "step_failed", message)
+
+    async def _failed_step(
+        self, request: RequestState, turn: int, code: str, error: str, provider_status: int | None = None
+    ) -> CloudEvent:
+        """End the request whose step `turn` failed for good: chat.failed with `code` and `error`."""
+        await self.conversations.fail(
+            conversation_id=request.conversation_id,
+            request_id=request.id,
+            turn=turn,
+            code=code,
+            error=error,
+            provider_status=provider_status,
+        )
+        return await self.replay(request, turn)
+
+    async def _release(self, conversation_id: str, turn: int) -> None:
+        """Give back the claim of a step that did not finish; remembered when PostgreSQL is away."""
+        try:
+            await self.conversations.release_llm(conversation_id, turn)
+        except Exception as exc:
+            if store_outage(exc) is None:
+                raise
+            self._unreleased.add((conversation_id, turn))
 
     async def replay(self, request: RequestState, turn: int) -> CloudEvent:
         """The reply of a step already taken, rebuilt from the store (same event id every time)."""

@@ -129,9 +129,9 @@ def test_one_trigger_per_event_type_routes_to_its_function(built: list[Resource]
 
 def test_broker_retries_with_backoff_then_dead_letters(built: list[Resource]) -> None:
     delivery = objects(built, "Broker")["default"]["spec"]["delivery"]
-    assert delivery["retry"] == 5
+    assert delivery["retry"] == 6
     assert delivery["backoffPolicy"] == "exponential"
-    assert delivery["backoffDelay"] == "PT0.5S"
+    assert delivery["backoffDelay"] == "PT1S"  # 63 s of retries: a store away for a minute loses nothing
     assert delivery["deadLetterSink"]["ref"]["name"] in objects(built, "Service")
     ping = objects(built, "PingSource")["victor-health-ping"]["spec"]
     assert ping["schedule"] == "* * * * *"
@@ -154,7 +154,7 @@ def test_the_local_broker_loads_the_same_triggers_and_delivery() -> None:
     [broker] = manifests.brokers
     delivery = broker.delivery
     assert delivery is not None
-    assert (delivery.retry, delivery.backoff_policy, delivery.backoff_delay) == (5, "exponential", 0.5)
+    assert (delivery.retry, delivery.backoff_policy, delivery.backoff_delay) == (6, "exponential", 1.0)
     assert delivery.dead_letter_url == "http://victor-dead-letters.test"
 
 

@@ -1,13 +1,20 @@
-"""Databases of a test's own on the shared PostgreSQL server, dropped afterwards."""
+"""Databases of a test's own on the shared PostgreSQL server, dropped afterwards; and PostgreSQL
+servers of a test's own, which it may stop and start again (outages)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from common.store import migrate
+from eventing.dev.embedded import EmbeddedPostgres
 
 
 def with_database(url: str, name: str) -> str:
@@ -32,3 +39,18 @@ async def scratch_database(server_url: str, prefix: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@asynccontextmanager
+async def private_postgres() -> AsyncIterator[EmbeddedPostgres]:
+    """An embedded, migrated PostgreSQL server of the test's own: `stop()` takes it away, `start()`
+    brings it back with its data at the same URL. Never the shared server, which other tests use."""
+    # Outside pytest's temp root, as the shared one (tests/conftest.py says why).
+    root = Path(tempfile.mkdtemp(prefix="victor-test-private-pg-"))
+    server = EmbeddedPostgres(root / "postgres")
+    try:
+        await migrate(server.start())
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -28,6 +28,15 @@ class Failure:
 
 
 @dataclass
+class Malformed:
+    """A 200 answer that breaks the provider's protocol: `body` as is, whatever the request asked for
+    (a plain JSON body to a streaming request, garbage SSE, a message with fields missing)."""
+
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass
 class RecordedRequest:
     method: str
     path: str
@@ -41,7 +50,7 @@ class ScriptedServer:
 
     # The one path (POST) the provider answers; the subclass names it.
     route: ClassVar[str]
-    # Replies (Reply for Anthropic, Completion for OpenAI) and Failures, answered in order.
+    # Replies (Reply for Anthropic, Completion for OpenAI), Failures and Malformed answers, in order.
     script: deque[Any] = field(default_factory=deque)
     requests: list[RecordedRequest] = field(default_factory=list)
     # Answered when the script is empty (benchmarks use it to repeat one reply forever).
@@ -76,6 +85,9 @@ class ScriptedServer:
         if isinstance(item, Failure):
             await self.error(send, item)
             return
+        if isinstance(item, Malformed):
+            await respond(send, 200, item.body, content_type=item.content_type)
+            return
         if item.delay:
             await asyncio.sleep(item.delay)
         await self.answer(send, request, item)
@@ -90,8 +102,15 @@ class ScriptedServer:
         raise NotImplementedError
 
 
-async def respond(send: Any, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    pairs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def respond(
+    send: Any,
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    content_type: str = "application/json",
+) -> None:
+    pairs = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
     pairs += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": pairs})
     await send({"type": "http.response.body", "body": body})

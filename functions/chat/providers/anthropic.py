@@ -78,7 +78,10 @@ class AnthropicProvider(SDKProvider):
     async def complete(self, request: ModelRequest) -> ModelTurn:
         arguments = self.arguments(request)
 
-        return to_turn(await self.retried(lambda: self.client.messages.create(**arguments)))
+        async def call() -> ModelTurn:
+            return to_turn(await self.client.messages.create(**arguments))
+
+        return await self.retried(call)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelTurn]:
         arguments = self.arguments(request)
@@ -93,12 +96,12 @@ class AnthropicProvider(SDKProvider):
             async for event in stream:
                 if event.type == "text" and event.text:
                     yield TextDelta(text=event.text)
-            message = await stream.get_final_message()
-        except anthropic.APIError as exc:
+            turn = to_turn(await stream.get_final_message())
+        except Exception as exc:  # an SDK error, or an answer that is not the stream the API sends
             await manager.__aexit__(None, None, None)
             raise self.mapped(exc) from exc
         await manager.__aexit__(None, None, None)
-        yield to_turn(message)
+        yield turn
 
 
 def to_turn(message: Any) -> ModelTurn:

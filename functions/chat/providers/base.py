@@ -97,15 +97,26 @@ class TextDelta(msgspec.Struct, kw_only=True):
 class ProviderError(Exception):
     """The provider failed for good: `status` is its HTTP status (0: no answer), `message` its error."""
 
-    def __init__(self, status: int, message: str, *, retryable: bool, retry_after: float | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
+        self._code = code
 
     @property
     def code(self) -> str:
+        if self._code is not None:
+            return self._code
         if self.status == 0:
             return "provider_unreachable"
         if self.status == 408:
@@ -195,6 +206,18 @@ def sdk_error(exc: Any, errors: SDKErrors) -> ProviderError:
     return ProviderError(502, f"{errors.stream} failed: {exc.message}", retryable=False)
 
 
+def malformed_answer(server: str, exc: Exception) -> ProviderError:
+    """A 200 answer the SDK could not read as the API's (a JSON body to a streaming request, garbage
+    SSE, a message with fields missing): a provider error, 502, not retried."""
+    detail = f"{type(exc).__name__}: {str(exc)[:300]}" if str(exc) else type(exc).__name__
+    return ProviderError(
+        502,
+        f"{server} sent an answer that is not a valid API response ({detail})",
+        retryable=False,
+        code="provider_error",
+    )
+
+
 class SDKProvider:
     """What the SDK-backed providers share: the client's lifetime and the retry policy.
 
@@ -215,17 +238,27 @@ class SDKProvider:
         await self.client.close()
 
     async def retried(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` (an SDK call and the reading of its answer) under the retry policy; whatever it
+        raises comes out as a `ProviderError`."""
+
         async def attempt() -> T:
             try:
                 return await call()
-            except self.errors.base as exc:
-                raise sdk_error(exc, self.errors) from exc
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise self.mapped(exc) from exc
 
         return await with_retries(self.chat, self.name, attempt, self.on_retry)
 
     def mapped(self, exc: Exception) -> ProviderError:
-        """An SDK error raised after the retries (mid-stream) as a `ProviderError`."""
-        return sdk_error(exc, self.errors)
+        """An error raised by the SDK, or while reading its answer, as a `ProviderError`: the SDK's own
+        errors by their kind, anything else as a malformed answer."""
+        if isinstance(exc, ProviderError):
+            return exc
+        if isinstance(exc, self.errors.base):
+            return sdk_error(exc, self.errors)
+        return malformed_answer(self.errors.server, exc)
 
 
 async def with_retries(

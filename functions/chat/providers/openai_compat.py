@@ -82,7 +82,10 @@ class OpenAICompatProvider(SDKProvider):
     async def complete(self, request: ModelRequest) -> ModelTurn:
         arguments = self.arguments(request)
 
-        return to_turn(await self.retried(lambda: self.client.chat.completions.create(**arguments)))
+        async def call() -> ModelTurn:
+            return to_turn(await self.client.chat.completions.create(**arguments))
+
+        return await self.retried(call)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelTurn]:
         arguments = self.arguments(request)
@@ -92,7 +95,7 @@ class OpenAICompatProvider(SDKProvider):
         stream = await self.retried(lambda: self.client.chat.completions.create(**arguments))
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
-        finish = "stop"
+        finish: str | None = None
         model = request.model
         usage = TokenUsage()
         try:
@@ -114,8 +117,10 @@ class OpenAICompatProvider(SDKProvider):
                             entry["arguments"] += call.function.arguments or ""
                     if choice.finish_reason:
                         finish = choice.finish_reason
-        except openai.APIError as exc:
+        except Exception as exc:  # an SDK error, or chunks that are not the API's
             raise self.mapped(exc) from exc
+        if finish is None:  # a JSON body, or a stream cut short, reads as chunks without an ending
+            raise self.mapped(ValueError("the stream ended without a finish_reason"))
         content: list[Block] = [TextBlock(text="".join(text))] if text else []
         for index in sorted(calls):
             entry = calls[index]
