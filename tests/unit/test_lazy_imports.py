@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from common.embedding_model import bundled_model_path
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = {
     "mcp",
@@ -59,6 +61,8 @@ def heavy_imported(mode: str, name: str, tmp_path: Path) -> list[str]:
         ANTHROPIC_BASE_URL="http://127.0.0.1:9",
         VICTOR_TOOLS_URL="http://127.0.0.1:9",
         VICTOR_EMBEDDINGS_URL="http://127.0.0.1:9",
+        # The model on disk (settings check a hub name against the cache when HF_HUB_OFFLINE is set).
+        VICTOR_EMBEDDING_MODEL=str(bundled_model_path()),
     )
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, mode, name, *sorted(HEAVY)],
