@@ -140,13 +140,6 @@ def decode_body(body: bytes, model: type[T]) -> T:
     try:
         return decode_json(body, model)
     except msgspec.ValidationError as exc:
-        misfit = exc  # msgspec stops at the first misfit, perhaps before a syntax error further on
+        raise Refusal(422, f"invalid request body: {exc}", "invalid_request") from None
     except msgspec.DecodeError as exc:
         raise Refusal(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
-    try:
-        decode_json(body)
-    except msgspec.ValidationError:
-        pass
-    except msgspec.DecodeError as exc:
-        raise Refusal(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
-    raise Refusal(422, f"invalid request body: {misfit}", "invalid_request")

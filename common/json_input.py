@@ -10,6 +10,8 @@ that does not fit, gets their 422):
   until Python's stack limit, and a deep document could not be stored or
   re-encoded anywhere else either).
 
+A document that is both (a misfit first, a syntax error further on) is answered as not JSON.
+
 Strings that PostgreSQL must store refuse U+0000 by their Struct constraint
 (`eventing.schemas.event_type.StoredText`).
 """
@@ -35,7 +37,12 @@ def decode_json(document: bytes, model: Any = Any) -> Any:
     # Only a document with that many brackets can be that deep: most are never walked.
     if document.count(b"[") + document.count(b"{") > MAX_DEPTH:
         _check_depth(_decode(document, Any))
-    return _decode(document, model)
+    try:
+        return _decode(document, model)
+    except msgspec.ValidationError:
+        if model is not Any:  # msgspec stops at the first misfit, perhaps before a syntax error further on
+            _decode(document, Any)
+        raise
 
 
 def _decode(document: bytes, model: Any) -> Any:
