@@ -143,7 +143,7 @@ async def test_no_fuzzed_request_gets_a_500_or_an_error_that_is_not_json(
     spec: FunctionSpec, fuzz_settings: Callable[..., Settings]
 ) -> None:
     fuzzed = await fuzzed_function(spec, fuzz_settings())
-    assert fuzzed.requests >= 40
+    assert fuzzed.requests >= 30
     assert fuzzed.failures == []
 
 
@@ -153,5 +153,5 @@ async def test_no_fuzzed_embeddings_request_gets_a_500_or_an_error_that_is_not_j
     model = request.getfixturevalue("minilm")  # loaded once per session
     settings_ = fuzz_settings(VICTOR_EMBEDDING_MODEL=model.name)
     fuzzed = await fuzzed_function(embeddings_function(load_embedding_settings({})), settings_, wait=True)
-    assert fuzzed.requests >= 40
+    assert fuzzed.requests >= 30
     assert fuzzed.failures == []
