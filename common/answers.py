@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from common.json_input import decode_json
+
 T = TypeVar("T")
 JSON = "application/json"
 # How long a client or the broker should wait before retrying a 503.
@@ -132,16 +134,12 @@ def too_large(limit: int) -> Refusal:
 
 
 def decode_body(body: bytes, model: type[T]) -> T:
-    """The JSON body as `model`: 400 `invalid_json` if not JSON, 422 `invalid_request` naming the field."""
+    """The JSON body as `model` (`common.json_input` rules): 400 `invalid_json` if not JSON (or not UTF-8,
+    or nested too deep), 422 `invalid_request` naming the field that does not fit or holds a NUL."""
     body = body or b"{}"
     try:
-        return msgspec.json.decode(body, type=model)
+        return decode_json(body, model)
     except msgspec.ValidationError as exc:
-        misfit = exc  # msgspec stops at the first misfit, perhaps before a syntax error further on
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec reports bad UTF-8 as the latter
+        raise Refusal(422, f"invalid request body: {exc}", "invalid_request") from None
+    except msgspec.DecodeError as exc:
         raise Refusal(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
-    try:
-        msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise Refusal(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
-    raise Refusal(422, f"invalid request body: {misfit}", "invalid_request")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,7 @@ from litestar.enums import HttpMethod, ScopeType
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.handlers import HTTPRouteHandler, asgi
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody
 from litestar.plugins import PluginProtocol
 from litestar.plugins.core import MsgspecDIPlugin
 from litestar.response import Stream
@@ -40,6 +40,7 @@ from litestar.types import (
 
 from common import metrics, tracing
 from common.answers import (
+    JSON,
     Answer,
     Refusal,
     StreamedAnswer,
@@ -49,6 +50,7 @@ from common.answers import (
     status_code_name,
     too_large,
 )
+from common.cloudevents import EVENT_BODY
 from common.event_pipeline import handle_event_request
 from common.function import FunctionSpec, Mount, Route
 from common.probes import LIVE, HealthReport, health_state, readiness, startup_state
@@ -163,13 +165,6 @@ async def prometheus_metrics() -> Response[bytes]:
     return Response(body, media_type=content_type)
 
 
-@post("/", status_code=202, summary="Deliver a CloudEvent (binary or structured mode)")
-async def receive_event(request: Request[Any, Any, Any]) -> Response[Any]:
-    """Answered 202 with an empty body, or 200 with exactly one CloudEvent (the reply)."""
-    body = await request.body()
-    return answer_response(await handle_event_request(_runtime(request), dict(request.headers), body))
-
-
 def inline_schema(model: Any) -> dict[str, Any]:
     """`model`'s JSON Schema with every definition written in place (route Structs are not recursive)."""
     (schema,), definitions = msgspec.json.schema_components([model], ref_template="{name}")
@@ -187,15 +182,28 @@ def inline_schema(model: Any) -> dict[str, Any]:
     return resolved
 
 
+def request_body(media: Mapping[str, Any]) -> RequestBody:
+    """A required request body of these media types, each described by its Struct (or type)."""
+    content = {name: OpenAPIMediaType(schema=inline_schema(model)) for name, model in media.items()}  # type: ignore[arg-type]
+    return RequestBody(content=content, required=True)
+
+
 def _operation_class(route: Route) -> type[Operation]:
     """An OpenAPI operation that describes the route's body and answer from the route table."""
     body = None
     if route.body is bytes:
-        body = RequestBody(content={"application/json": OpenAPIMediaType(schema=Schema())}, required=False)
+        body = request_body(route.raw_body)
     elif route.body is not None:
-        schema = inline_schema(route.body)
-        body = RequestBody(content={"application/json": OpenAPIMediaType(schema=schema)}, required=True)  # type: ignore[arg-type]
+        body = request_body({"application/json": route.body})
     answer = inline_schema(route.returns) if route.returns is not None else None
+    return operation_class(route.handler.__name__, body, answer, route.media_type)
+
+
+def operation_class(
+    name: str, body: RequestBody | None, answer: dict[str, Any] | None = None, media_type: str = JSON
+) -> type[Operation]:
+    """An OpenAPI operation with this request body and 200 answer (Litestar sees neither in a handler
+    that reads the raw request)."""
 
     def __init__(self: Operation, *args: Any, **kwargs: Any) -> None:
         Operation.__init__(self, *args, **kwargs)
@@ -203,10 +211,22 @@ def _operation_class(route: Route) -> type[Operation]:
         if answer is not None and self.responses is not None:
             self.responses["200"] = OpenAPIResponse(
                 description="OK",
-                content={route.media_type: OpenAPIMediaType(schema=answer)},  # type: ignore[arg-type]
+                content={media_type: OpenAPIMediaType(schema=answer)},  # type: ignore[arg-type]
             )
 
-    return type(f"{route.handler.__name__}_operation", (Operation,), {"__init__": __init__})
+    return type(f"{name}_operation", (Operation,), {"__init__": __init__})
+
+
+@post(
+    "/",
+    status_code=202,
+    summary="Deliver a CloudEvent (binary or structured mode)",
+    operation_class=operation_class("receive_event", request_body(EVENT_BODY)),
+)
+async def receive_event(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Answered 202 with an empty body, or 200 with exactly one CloudEvent (the reply)."""
+    body = await request.body()
+    return answer_response(await handle_event_request(_runtime(request), dict(request.headers), body))
 
 
 def _litestar_route(route: Route) -> HTTPRouteHandler:

@@ -52,7 +52,8 @@ RefusalRenderer = Callable[["Refusal"], "Answer"]
 class Route:
     """One HTTP route of a function: `{name}` in `path` matches one path segment.
 
-    `body` is the Struct the JSON body is decoded as (None: no body; `bytes`: the raw body);
+    `body` is the Struct the JSON body is decoded as (None: no body; `bytes`: the raw body, whose
+    media types and their Structs `raw_body` gives the OpenAPI schema);
     `returns` types the answer in the OpenAPI schema. Routes are matched in table order.
     """
 
@@ -67,6 +68,7 @@ class Route:
     media_type: str = "application/json"
     # None: the one error body of `common.answers.refusal_answer`.
     refusals: RefusalRenderer | None = None
+    raw_body: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", self.method.upper())

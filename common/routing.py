@@ -63,6 +63,7 @@ async def serve_route(
     """The answer of one of the function's own routes; never raises."""
     try:
         await admit(runtime, headers)
+        _check_path(params)
         raw = await read_body() if route.method != "GET" else b""
         body: Any = None
         if route.body is bytes:
@@ -80,6 +81,15 @@ async def serve_route(
     if isinstance(result, Answer | StreamedAnswer):
         return result
     return json_answer(200, result)
+
+
+def _check_path(params: Mapping[str, str]) -> None:
+    """400 for a path parameter holding U+0000: no name or id can (PostgreSQL text cannot hold it)."""
+    for name, value in params.items():
+        if "\0" in value:
+            raise Refusal(
+                400, f"the path parameter {name} contains the character U+0000 (NUL)", "invalid_path"
+            )
 
 
 @dataclass(frozen=True)

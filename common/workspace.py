@@ -111,6 +111,21 @@ def is_binary(data: bytes) -> bool:
     return False
 
 
+def is_utf8_name(name: str) -> bool:
+    """Whether a name read from the file system is UTF-8. Python keeps other bytes as lone surrogates,
+    which no JSON answer, CloudEvent or store can carry: walks leave such names out and report them."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(name: str) -> str:
+    """A name that is not UTF-8, printable: each byte that is not UTF-8 as `\\xNN` (to read, not to use)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 class Workspace:
     """The confined root; every method refuses paths that leave it with `WorkspaceError`."""
 
@@ -154,6 +169,11 @@ class Workspace:
             raise WorkspaceError("invalid_path", "the path must be a string")
         if "\0" in path:
             raise WorkspaceError("invalid_path", "the path contains a NUL byte")
+        if not is_utf8_name(path):
+            raise WorkspaceError(
+                "invalid_path",
+                f"the path {shown_name(path)!r} is not valid UTF-8; the tools only open UTF-8 names",
+            )
         if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
             raise WorkspaceError("invalid_path", f"the path is longer than {MAX_PATH_LENGTH} bytes")
         if os.path.isabs(path):

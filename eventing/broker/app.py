@@ -18,6 +18,7 @@ hop, which measured as most of the broker's per-event CPU on two cores.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -30,9 +31,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import metrics
-from common.answers import Answer, Refusal, error_answer, refusal_answer
+from common.answers import Answer, Refusal, error_answer, internal_error_answer, refusal_answer
 from common.app import create_app
 from common.auth import authenticate_event, event_credentials
+from common.cloudevents import EVENT_BODY
 from common.event_pipeline import oidc_audience
 from common.function import Call, FunctionSpec, Route
 from common.runtime import Runtime
@@ -41,6 +43,7 @@ from eventing.broker.dispatch import Broker, trigger_ready
 from eventing.broker.settings import BrokerSettings, load_broker_settings
 from eventing.broker.triggers import Manifests, SubscriberDirectory, TriggerConfigError, load_manifests
 
+log = logging.getLogger(__name__)
 BROKER_KEY = "broker"
 INGRESS_ROUTE = "/{namespace:str}/{broker:str}"
 
@@ -64,6 +67,7 @@ INGRESS = Route(
     ingress,
     bytes,
     summary="Broker ingress: accept one CloudEvent (binary or structured mode)",
+    raw_body=EVENT_BODY,
 )
 
 
@@ -85,7 +89,11 @@ class BrokerApp:
             if len(parts) == 3 and parts[1] and parts[2] and served is not None:
                 namespace, name = parts[1], parts[2]
                 started = time.perf_counter()
-                answer = await self._ingress(served, namespace, name, scope, receive)
+                try:
+                    answer = await self._ingress(served, namespace, name, scope, receive)
+                except Exception:  # the shared JSON 500, never the server's plain-text page
+                    log.exception("unhandled error on the broker ingress")
+                    answer = internal_error_answer()
                 await send(
                     {
                         "type": "http.response.start",

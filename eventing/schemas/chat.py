@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from eventing.schemas.event_type import EventType, Payload
+from eventing.schemas.event_type import EventType, Payload, StoredText
+
+# An answer's token limit, as a request may set it (stored in a PostgreSQL `integer` column).
+MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 
 
 class ChatRequested(Payload, kw_only=True):
     """A user message for a conversation; `request_id` and `conversation_id` default from the event."""
 
-    message: str
-    request_id: str | None = None
-    conversation_id: str | None = None
-    system: str | None = None
-    model: str | None = None
-    max_tokens: int | None = None
+    message: StoredText
+    request_id: StoredText | None = None
+    conversation_id: StoredText | None = None
+    system: StoredText | None = None
+    model: StoredText | None = None
+    max_tokens: MaxTokens | None = None
     # Publish text deltas, tool calls and results on the request's Redis channel as they happen.
     stream: bool = False
 

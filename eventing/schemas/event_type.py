@@ -8,7 +8,15 @@ do not understand.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+# Text that PostgreSQL stores (conversations, requests, tool calls): `text` and `jsonb` cannot hold
+# U+0000, so a string with one is refused where it is decoded (422 naming the field), not by the store.
+StoredText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00]*$")]
+# A conversation's step number: stored in PostgreSQL `integer` columns, so within their range.
+Turn = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 
 
 class Payload(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):

@@ -33,7 +33,15 @@ from common.function import Call
 from common.runtime import Runtime
 from common.store import store_outage
 from eventing.client import DeliveryError, publish, send_event
-from eventing.schemas.chat import CHAT_COMPLETED, CHAT_REQUESTED, CONVERSATION_ID, ChatFailed, ChatRequested
+from eventing.schemas.chat import (
+    CHAT_COMPLETED,
+    CHAT_REQUESTED,
+    CONVERSATION_ID,
+    ChatFailed,
+    ChatRequested,
+    MaxTokens,
+)
+from eventing.schemas.event_type import StoredText
 from eventing.schemas.tools import (
     TOOLS_COMPLETED,
     TOOLS_REQUESTED,
@@ -67,11 +75,11 @@ FAILURE_STATUS = {
 class ChatBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The body of POST /v1/chat."""
 
-    message: Annotated[str, msgspec.Meta(min_length=1, max_length=1_000_000)]
-    conversation_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    system: str | None = None
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    message: Annotated[StoredText, msgspec.Meta(min_length=1, max_length=1_000_000)]
+    conversation_id: Annotated[StoredText, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    system: StoredText | None = None
+    model: Annotated[StoredText, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    max_tokens: MaxTokens | None = None
     stream: bool = False
 
 

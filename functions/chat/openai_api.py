@@ -28,6 +28,8 @@ import msgspec
 from common import sse
 from common.answers import Answer, Refusal, StreamedAnswer, json_answer
 from common.function import Call
+from eventing.schemas.chat import MaxTokens
+from eventing.schemas.event_type import StoredText
 from functions.chat import progress_channel
 from functions.chat.handlers import Chat, ChatBody, ChatRun, failure_refusal, start_chat
 
@@ -49,12 +51,12 @@ RESULT_PREVIEW = 200
 
 class ContentPart(msgspec.Struct, kw_only=True):
     type: str
-    text: str | None = None
+    text: StoredText | None = None
 
 
 class OpenAIMessage(msgspec.Struct, kw_only=True):
     role: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
-    content: str | list[ContentPart] | None = None
+    content: StoredText | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -65,13 +67,13 @@ class OpenAIMessage(msgspec.Struct, kw_only=True):
 class CompletionsBody(msgspec.Struct, kw_only=True):
     """The body of POST /v1/chat/completions; fields OpenAI defines and Victor does not use are accepted."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    model: Annotated[StoredText, msgspec.Meta(min_length=1, max_length=200)]
     messages: Annotated[list[OpenAIMessage], msgspec.Meta(min_length=1)]
     stream: bool = False
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
     # Victor's extension: continue a stored conversation.
-    conversation_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    conversation_id: Annotated[StoredText, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 def openai_refusal(refusal: Refusal) -> Answer:

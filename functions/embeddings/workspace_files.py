@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from common.workspace import BINARY_SNIFF_BYTES, GitIgnore, Workspace, starts_binary
+from common.workspace import BINARY_SNIFF_BYTES, GitIgnore, Workspace, is_utf8_name, shown_name, starts_binary
 
 
 class SelectionRefused(ValueError):
@@ -62,6 +62,9 @@ def _inside(confined: Workspace, candidate: Path) -> Path | None:
     return Path(real) if confined.contains(real) else None
 
 
+NOT_UTF8 = "name is not UTF-8"
+
+
 def looks_binary(path: Path) -> bool:
     """The tools' sniff on the file's start, so both call the same files binary."""
     with path.open("rb") as handle:
@@ -88,6 +91,9 @@ def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_fi
 
     def consider(candidate: Path) -> None:
         relative = PurePosixPath(candidate.relative_to(workspace).as_posix())
+        if not is_utf8_name(str(relative)):  # no result, event or store could name it
+            selection.skipped[shown_name(str(relative))] = NOT_UTF8
+            return
         real = _inside(confined, candidate)
         if real is None:
             selection.skipped[str(relative)] = "leads outside WORKSPACE_DIR"
@@ -119,6 +125,9 @@ def select_files(workspace: Path, requested: str, *, max_file_bytes: int, max_fi
                 kept = []
                 for name in sorted(dirs):
                     relative = rel_root / name if str(rel_root) != "." else PurePosixPath(name)
+                    if not is_utf8_name(name):
+                        selection.skipped[shown_name(str(relative))] = NOT_UTF8
+                        continue
                     if name == ".git" or ignore.ignored(relative, is_dir=True):
                         continue
                     if (base / name).is_symlink():  # os.walk does not follow it; say so

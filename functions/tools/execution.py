@@ -189,7 +189,8 @@ class ToolExecutor:
             name=tool.name,
             id=call.id,
             is_error=error is not None,
-            content=content,
+            # A command's output may hold NUL bytes, which the conversation store cannot keep.
+            content=content.replace("\0", "\ufffd"),
             error=error,
             structured=structured,
             cached=cached,

@@ -11,6 +11,7 @@ from functions.tools.handlers import (
     BatchRequest,
     BatchResponse,
     Catalog,
+    ToolArguments,
     list_tools,
     on_tools_requested,
     run_batch,
@@ -30,7 +31,14 @@ ROUTES = [
     Route(
         "POST", "/v1/tools/select", select_tools, SelectRequest, Selection, summary="Rank tools for a query"
     ),
-    Route("POST", "/v1/tools/{name}", run_tool, bytes, ToolOutcome, summary="Run one tool call"),
+    Route(
+        "POST",
+        "/v1/tools/{name}",
+        run_tool,
+        ToolArguments,
+        ToolOutcome,
+        summary="Run one tool call; the body is its arguments",
+    ),
 ]
 
 

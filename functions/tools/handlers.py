@@ -52,6 +52,10 @@ class BatchCall(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     id: str | None = None
 
 
+# The body of POST /v1/tools/{name}: the tool's arguments, checked against its Struct when it runs.
+ToolArguments = dict[str, Any]
+
+
 class BatchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     calls: Annotated[list[BatchCall], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
@@ -66,15 +70,11 @@ async def list_tools(call: Call[None], runtime: Tools) -> Catalog:
     return Catalog(catalog_version=registry.version, tools=registry.infos())
 
 
-async def run_tool(call: Call[bytes], runtime: Tools) -> ToolOutcome:
-    """Run one call; the body is the arguments object."""
-    try:  # the same rule as every body: not JSON is 400, JSON that does not fit is 422
-        msgspec.json.decode(call.body or b"{}")
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise Refusal(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+async def run_tool(call: Call[dict[str, Any]], runtime: Tools) -> ToolOutcome:
+    """Run one call; the body is the arguments object (the tool's input schema in GET /v1/tools)."""
     executor = service_of(runtime).executor
     try:
-        prepared = executor.prepare(call.params["name"], call.body or b"{}")
+        prepared = executor.prepare(call.params["name"], call.body)
     except UnknownTool as exc:
         raise Refusal(404, str(exc), "not_found") from None
     except InvalidArguments as exc:

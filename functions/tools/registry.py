@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from common.json_input import decode_json
+
 if TYPE_CHECKING:
     from functions.tools.context import ToolContext
 
@@ -108,7 +110,9 @@ class ToolDefinition:
             arguments = {}
         try:
             if isinstance(arguments, bytes | str):
-                return msgspec.json.decode(arguments, type=self.arguments)
+                return decode_json(
+                    arguments.encode() if isinstance(arguments, str) else arguments, self.arguments
+                )
             return msgspec.convert(arguments, type=self.arguments, strict=True)
         except msgspec.ValidationError as exc:
             raise InvalidArguments(self.name, str(exc)) from None

@@ -72,6 +72,30 @@ async def test_invalid_event_is_refused_with_400_and_a_json_error(make_settings,
         assert plain.json()["detail"].startswith("not a CloudEvent")
 
 
+async def test_malformed_structured_events_get_a_json_400_naming_the_problem(make_settings, tmp_path) -> None:
+    structured = {"content-type": "application/cloudevents+json"}
+    envelope = b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "data": '
+    cases = {
+        # 20,000 arrays deep: msgspec alone would recurse until Python's stack limit (a plain-text 500).
+        "deep": (
+            envelope + b"[" * 20000 + b"]" * 20000 + b"}",
+            "arrays and objects are nested more than 64 deep",
+        ),
+        "not UTF-8": (envelope + b'"caf\xe9"}', "the document is not UTF-8"),
+        "NUL in the id": (b'{"specversion": "1.0", "id": "a\\u0000", "source": "/s", "type": "t"}', "U+0000"),
+    }
+    async with (
+        mesh(make_settings(), tmp_path, broker_manifest()) as (ingress, _),
+        httpx.AsyncClient() as client,
+    ):
+        for name, (body, problem) in cases.items():
+            response = await client.post(ingress, headers=structured, content=body)
+            assert response.status_code == 400, name
+            answer = response.json()
+            assert (answer["status_code"], answer["error"]) == (400, "invalid_event"), name
+            assert problem in answer["detail"], (name, answer["detail"])
+
+
 async def test_unknown_broker_or_namespace_is_404(make_settings, tmp_path) -> None:
     headers, body = to_binary(event())
     async with (

@@ -461,3 +461,25 @@ async def test_indexing_with_progress_streams_reports_then_the_result_and_finish
 
         bad = await http.post("/v1/index", json={"path": ".", "collection": "no/slash", "progress": True})
         assert (bad.status_code, bad.json()["error"]) == (422, "invalid_request")
+
+
+async def test_indexing_a_tree_with_a_name_that_is_not_utf8_indexes_the_rest_and_reports_it(
+    embeddings_app,
+) -> None:
+    app, settings = embeddings_app()
+    root = workspace_of(settings) / "latin1"
+    root.mkdir()
+    (root / "good.md").write_text("The lighthouse keeper logs every passing ship.\n")
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.md"), "w") as bad:
+        bad.write("A file whose name is Latin-1.\n")
+    os.mkdir(os.path.join(os.fsencode(root), b"r\xe9sum\xe9"))
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as http:
+        await wait_started(http)
+        response = await http.post("/v1/index", json={"path": "latin1", "collection": "latin1"})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["files_indexed"] == 1
+    assert result["skipped"] == {
+        "latin1/caf\\xe9.md": "name is not UTF-8",
+        "latin1/r\\xe9sum\\xe9": "name is not UTF-8",
+    }

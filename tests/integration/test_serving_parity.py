@@ -63,6 +63,8 @@ class Bad:
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     keyed: bool = True
+    # The exact (status, code) both modes must answer, where the case pins it.
+    expected: tuple[Any, ...] | None = None
 
 
 def event(event_type: str, data: bytes | None = b"{}", **extra: str) -> dict[str, str]:
@@ -71,6 +73,30 @@ def event(event_type: str, data: bytes | None = b"{}", **extra: str) -> dict[str
     if data is not None:
         headers["content-type"] = "application/json"
     return headers
+
+
+# Bad input that used to reach msgspec's recursion, PostgreSQL or an encoder and come back as a 500.
+DEEP = 1500  # arrays inside one another: over Python's recursion limit, under LIMIT bytes
+
+
+def deep(name: str) -> bytes:
+    """A JSON object whose member `name` nests arrays DEEP levels deep."""
+    return b'{"%s": %s%s}' % (name.encode(), b"[" * DEEP, b"]" * DEEP)
+
+
+def not_utf8(name: str, **members: Any) -> bytes:
+    """A JSON object whose string member `name` holds a Latin-1 byte (not UTF-8), beside `members`."""
+    return (
+        msgspec.json.encode(members)[:-1] + (b", " if members else b"") + b'"%s": "caf\xe9"}' % name.encode()
+    )
+
+
+NOT_JSON = (400, "invalid_json")
+NOT_FIT = (422, "invalid_request")
+BAD_DATA = (400, "invalid_data")
+DATA_NOT_FIT = (422, "invalid_data")
+BAD_EVENT = (400, "invalid_event")
+STRUCTURED = {"content-type": "application/cloudevents+json"}
 
 
 def shared_corpus(own_type: str) -> list[Bad]:
@@ -112,6 +138,38 @@ def shared_corpus(own_type: str) -> list[Bad]:
         *(
             Bad(bad.name, "POST", "/", content=bad.body, headers=bad.headers)
             for bad in bad_attribute_events(own_type)
+        ),
+        Bad(
+            "structured event nested deep",
+            "POST",
+            "/",
+            content=deep("data")[:-1] + b', "specversion": "1.0", "id": "1", "source": "/s", "type": "t"}',
+            headers=STRUCTURED,
+            expected=BAD_EVENT,
+        ),
+        Bad(
+            "structured event not UTF-8",
+            "POST",
+            "/",
+            content=not_utf8("data", specversion="1.0", id="1", source="/s", type=own_type),
+            headers=STRUCTURED,
+            expected=BAD_EVENT,
+        ),
+        Bad(
+            "structured event with a NUL in its id",
+            "POST",
+            "/",
+            json={"specversion": "1.0", "id": "a\x00b", "source": "/s", "type": own_type},
+            headers=STRUCTURED,
+            expected=BAD_EVENT,
+        ),
+        Bad(
+            "binary event with a NUL in its source",
+            "POST",
+            "/",
+            content=b"{}",
+            headers=event(own_type, **{"ce-source": "/a%00b"}),
+            expected=BAD_EVENT,
         ),
     ]
 
@@ -156,6 +214,108 @@ CHAT = [
     Bad("GET /v1/chat/completions", "GET", "/v1/chat/completions"),
     Bad("models without the API key", "GET", "/v1/models", keyed=False),
     Bad("POST /v1/models", "POST", "/v1/models", json={}),
+    Bad("chat message not UTF-8", "POST", "/v1/chat", content=not_utf8("message"), expected=NOT_JSON),
+    Bad("chat nested deep", "POST", "/v1/chat", content=deep("message"), expected=NOT_JSON),
+    *(
+        Bad(
+            f"chat with a NUL in {name}",
+            "POST",
+            "/v1/chat",
+            json={"message": "hi", name: "a\x00"},
+            expected=NOT_FIT,
+        )
+        for name in ("message", "model", "system", "conversation_id")
+    ),
+    Bad("conversation id with a NUL", "GET", "/v1/conversations/a%00b", expected=(400, "invalid_path")),
+    Bad(
+        "completions not UTF-8",
+        "POST",
+        "/v1/chat/completions",
+        content=not_utf8("model"),
+        expected=(400, "invalid_request_error/invalid_json"),
+    ),
+    Bad(
+        "completions nested deep",
+        "POST",
+        "/v1/chat/completions",
+        content=deep("messages"),
+        expected=(400, "invalid_request_error/invalid_json"),
+    ),
+    Bad(
+        "completions with a NUL in a message",
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "victor", "messages": [{"role": "user", "content": "a\x00"}]},
+        expected=(422, "invalid_request_error/invalid_request"),
+    ),
+    Bad(
+        "completions with a NUL in a content part",
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "victor",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "\x00"}]}],
+        },
+        expected=(422, "invalid_request_error/invalid_request"),
+    ),
+    Bad(
+        "chat.requested not UTF-8",
+        "POST",
+        "/",
+        content=not_utf8("message"),
+        headers=event(CHAT_REQUESTED),
+        expected=BAD_DATA,
+    ),
+    Bad(
+        "chat.requested nested deep",
+        "POST",
+        "/",
+        content=deep("message"),
+        headers=event(CHAT_REQUESTED),
+        expected=BAD_DATA,
+    ),
+    *(
+        Bad(
+            f"chat.requested with a NUL in {name}",
+            "POST",
+            "/",
+            json={"message": "hi", name: "a\x00"},
+            headers=event(CHAT_REQUESTED),
+            expected=DATA_NOT_FIT,
+        )
+        for name in ("message", "model", "system", "conversation_id", "request_id")
+    ),
+    Bad(
+        "chat.requested with max_tokens past PostgreSQL's integer",
+        "POST",
+        "/",
+        json={"message": "hi", "max_tokens": 2**31},
+        headers=event(CHAT_REQUESTED),
+        expected=DATA_NOT_FIT,
+    ),
+    *(
+        Bad(
+            f"tools.completed with turn {turn}",
+            "POST",
+            "/",
+            json={"conversation_id": "c", "turn": turn, "results": []},
+            headers=event(TOOLS_COMPLETED),
+            expected=DATA_NOT_FIT,
+        )
+        for turn in (-1, 2**31, 2**63, 2**64)
+    ),
+    Bad(
+        "tools.completed with a NUL in a result",
+        "POST",
+        "/",
+        json={
+            "conversation_id": "c",
+            "turn": 1,
+            "results": [{"id": "t", "name": "read_file", "is_error": False, "content": "a\x00"}],
+        },
+        headers=event(TOOLS_COMPLETED),
+        expected=DATA_NOT_FIT,
+    ),
 ]
 
 TOOLS = [
@@ -191,6 +351,82 @@ TOOLS = [
         json={"conversation_id": "c"},
         headers=event(TOOLS_REQUESTED),
     ),
+    Bad("arguments not UTF-8", "POST", "/v1/tools/read_file", content=not_utf8("path"), expected=NOT_JSON),
+    Bad("arguments nested deep", "POST", "/v1/tools/read_file", content=deep("path"), expected=NOT_JSON),
+    Bad(
+        "read_file of a path with a NUL",
+        "POST",
+        "/v1/tools/read_file",
+        json={"path": "a\x00b"},
+        expected=(200, "is_error:invalid_path"),
+    ),
+    Bad("tool name with a NUL", "POST", "/v1/tools/read%00file", json={}, expected=(400, "invalid_path")),
+    Bad("batch not UTF-8", "POST", "/v1/tools/batch", content=not_utf8("calls"), expected=NOT_JSON),
+    Bad("batch nested deep", "POST", "/v1/tools/batch", content=deep("calls"), expected=NOT_JSON),
+    Bad(
+        "batch reading a path with a NUL",
+        "POST",
+        "/v1/tools/batch",
+        json={"calls": [{"name": "read_file", "arguments": {"path": "a\x00b"}}]},
+        expected=(200, "is_error:invalid_path"),
+    ),
+    Bad("select not UTF-8", "POST", "/v1/tools/select", content=not_utf8("query"), expected=NOT_JSON),
+    Bad("select nested deep", "POST", "/v1/tools/select", content=deep("query"), expected=NOT_JSON),
+    Bad(
+        "tools.requested not UTF-8",
+        "POST",
+        "/",
+        content=not_utf8("conversation_id"),
+        headers=event(TOOLS_REQUESTED),
+        expected=BAD_DATA,
+    ),
+    Bad(
+        "tools.requested nested deep",
+        "POST",
+        "/",
+        content=deep("calls"),
+        headers=event(TOOLS_REQUESTED),
+        expected=BAD_DATA,
+    ),
+    *(
+        Bad(
+            f"tools.requested with turn {turn}",
+            "POST",
+            "/",
+            json={"conversation_id": "c", "turn": turn, "calls": []},
+            headers=event(TOOLS_REQUESTED),
+            expected=DATA_NOT_FIT,
+        )
+        for turn in (-1, 2**31, 2**63, 2**64)
+    ),
+    Bad(
+        "tools.requested with a NUL in its conversation",
+        "POST",
+        "/",
+        json={"conversation_id": "c\x00", "turn": 1, "calls": []},
+        headers=event(TOOLS_REQUESTED),
+        expected=DATA_NOT_FIT,
+    ),
+    Bad(
+        "tools.requested with a NUL in a call id",
+        "POST",
+        "/",
+        json={"conversation_id": "c", "turn": 1, "calls": [{"id": "\x00", "name": "read_file"}]},
+        headers=event(TOOLS_REQUESTED),
+        expected=DATA_NOT_FIT,
+    ),
+    Bad(
+        "tools.requested reading a path with a NUL",
+        "POST",
+        "/",
+        json={
+            "conversation_id": "c",
+            "turn": 1,
+            "calls": [{"id": "t", "name": "read_file", "arguments": {"path": "\x00"}}],
+        },
+        headers=event(TOOLS_REQUESTED),
+        expected=(200, "one CloudEvent ai.victor.tools.completed"),
+    ),
 ]
 
 EMBEDDINGS = [
@@ -222,6 +458,35 @@ EMBEDDINGS = [
         "/",
         json={"input": []},
         headers=event(EMBEDDINGS_REQUESTED),
+    ),
+    *(
+        case
+        for path, name in (("/v1/embeddings", "input"), ("/v1/index", "path"), ("/v1/search", "query"))
+        for case in (
+            Bad(f"{path} not UTF-8", "POST", path, content=not_utf8(name), expected=NOT_JSON),
+            Bad(f"{path} nested deep", "POST", path, content=deep(name), expected=NOT_JSON),
+        )
+    ),
+    *(
+        case
+        for kind, name in (
+            (EMBEDDINGS_REQUESTED, "input"),
+            (INDEX_REQUESTED, "path"),
+            (SEARCH_REQUESTED, "query"),
+        )
+        for case in (
+            Bad(
+                f"{kind} not UTF-8",
+                "POST",
+                "/",
+                content=not_utf8(name),
+                headers=event(kind),
+                expected=BAD_DATA,
+            ),
+            Bad(
+                f"{kind} nested deep", "POST", "/", content=deep(name), headers=event(kind), expected=BAD_DATA
+            ),
+        )
     ),
 ]
 
@@ -268,6 +533,10 @@ async def answer(client: httpx.AsyncClient, bad: Bad) -> tuple[Any, ...]:
         code = body.get("error") if isinstance(body, dict) else None
         if isinstance(code, dict):  # OpenAI's envelope on the OpenAI-compatible routes
             code = f"{code['type']}/{code['code']}"
+    if isinstance(body := _json(response), dict) and response.status_code == 200:
+        outcomes = body.get("results", [body]) if bad.path.startswith("/v1/tools/") else []
+        if outcomes and all(isinstance(o, dict) and o.get("is_error") for o in outcomes):
+            return 200, "is_error:" + ",".join(str(o.get("error")) for o in outcomes)
     if bad.path == "/" and response.status_code < 300:
         if response.status_code == 202:
             assert response.content == b"", bad.name
@@ -280,14 +549,25 @@ async def answer(client: httpx.AsyncClient, bad: Bad) -> tuple[Any, ...]:
     return response.status_code, code
 
 
+def _json(response: httpx.Response) -> Any:
+    if response.headers.get("content-type", "").startswith("application/json") and response.content:
+        return response.json()
+    return None
+
+
 async def assert_same(clients: dict[str, httpx.AsyncClient], corpus: list[Bad]) -> dict[str, tuple[Any, ...]]:
-    """Both modes' answers are equal; returns them by case name."""
+    """Both modes' answers are equal, none is a 500, and each case that pins its answer gets it;
+    returns them by case name."""
     assert len(corpus) >= 20
     seen = {
         mode: [(bad.name, *await answer(client, bad)) for bad in corpus] for mode, client in clients.items()
     }
     assert seen["litestar"] == seen["functions-framework"]
-    return {name: tuple(rest) for name, *rest in seen["litestar"]}
+    answers = {name: tuple(rest) for name, *rest in seen["litestar"]}
+    assert [name for name, (status, *_) in answers.items() if status == 500] == []
+    pinned = {bad.name: bad.expected for bad in corpus if bad.expected is not None}
+    assert {name: answers[name] for name in pinned} == pinned
+    return answers
 
 
 @pytest.fixture
@@ -346,11 +626,21 @@ def test_the_openapi_schema_describes_every_route_of_the_table(
     spec: FunctionSpec, parity_settings: Callable[..., Settings]
 ) -> None:
     schema = create_app(spec, parity_settings()).openapi_schema.to_schema()
+    # Every request body is described, so a client (or a fuzzer) knows what to send: POST / too.
+    event = schema["paths"]["/"]["post"]["requestBody"]["content"]
+    assert set(event) == {"application/cloudevents+json", "application/json"}
+    assert {"specversion", "id", "source", "type", "data"} <= set(
+        event["application/cloudevents+json"]["schema"]["properties"]
+    )
     for route in spec.routes:
         operation = schema["paths"][route.path][route.method.lower()]
-        if route.body is not None and route.body is not bytes:
+        if route.body is not None:
             body = operation["requestBody"]["content"]["application/json"]["schema"]
-            assert set(body["properties"]) == set(route.body.__struct_fields__), route.path
+            assert operation["requestBody"]["required"] is True, route.path
+            if isinstance(route.body, type) and issubclass(route.body, msgspec.Struct):
+                assert set(body["properties"]) == set(route.body.__struct_fields__), route.path
+            else:  # a tool's arguments: any object, checked by the tool named in the path
+                assert body == {"type": "object"}, route.path
             assert "$ref" not in str(body)
         if route.returns is not None:
             answer = operation["responses"]["200"]["content"][route.media_type]["schema"]

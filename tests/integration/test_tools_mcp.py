@@ -74,5 +74,6 @@ async def test_mcp_lists_annotations_and_output_schemas_and_returns_structured_c
         "files": 2,
         "stopped": False,
         "truncated": False,
+        "not_utf8": [],
     }
     assert read.structured_content is None

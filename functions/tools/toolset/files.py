@@ -21,7 +21,15 @@ from typing import Annotated, Literal
 import msgspec
 import regex
 
-from common.workspace import GitIgnore, Workspace, WorkspaceError, is_binary, read_all
+from common.workspace import (
+    GitIgnore,
+    Workspace,
+    WorkspaceError,
+    is_binary,
+    is_utf8_name,
+    read_all,
+    shown_name,
+)
 from functions.tools.context import ToolContext
 from functions.tools.registry import PathAccess, Rendered, Runner, StateOf, ToolDefinition, ToolError
 
@@ -83,8 +91,9 @@ class GrepArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class DirectoryEntry(msgspec.Struct, kw_only=True):
+    # A name that is not UTF-8 is shown with `\\xNN` escapes and the kind "not_utf8": no tool opens it.
     name: str
-    kind: Literal["file", "directory", "symlink", "special"]
+    kind: Literal["file", "directory", "symlink", "special", "not_utf8"]
     size: int | None = None
 
 
@@ -104,6 +113,8 @@ class GlobMatches(msgspec.Struct, kw_only=True):
     paths: list[str]
     stopped: bool = False
     truncated: bool = False
+    # Files and directories left out because their names are not UTF-8 (shown with \\xNN escapes).
+    not_utf8: list[str] = msgspec.field(default_factory=list)
 
 
 class GrepMatch(msgspec.Struct, kw_only=True):
@@ -120,6 +131,8 @@ class GrepMatches(msgspec.Struct, kw_only=True):
     files: int
     stopped: bool = False
     truncated: bool = False
+    # Files and directories left out because their names are not UTF-8 (shown with \\xNN escapes).
+    not_utf8: list[str] = msgspec.field(default_factory=list)
 
 
 def rendered(ctx: ToolContext, text: str, data: msgspec.Struct) -> Rendered:
@@ -180,11 +193,14 @@ def file_filter(pattern: str | None) -> Callable[[str], bool]:
     return lambda relative: bool(regex.match(relative.rsplit("/", 1)[-1]))
 
 
-def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.stat_result]]:
+def walk_files(
+    ws: Workspace, path: str, not_utf8: list[str] | None = None
+) -> Iterator[tuple[str, str, int, os.stat_result]]:
     """(relative path, name, directory fd, lstat) of regular files under `path`, never through symlinks,
     leaving out what `.gitignore` excludes (as the indexer does) and `SKIPPED_DIRS`.
 
-    `path` may also name one regular file, which is then the only one.
+    `path` may also name one regular file, which is then the only one. Files and directories whose
+    names are not UTF-8 are left out too, and added to `not_utf8` (as `shown_name` shows them).
     """
     rel = ws.relative(path)
     if rel != ".":
@@ -205,12 +221,17 @@ def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.sta
         count = 0
         for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
             here = PurePosixPath(rel, dirpath) if rel != "." else PurePosixPath(dirpath)
+            for name in [name for name in (*dirnames, *filenames) if not is_utf8_name(name)]:
+                if not_utf8 is not None:
+                    not_utf8.append(shown_name(str(here / name)) + ("/" if name in dirnames else ""))
             dirnames[:] = sorted(
                 name
                 for name in dirnames
-                if name not in SKIPPED_DIRS and not ignore.ignored(here / name, is_dir=True)
+                if is_utf8_name(name)
+                and name not in SKIPPED_DIRS
+                and not ignore.ignored(here / name, is_dir=True)
             )
-            for name in sorted(filenames):
+            for name in sorted(filter(is_utf8_name, filenames)):
                 info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if not stat.S_ISREG(info.st_mode) or ignore.ignored(here / name):
                     continue
@@ -220,6 +241,13 @@ def walk_files(ws: Workspace, path: str) -> Iterator[tuple[str, str, int, os.sta
                 count += 1
                 if count >= MAX_WALKED_FILES:
                     return
+
+
+def not_utf8_note(names: list[str]) -> str:
+    """The line a walk's text ends with when it left out names that are not UTF-8; empty when none."""
+    if not names:
+        return ""
+    return f"\n[left out {len(names)} not UTF-8 (no tool can open them): {', '.join(names)}]"
 
 
 def tree_state(ws: Workspace, path: str) -> str:
@@ -307,6 +335,10 @@ def _list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> tuple[str, Dir
         for entry in sorted(entries, key=lambda e: e.name):
             if entry.name.startswith(".") and not args.include_hidden:
                 continue
+            if not is_utf8_name(entry.name):
+                lines.append(f"{shown_name(entry.name)}\t(name is not UTF-8; no tool can open it)")
+                found.append(DirectoryEntry(name=shown_name(entry.name), kind="not_utf8"))
+                continue
             info = entry.stat(follow_symlinks=False)
             if not args.include_ignored:
                 inside = PurePosixPath(rel, entry.name) if rel != "." else PurePosixPath(entry.name)
@@ -335,19 +367,21 @@ async def list_directory(args: ListDirectoryArgs, ctx: ToolContext) -> Rendered:
 def _glob(args: GlobArgs, ctx: ToolContext) -> tuple[str, GlobMatches]:
     regex = glob_regex(args.pattern.lstrip("/"))
     found: list[str] = []
+    not_utf8: list[str] = []
     base = ctx.workspace.relative(args.path)
-    for relative, _, _, _ in walk_files(ctx.workspace, args.path):
+    for relative, _, _, _ in walk_files(ctx.workspace, args.path, not_utf8):
         inner = relative if base == "." else relative[len(base) + 1 :]
         if regex.match(inner):
             found.append(relative)
             if len(found) >= args.limit:
                 break
     stopped = len(found) >= args.limit
-    data = GlobMatches(pattern=args.pattern, path=base, paths=found, stopped=stopped)
+    data = GlobMatches(pattern=args.pattern, path=base, paths=found, stopped=stopped, not_utf8=not_utf8)
+    note = not_utf8_note(not_utf8)
     if not found:
-        return f"no files match {args.pattern!r} under {base}", data
+        return f"no files match {args.pattern!r} under {base}{note}", data
     suffix = f"\n[stopped at {args.limit} matches]" if stopped else ""
-    return "\n".join(found) + suffix, data
+    return "\n".join(found) + suffix + note, data
 
 
 async def glob(args: GlobArgs, ctx: ToolContext) -> Rendered:
@@ -366,7 +400,7 @@ def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> tuple[str, GrepM
     matches = 0
     files_matched = 0
     found = GrepMatches(pattern=args.pattern, matches=[], files=0)
-    for relative, name, dir_fd, info in walk_files(ctx.workspace, args.path):
+    for relative, name, dir_fd, info in walk_files(ctx.workspace, args.path, found.not_utf8):
         if not wanted(relative):
             continue
         if info.st_size > ctx.workspace.max_file_size:
@@ -398,9 +432,10 @@ def _grep(args: GrepArgs, ctx: ToolContext, deadline: float) -> tuple[str, GrepM
             found.stopped = True
             break
     found.files = files_matched
+    note = not_utf8_note(found.not_utf8)
     if not out:
-        return f"no matches for {args.pattern!r}", found
-    return "\n".join(out), found
+        return f"no matches for {args.pattern!r}{note}", found
+    return "\n".join(out) + note, found
 
 
 def _matching_lines(
