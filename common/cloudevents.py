@@ -50,8 +50,9 @@ _JSON_KINDS = {bool: "boolean", int: "number", float: "number", list: "array", d
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 T = TypeVar("T")
-# msgspec reports invalid UTF-8 inside a JSON document as UnicodeDecodeError, not DecodeError.
-_NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError)
+# msgspec reports invalid UTF-8 inside a JSON document as UnicodeDecodeError, not DecodeError,
+# and nesting deeper than the interpreter allows as RecursionError.
+_NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class CloudEventError(Refusal):

@@ -20,6 +20,7 @@ allowed) is 400, each with a JSON body; the app's own routes go to Litestar.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import metrics
-from common.answers import Answer, Refusal, error_answer, refusal_answer
+from common.answers import Answer, Refusal, error_answer, internal_error_answer, refusal_answer
 from common.app import create_app
 from common.auth import authenticate_event, event_credentials
 from common.event_pipeline import oidc_audience
@@ -43,6 +44,7 @@ from eventing.broker.dispatch import Broker
 from eventing.broker.settings import BrokerSettings, load_broker_settings
 from eventing.broker.triggers import Manifests, SubscriberDirectory, TriggerConfigError, load_manifests
 
+log = logging.getLogger(__name__)
 BROKER_KEY = "broker"
 INGRESS_ROUTE = "/{namespace:str}/{broker:str}"
 
@@ -139,7 +141,11 @@ class BrokerApp:
                 )
             if not message.get("more_body"):
                 break
-        return await served.ingress(namespace, name, headers, bytes(body))
+        try:
+            return await served.ingress(namespace, name, headers, bytes(body))
+        except Exception:  # never a plain-text 500: the one JSON error body, the details in the log
+            log.exception("broker ingress failed")
+            return internal_error_answer()
 
 
 def load_triggers(config: BrokerSettings) -> Manifests:

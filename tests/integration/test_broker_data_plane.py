@@ -392,3 +392,17 @@ async def test_ingress_path_errors_are_answered_as_knatives_ingress_answers_them
         "/victor/default/more": (400, "malformed_path"),
         "/victor/default/": (202, None),
     }
+
+
+async def test_a_structured_event_nested_too_deep_is_a_json_400_not_a_500(make_settings, tmp_path) -> None:
+    """Knative's ingress answers 400 to any request binding.ToEvent cannot read; the answer here is
+    the one JSON error body, never the server's plain-text 500."""
+    head = b'{"specversion":"1.0","id":"deep","source":"/s","type":"ai.victor.test.happened","data":'
+    body = head + b"[" * 20000 + b"]" * 20000 + b"}"
+    async with mesh(make_settings(), tmp_path, broker_manifest()) as (ingress, broker):
+        response = await post(ingress, {"content-type": "application/cloudevents+json"}, body)
+        events = await stored_events(broker)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_event"
+    assert response.json()["detail"].startswith("structured event body is not valid JSON")
+    assert events == []
