@@ -45,7 +45,8 @@ _NOT_ALLOWED = re.compile(
 )
 # datacontenttype is written unencoded as the Content-Type header: visible ASCII and spaces only.
 _NOT_HEADER_TEXT = re.compile(r"[^\x20-\x7e]")
-_INT32 = (-(2**31), 2**31 - 1)
+# The CloudEvents Integer type: a signed 32-bit number.
+INT32_RANGE = (-(2**31), 2**31 - 1)
 _JSON_KINDS = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -268,7 +269,7 @@ def _from_structured(body: bytes) -> CloudEvent:
             raise CloudEventError(400, f"attribute {key} must be a string, got a JSON {found}")
         elif isinstance(value, bool):
             attrs[key] = "true" if value else "false"
-        elif isinstance(value, int) and _INT32[0] <= value <= _INT32[1]:
+        elif isinstance(value, int) and INT32_RANGE[0] <= value <= INT32_RANGE[1]:
             attrs[key] = str(value)
         else:
             # Extensions are String, Boolean or Integer (a JSON number without a fraction, in int32 range).

@@ -7,6 +7,12 @@ acknowledges an entry only when its delivery is settled: delivered (and any
 reply appended to the stream), dead-lettered, or given up. An entry not yet
 acknowledged when the broker stops stays in the group's pending list and is
 delivered again by the next broker on the same Redis: at-least-once.
+
+As in Knative's broker, the ingress decrements `knativebrokerttl` (255 when
+absent) and refuses an event whose TTL is spent; subscribers never see the TTL;
+a reply re-enters with its original's TTL, and one refused (or that Redis will
+not store within the delivery's retries) fails the delivery, which then goes
+to the dead-letter sink. Each entry also keeps the headers Knative passes on.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from common import metrics
 from common.answers import Answer, Refusal, error_answer, refusal_answer, refusal_body
-from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc3339
+from common.cloudevents import INT32_RANGE, CloudEvent, CloudEventError, from_http, now_rfc3339
 from common.logging import event_id, event_traceparent
 from eventing.broker.delivery import (
     Attempt,
@@ -50,8 +56,7 @@ DEFAULT_TTL = 255
 # Knative reads the TTL with the CloudEvents SDK's ParseInteger: a decimal number (strconv.ParseFloat),
 # truncated to int32; anything else counts as no TTL.
 _TTL_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_INT32 = (-(2**31), 2**31 - 1)
-# Whom Knative names the subscriber's namespace to, on every delivery.
+# The header naming the Trigger's namespace on every delivery (Knative's apis.KnNamespaceHeader).
 KN_NAMESPACE = "kn-namespace"
 GROUP_PREFIX = "trigger:"
 DEAD_LETTERS_KEPT = 100_000
@@ -142,7 +147,7 @@ def broker_ttl(event: CloudEvent) -> int | None:
     if text is None or not _TTL_NUMBER.fullmatch(text):
         return None
     value = float(text)
-    if not _INT32[0] <= value <= _INT32[1]:
+    if not INT32_RANGE[0] <= value <= INT32_RANGE[1]:
         return None
     return int(value)  # toward zero, as Go's int32(f)
 
