@@ -46,6 +46,9 @@ _NOT_ALLOWED = re.compile(
 )
 # datacontenttype is written unencoded as the Content-Type header: visible ASCII and spaces only.
 _NOT_HEADER_TEXT = re.compile(r"[^\x20-\x7e]")
+# The CloudEvents Integer type: a signed 32-bit number.
+INT32_RANGE = (-(2**31), 2**31 - 1)
+_JSON_KINDS = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 T = TypeVar("T")
@@ -177,8 +180,33 @@ def percent_encode(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE, encoding="utf-8", errors="strict")
 
 
+def unquote_header(name: str, value: str) -> str:
+    """A header value with its RFC 9110 quoted-string unescaped (`"a\\"b"` is `a"b`); others as they are.
+
+    The HTTP binding (3.1.3.2) requires this before percent-decoding, for senders of older versions.
+    """
+    if not value.startswith('"'):
+        return value
+    out = []
+    escaped = False
+    for index, char in enumerate(value[1:], start=1):
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            if index != len(value) - 1:
+                break
+            return "".join(out)
+        else:
+            out.append(char)
+    raise CloudEventError(400, f"header {name} has an unterminated or malformed quoted string: {value!r}")
+
+
 def percent_decode(name: str, value: str) -> str:
-    """Decode a header value; 400 on a malformed escape or bytes that are not UTF-8."""
+    """Decode a header value (quoted-string first); 400 on a malformed escape or bytes that are not UTF-8."""
+    value = unquote_header(name, value)
     if "%" not in value and value.isascii():  # the usual case: nothing to decode or check
         return value
     if _BAD_PERCENT.search(value):
@@ -251,12 +279,19 @@ def _from_structured(body: bytes) -> CloudEvent:
             continue
         if value is None:
             continue
-        if isinstance(value, bool):
+        if isinstance(value, str):
+            attrs[key] = value
+        elif key in CONTEXT_ATTRIBUTES:
+            # The JSON format: every context attribute is a String (URI-reference, Timestamp) in JSON.
+            found = _JSON_KINDS.get(type(value), type(value).__name__)
+            raise CloudEventError(400, f"attribute {key} must be a string, got a JSON {found}")
+        elif isinstance(value, bool):
             attrs[key] = "true" if value else "false"
-        elif isinstance(value, int | float | str):
+        elif isinstance(value, int) and INT32_RANGE[0] <= value <= INT32_RANGE[1]:
             attrs[key] = str(value)
         else:
-            raise CloudEventError(400, f"attribute {key} must be a string, number or boolean")
+            # Extensions are String, Boolean or Integer (a JSON number without a fraction, in int32 range).
+            raise CloudEventError(400, f"attribute {key} must be a string, an integer or a boolean")
     data: bytes | None = None
     if "data_base64" in document and document["data_base64"] is not None:
         if "data" in document:

@@ -31,6 +31,7 @@ Problem = tuple[str, str]
 DIALECTS = ("exact", "prefix", "suffix", "all", "any", "not", "cesql")
 ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9]*")  # fullmatch: Go's $ ends the text, not a line
 BACKOFF_POLICIES = ("linear", "exponential")
+DELIVERY_FORMATS = ("json", "binary")
 
 _NUMBER = r"\d+(?:\.\d+)?"
 _DURATION = re.compile(
@@ -145,7 +146,7 @@ def _string_map_problems(value: Any, where: str) -> Iterator[Problem]:
 
 
 def delivery_problems(delivery: Any, where: str) -> Iterator[Problem]:
-    """A `delivery` block: retry a whole number >= 0, a known backoffPolicy, ISO-8601 durations.
+    """A `delivery` block: retry a whole number >= 0, a known backoffPolicy and format, ISO-8601 durations.
 
     The deadLetterSink destination is checked by whoever resolves it.
     """
@@ -155,9 +156,12 @@ def delivery_problems(delivery: Any, where: str) -> Iterator[Problem]:
     retry = delivery.get("retry", 0)
     if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
         yield "delivery", f"{where}.retry={retry!r} must be a whole number >= 0"
-    for key in ("backoffDelay", "timeout"):
+    for key in ("backoffDelay", "timeout", "retryAfterMax"):
         if key in delivery and duration_seconds(delivery[key]) is None:
             yield "delivery", f"{where}.{key}={delivery[key]!r} is not an ISO 8601 duration such as PT0.5S"
     policy = delivery.get("backoffPolicy")
     if policy is not None and policy not in BACKOFF_POLICIES:
         yield "delivery", f"{where}.backoffPolicy={policy!r} must be linear or exponential"
+    event_format = delivery.get("format")
+    if event_format is not None and event_format not in DELIVERY_FORMATS:
+        yield "delivery", f"{where}.format={event_format!r} must be json or binary"

@@ -13,7 +13,10 @@ URL is logged, not served, and shows as 0 in `victor_broker_trigger_ready`.
 
 `BrokerApp` answers ingress POSTs itself before Litestar sees them: the same
 `Broker.ingress`, without routing, dependency injection and the guard's thread
-hop, which measured as most of the broker's per-event CPU on two cores.
+hop, which measured as most of the broker's per-event CPU on two cores. It
+answers other POST paths as Knative's broker ingress does (pkg/broker/ingress):
+`/` is 404, a path that is not `/{namespace}/{broker}` (one trailing slash
+allowed) is 400, each with a JSON body; the app's own routes go to Litestar.
 """
 
 from __future__ import annotations
@@ -77,23 +80,28 @@ class BrokerApp:
     def __init__(self, app: Litestar, max_body: int) -> None:
         self.app = app
         self.max_body = max_body
+        self.own_paths = {route.path for route in app.routes} - {"/", INGRESS_ROUTE}
 
     @property
     def state(self) -> Any:
         return self.app.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            parts = scope["path"].split("/")
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] not in self.own_paths:
+            path = scope["path"]
+            parts = path.removesuffix("/").split("/")
             served: Broker | None = self.app.state.runtime.state.get(BROKER_KEY)
-            if len(parts) == 3 and parts[1] and parts[2] and served is not None:
-                namespace, name = parts[1], parts[2]
-                started = time.perf_counter()
-                try:
-                    answer = await self._ingress(served, namespace, name, scope, receive)
-                except Exception:  # the shared JSON 500, never the server's plain-text page
-                    log.exception("unhandled error on the broker ingress")
-                    answer = internal_error_answer()
+            started = time.perf_counter()
+            answer: Answer | None = None
+            if path == "/":
+                answer = error_answer(404, "not_found", "send events to /{namespace}/{broker}")
+            elif len(parts) != 3 or not parts[1] or not parts[2]:
+                answer = error_answer(
+                    400, "malformed_path", f"{path!r} is not a broker ingress path /{{namespace}}/{{broker}}"
+                )
+            elif served is not None:
+                answer = await self._ingress(served, parts[1], parts[2], scope, receive)
+            if answer is not None:
                 await send(
                     {
                         "type": "http.response.start",
@@ -136,7 +144,11 @@ class BrokerApp:
                 )
             if not message.get("more_body"):
                 break
-        return await served.ingress(namespace, name, headers, bytes(body))
+        try:
+            return await served.ingress(namespace, name, headers, bytes(body))
+        except Exception:  # never a plain-text 500: the one JSON error body, the details in the log
+            log.exception("broker ingress failed")
+            return internal_error_answer()
 
 
 def load_triggers(config: BrokerSettings) -> Manifests:
@@ -179,6 +191,7 @@ def create(settings: Settings | None = None, broker_settings: BrokerSettings | N
             client,
             max_event_bytes=settings.max_event_bytes,
             credentials=lambda: event_credentials(settings),
+            reply_url=settings.broker_url,
         )
         await served.start()
         runtime.state[BROKER_KEY] = served

@@ -1,12 +1,15 @@
 """Knative delivery specs and one delivery with its retries.
 
 A `DeliverySpec` is the `delivery` block of a Trigger or Broker: `retry`,
-`backoffPolicy`, `backoffDelay`, `timeout` (ISO-8601 durations) and
-`deadLetterSink`. `deliver` sends one event to one subscriber the way the
-Knative dispatcher does: binary mode with `Prefer: reply`, retried on network
-errors, 404, 408, 409, 429 and 5xx, and a 2xx whose non-empty body is not a
-CloudEvent counted as a 502. `dead_letter` adds the `knativeerror*` extensions
-Knative puts on an event it gives up on.
+`backoffPolicy`, `backoffDelay`, `timeout`, `retryAfterMax` (ISO-8601
+durations), `format` and `deadLetterSink`. `deliver` sends one event to one
+subscriber the way the Knative dispatcher does: binary mode (structured with
+`format: json`) with `Prefer: reply`, no time limit unless `timeout` is set,
+retried on network errors, 404, 408, 409, 429 and 5xx, and a 2xx whose
+non-empty body is not a CloudEvent counted as a 502; only a 200 carries a
+reply (the data-plane contract: 202 is "accepted", nothing more).
+`dead_letter` adds the `knativeerror*` extensions Knative puts on an event it
+gives up on.
 """
 
 from __future__ import annotations
@@ -14,19 +17,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from common.cloudevents import CloudEvent, CloudEventError, from_http, is_cloudevent, to_binary
+from common.cloudevents import CloudEvent, CloudEventError, from_http, is_cloudevent, to_binary, to_structured
 from eventing.broker.http_response import read_response
 from eventing.knative_grammar import delivery_problems, duration_seconds
 
 BackoffPolicy = Literal["linear", "exponential"]
+EventFormat = Literal["json", "binary"]
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
-# Knative stores at most this much of the failed response in knativeerrordata.
-ERROR_DATA_MAX_BYTES = 1024
+# Knative cuts knativeerrordata (the base64 of the failed answer) to 1,024 characters.
+ERROR_DATA_MAX_LENGTH = 1024
+# Knative honours Retry-After on these answers only (kncloudevents' generateBackoffFn).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+# Headers Knative's broker carries from a request to the deliveries it makes (utils.PassThroughHeaders),
+# and the W3C trace context, which its HTTP transport propagates.
+FORWARDED_HEADERS = frozenset({"x-request-id", "traceparent", "tracestate"})
+FORWARDED_PREFIX = "knative-"
 # Knative reports a dispatch that got no HTTP answer as a 500 with this prefix in the data.
 NETWORK_ERROR_STATUS = 500
 NOT_A_CLOUDEVENT_STATUS = 502
@@ -57,16 +69,24 @@ class DeliverySpec:
     backoff_delay: float = 0.0
     timeout: float | None = None
     dead_letter_url: str | None = None
+    retry_after_max: float | None = None
+    format: EventFormat | None = None
 
-    def backoff(self, retry_number: int) -> float:
-        """Seconds to wait before retry `retry_number` (1 for the first retry).
+    def backoff(self, retry_number: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry `retry_number` (1 for the first retry), as Knative documents it.
 
         linear: delay * n (delay, 2*delay, 3*delay ...);
-        exponential: delay * 2^(n-1) (delay, 2*delay, 4*delay ...).
+        exponential: delay * 2^n (2*delay, 4*delay, 8*delay ...).
+        With `retryAfterMax` set, a Retry-After the last answer asked for (capped at retryAfterMax)
+        wins when it is longer; without it Retry-After is ignored (Knative's opt-in).
         """
         if self.backoff_policy == "linear":
-            return self.backoff_delay * retry_number
-        return self.backoff_delay * 2.0 ** (retry_number - 1)
+            wait = self.backoff_delay * retry_number
+        else:
+            wait = self.backoff_delay * 2.0**retry_number
+        if self.retry_after_max is not None and retry_after is not None:
+            wait = max(wait, min(retry_after, self.retry_after_max))
+        return wait
 
 
 def parse_delivery(
@@ -85,6 +105,7 @@ def parse_delivery(
     policy = block.get("backoffPolicy", "exponential")
     delay = block.get("backoffDelay")
     timeout = block.get("timeout")
+    retry_after_max = block.get("retryAfterMax")
     sink = block.get("deadLetterSink")
     return DeliverySpec(
         retry=retry,
@@ -92,6 +113,12 @@ def parse_delivery(
         backoff_delay=parse_duration(delay, f"{where}: delivery.backoffDelay") if delay else 0.0,
         timeout=parse_duration(timeout, f"{where}: delivery.timeout") if timeout else None,
         dead_letter_url=resolve_dead_letter(sink, f"{where}: delivery.deadLetterSink") if sink else None,
+        retry_after_max=(
+            parse_duration(retry_after_max, f"{where}: delivery.retryAfterMax")
+            if retry_after_max is not None
+            else None
+        ),
+        format=block.get("format"),
     )
 
 
@@ -107,6 +134,10 @@ class Attempt:
     status: int
     body: bytes
     reply: CloudEvent | None = None
+    # What Knative passes on with a reply: the answer's pass-through headers.
+    reply_headers: Mapping[str, str] = field(default_factory=dict)
+    # Seconds a 429 or 503 asked to wait (Retry-After), when it said.
+    retry_after: float | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -230,6 +261,29 @@ def _field(name: str, value: str) -> str:
     return f"{name}: {value}"
 
 
+def pass_through_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers Knative's broker forwards (X-Request-Id, Knative-*, traceparent, tracestate)."""
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower() in FORWARDED_HEADERS or name.lower().startswith(FORWARDED_PREFIX)
+    }
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for: delay-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    text = value.strip()
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        return float(int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.timestamp() - time.time()
+
+
 async def attempt(
     client: SubscriberClient,
     url: str,
@@ -237,31 +291,52 @@ async def attempt(
     timeout: float | None,
     max_reply_bytes: int,
     credentials: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    event_format: EventFormat | None = None,
 ) -> Attempt:
-    """POST `event` once in binary mode asking for a reply (with `credentials`, the Authorization
-    header, when given); never raises for HTTP or network trouble."""
-    headers, body = to_binary(event)
-    headers["prefer"] = "reply"
-    headers.update(credentials or {})
+    """POST `event` once asking for a reply, with `headers` (pass-through, Kn-Namespace) and
+    `credentials` (the Authorization header) when given; never raises for HTTP or network trouble."""
+    request_headers, body = to_structured(event) if event_format == "json" else to_binary(event)
+    request_headers.update(headers or {})
+    request_headers["prefer"] = "reply"
+    request_headers.update(credentials or {})
     try:
         status, response_headers, content = await client.post(
-            url, headers, body, timeout=timeout, max_body=max_reply_bytes
+            url, request_headers, body, timeout=timeout, max_body=max_reply_bytes
         )
     except TransportError as exc:
         return Attempt(NETWORK_ERROR_STATUS, f"dispatch error: {exc}".encode())
     if not 200 <= status < 300:
-        return Attempt(status, content)
+        wait = (
+            retry_after_seconds(response_headers.get("retry-after"))
+            if status in RETRY_AFTER_STATUSES
+            else None
+        )
+        return Attempt(status, content, retry_after=wait)
     if is_cloudevent(response_headers):
+        if status != 200:
+            return Attempt(status, content)  # only a 200 carries a reply; a 202 with an event is accepted
         try:
             reply = from_http(response_headers, content, max_bytes=max_reply_bytes)
         except CloudEventError as exc:
             message = f"the reply is not a valid CloudEvent: {exc.message}"
             return Attempt(NOT_A_CLOUDEVENT_STATUS, message.encode())
-        return Attempt(status, content, reply)
+        return Attempt(status, content, reply, pass_through_headers(response_headers))
     if content:
         # Knative: a response MUST be empty or a valid CloudEvent; anything else is a 502.
         return Attempt(NOT_A_CLOUDEVENT_STATUS, content)
     return Attempt(status, b"")
+
+
+async def retrying(spec: DeliverySpec, url: str, once: Callable[[], Awaitable[Attempt]]) -> DeliveryResult:
+    """`once` until it succeeds, fails for good, or `spec.retry` retries are spent, waiting `spec.backoff`."""
+    retries = 0
+    while True:
+        last = await once()
+        if last.succeeded or not is_retryable(last.status) or retries >= spec.retry:
+            return DeliveryResult(url, last, retries + 1)
+        retries += 1
+        await asyncio.sleep(spec.backoff(retries, last.retry_after))
 
 
 async def deliver(
@@ -272,23 +347,26 @@ async def deliver(
     *,
     max_reply_bytes: int,
     credentials: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> DeliveryResult:
     """Send `event` to `url`, retrying as `spec` says; returns the last attempt.
 
     A 401 (bad or missing credentials) is not retried, as in Knative: it is settled at once.
     """
-    retries = 0
-    while True:
-        last = await attempt(client, url, event, spec.timeout, max_reply_bytes, credentials)
-        if last.succeeded or not is_retryable(last.status) or retries >= spec.retry:
-            return DeliveryResult(url, last, retries + 1)
-        retries += 1
-        await asyncio.sleep(spec.backoff(retries))
+
+    def once() -> Awaitable[Attempt]:
+        return attempt(client, url, event, spec.timeout, max_reply_bytes, credentials, headers, spec.format)
+
+    return await retrying(spec, url, once)
 
 
 def dead_letter(event: CloudEvent, result: DeliveryResult) -> CloudEvent:
-    """The event as Knative sends it to a dead-letter sink: the original plus knativeerror* extensions."""
-    data = result.last.body[:ERROR_DATA_MAX_BYTES]
+    """The event as Knative sends it to a dead-letter sink: the original plus knativeerror* extensions.
+
+    knativeerrordata is the base64 of the failed answer, cut to 1,024 characters as Knative cuts it.
+    """
+    # 768 bytes are exactly 1,024 base64 characters: encode no more than what is kept.
+    data = result.last.body[: ERROR_DATA_MAX_LENGTH // 4 * 3]
     return event.with_extensions(
         knativeerrordest=result.url,
         knativeerrorcode=str(result.last.status),

@@ -7,13 +7,21 @@ acknowledges an entry only when its delivery is settled: delivered (and any
 reply appended to the stream), dead-lettered, or given up. An entry not yet
 acknowledged when the broker stops stays in the group's pending list and is
 delivered again by the next broker on the same Redis: at-least-once.
+
+As in Knative's broker, the ingress decrements `knativebrokerttl` (255 when
+absent) and refuses an event whose TTL is spent; subscribers never see the TTL;
+a reply re-enters with its original's TTL, and one refused (or that Redis will
+not store within the delivery's retries) fails the delivery, which then goes
+to the dead-letter sink. Each entry also keeps the headers Knative passes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -24,10 +32,19 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError, ResponseError
 
 from common import metrics
-from common.answers import Answer, Refusal, error_answer, refusal_answer
-from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc3339
+from common.answers import Answer, Refusal, error_answer, refusal_answer, refusal_body
+from common.cloudevents import INT32_RANGE, CloudEvent, CloudEventError, from_http, now_rfc3339
 from common.logging import event_id, event_traceparent
-from eventing.broker.delivery import DeliveryResult, DeliverySpec, SubscriberClient, dead_letter, deliver
+from eventing.broker.delivery import (
+    Attempt,
+    DeliveryResult,
+    DeliverySpec,
+    SubscriberClient,
+    dead_letter,
+    deliver,
+    pass_through_headers,
+    retrying,
+)
 from eventing.broker.settings import BrokerSettings
 from eventing.broker.triggers import LOCAL_DEAD_LETTER_SINK, BrokerConfig, Trigger
 
@@ -36,15 +53,22 @@ log = logging.getLogger(__name__)
 TTL = "knativebrokerttl"
 ARRIVAL_TIME = "knativearrivaltime"
 DEFAULT_TTL = 255
+# Knative reads the TTL with the CloudEvents SDK's ParseInteger: a decimal number (strconv.ParseFloat),
+# truncated to int32; anything else counts as no TTL.
+_TTL_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# The header naming the Trigger's namespace on every delivery (Knative's apis.KnNamespaceHeader).
+KN_NAMESPACE = "kn-namespace"
 GROUP_PREFIX = "trigger:"
 DEAD_LETTERS_KEPT = 100_000
 _REDIS_RETRY_SECONDS = 1.0
 _TRIM_INTERVAL_SECONDS = 5.0
 _BLOCK_MS = 1000
 _FIELD = b"e"
+_HEADERS_FIELD = b"h"
 T = TypeVar("T")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(CloudEvent)
+_headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
 
 broker_events = Counter(
     "victor_broker_events_total",
@@ -123,23 +147,63 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def broker_ttl(event: CloudEvent) -> int | None:
+    """The event's knativebrokerttl as Knative reads it; None when absent or not a number in int32 range."""
+    text = event.extensions.get(TTL)
+    if text is None or not _TTL_NUMBER.fullmatch(text):
+        return None
+    value = float(text)
+    if not INT32_RANGE[0] <= value <= INT32_RANGE[1]:
+        return None
+    return int(value)  # toward zero, as Go's int32(f)
+
+
+def admitted(event: CloudEvent) -> CloudEvent:
+    """The event stamped as Knative's ingress stamps it; `CloudEventError` (400) when its TTL is spent.
+
+    Knative's TTLDefaulter: no TTL (or one that is not a number) becomes 255; any other is decremented
+    (never below 0); an event whose TTL is then 0 is refused, so a reply loop ends at the ingress.
+    """
+    ttl = broker_ttl(event)
+    ttl = DEFAULT_TTL if ttl is None else max(ttl - 1, 0)
+    if ttl <= 0:
+        raise CloudEventError(
+            400,
+            f"event {event.id} has {TTL} {event.extensions.get(TTL)!r}: it went through the broker "
+            "too many times (a reply loop?)",
+            "ttl_exhausted",
+        )
+    return event.with_extensions(**{ARRIVAL_TIME: now_rfc3339(), TTL: str(ttl)})
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredEvent:
+    """One stream entry: the event and the request headers Knative passes on to its deliveries."""
+
+    event: CloudEvent
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
 class EventStream:
     """The Redis stream of accepted events and the Triggers' consumer groups on it."""
 
     def __init__(self, client: redis.Redis, key: str) -> None:
         self.client = client
         self.key = key
-        self._appends: Coalescer[bytes] = Coalescer(self._append_all)
+        self._appends: Coalescer[dict[bytes, bytes]] = Coalescer(self._append_all)
         self._acks: dict[str, Coalescer[str]] = {}
 
-    async def append(self, event: CloudEvent) -> None:
-        """Add an event; durable in Redis once this returns."""
-        await self._appends.submit(_encoder.encode(event))
+    async def append(self, event: CloudEvent, headers: Mapping[str, str] | None = None) -> None:
+        """Add an event (with the headers its deliveries carry); durable in Redis once this returns."""
+        fields = {_FIELD: _encoder.encode(event)}
+        if headers:
+            fields[_HEADERS_FIELD] = _encoder.encode(dict(headers))
+        await self._appends.submit(fields)
 
-    async def _append_all(self, payloads: list[bytes]) -> None:
+    async def _append_all(self, entries: list[dict[bytes, bytes]]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
-            for payload in payloads:
-                pipe.xadd(self.key, {_FIELD: payload})
+            for fields in entries:
+                pipe.xadd(self.key, fields)  # type: ignore[arg-type]
             await pipe.execute()
 
     async def ensure_group(self, group: str, start: str = "$") -> None:
@@ -167,22 +231,25 @@ class EventStream:
         return dropped
 
     @staticmethod
-    def _decode(entries: Sequence[Any]) -> list[tuple[str, CloudEvent | None]]:
-        decoded: list[tuple[str, CloudEvent | None]] = []
+    def _decode(entries: Sequence[Any]) -> list[tuple[str, StoredEvent | None]]:
+        decoded: list[tuple[str, StoredEvent | None]] = []
         for entry_id, fields in entries:
             raw = (fields or {}).get(_FIELD)
-            event = None
+            stored = None
             if raw is not None:
                 try:
-                    event = _decoder.decode(raw)
+                    headers = (fields or {}).get(_HEADERS_FIELD)
+                    stored = StoredEvent(
+                        _decoder.decode(raw), _headers_decoder.decode(headers) if headers else {}
+                    )
                 except msgspec.DecodeError:
                     log.error("stream entry %s is not an event; skipping it", _text(entry_id))
-            decoded.append((_text(entry_id), event))
+            decoded.append((_text(entry_id), stored))
         return decoded
 
     async def read_new(
         self, group: str, consumer: str, count: int, block_ms: int
-    ) -> list[tuple[str, CloudEvent | None]]:
+    ) -> list[tuple[str, StoredEvent | None]]:
         reply: Any = await self.client.xreadgroup(
             group, consumer, {self.key: ">"}, count=count, block=block_ms
         )
@@ -192,7 +259,7 @@ class EventStream:
 
     async def claim_pending(
         self, group: str, consumer: str, start: str, count: int
-    ) -> tuple[str, list[tuple[str, CloudEvent | None]]]:
+    ) -> tuple[str, list[tuple[str, StoredEvent | None]]]:
         """Take over pending entries of any consumer of `group` (a stopped broker's included)."""
         reply = await self.client.xautoclaim(self.key, group, consumer, 0, start_id=start, count=count)
         return _text(reply[0]), self._decode([entry for entry in reply[1] if entry is not None])
@@ -287,62 +354,122 @@ class TriggerDispatcher:
             start, entries = await stream.claim_pending(
                 self.group, self.broker.settings.consumer, start, self.broker.settings.batch
             )
-            fresh = [(entry_id, event) for entry_id, event in entries if entry_id not in self.in_flight]
+            fresh = [(entry_id, stored) for entry_id, stored in entries if entry_id not in self.in_flight]
             if fresh:
                 log.info("trigger %s: resuming %d pending deliveries", self.trigger.name, len(fresh))
             await self._dispatch(fresh)
             if start == "0-0":
                 return
 
-    async def _dispatch(self, entries: Sequence[tuple[str, CloudEvent | None]]) -> None:
+    async def _dispatch(self, entries: Sequence[tuple[str, StoredEvent | None]]) -> None:
         skipped = []
-        for entry_id, event in entries:
-            if event is None or not self.trigger.filter.matches(event.attributes()):
+        for entry_id, stored in entries:
+            if stored is None or not self.trigger.filter.matches(stored.event.attributes()):
                 skipped.append(entry_id)
                 continue
             await self.slots.acquire()  # back-pressure: stop reading while every worker is busy
             self.in_flight.add(entry_id)
-            task = asyncio.create_task(self._settle(entry_id, event), name=f"deliver {self.trigger.name}")
+            task = asyncio.create_task(self._settle(entry_id, stored), name=f"deliver {self.trigger.name}")
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         await self.broker.stream.ack(self.group, *skipped)
 
-    async def _settle(self, entry_id: str, event: CloudEvent) -> None:
+    async def _settle(self, entry_id: str, stored: StoredEvent) -> None:
         # Runs in its own task (its own context): every line about this delivery names the event
         # and carries its trace.
+        event = stored.event
         event_id.set(event.id)
         traceparent = event.extensions.get("traceparent")
         event_traceparent.set(traceparent if isinstance(traceparent, str) else None)
         trigger = self.trigger.name
         started = time.perf_counter()
+        # Knative's filter sends the request's pass-through headers and the Trigger's namespace.
+        headers = {**stored.headers, KN_NAMESPACE: self.trigger.namespace}
         try:
-            result = await deliver(
-                self.broker.http,
-                self.trigger.subscriber_url,
-                event,
-                self.delivery,
-                max_reply_bytes=self.broker.max_event_bytes,
-                credentials=self.broker.credentials(),
-            )
-            if result.succeeded:
-                outcome = "delivered"
-                if result.last.reply is not None:
-                    await self.broker.accept_reply(event, result.last.reply)
-            else:
-                outcome = await self._give_up(event, result)
-            await self.broker.stream.ack(self.group, entry_id)
+            try:
+                outcome = await self._deliver(event, headers)
+            except Exception as exc:  # never left pending: a stuck entry would also stop trimming for good
+                log.exception("trigger %s: delivering event %s failed", trigger, event.id)
+                failure = Attempt(500, f"broker error: {type(exc).__name__}".encode())
+                outcome = await self._give_up(
+                    event, DeliveryResult(self.trigger.subscriber_url, failure, 1), headers
+                )
+            await self._until_stored(lambda: self.broker.stream.ack(self.group, entry_id))
             deliveries.labels(trigger, outcome).inc()
             delivery_duration.labels(trigger).observe(time.perf_counter() - started)
-        except (RedisError, OSError) as exc:
-            # Not acknowledged: the entry stays pending and is delivered again after recovery.
-            log.warning("trigger %s: could not settle event %s: %s", trigger, event.id, type(exc).__name__)
         except Exception:
-            log.exception("trigger %s: delivering event %s failed; it stays pending", trigger, event.id)
+            log.exception("trigger %s: settling event %s failed; it stays pending", trigger, event.id)
         finally:
             self.in_flight.discard(entry_id)
             self.slots.release()
 
-    async def _give_up(self, event: CloudEvent, result: DeliveryResult) -> str:
+    async def _deliver(self, event: CloudEvent, headers: Mapping[str, str]) -> str:
+        """Deliver (the TTL is the broker's own: subscribers never see it), forward any reply, give up."""
+        result = await deliver(
+            self.broker.http,
+            self.trigger.subscriber_url,
+            event.with_extensions(**{TTL: None}),
+            self.delivery,
+            max_reply_bytes=self.broker.max_event_bytes,
+            credentials=self.broker.credentials(),
+            headers=headers,
+        )
+        if result.succeeded and result.last.reply is not None:
+            result = await self._forward_reply(event, result)
+        if result.succeeded:
+            return "delivered"
+        return await self._give_up(event, result, headers)
+
+    async def _forward_reply(self, original: CloudEvent, result: DeliveryResult) -> DeliveryResult:
+        """Store the reply as Knative sends it to the broker's ingress: with the original's TTL, retried
+        as the delivery spec says; the failure it ends in (TTL spent: 400, Redis: 503) fails the delivery."""
+        reply = result.last.reply
+        assert reply is not None
+        reply = reply.with_extensions(**{TTL: original.extensions.get(TTL)})
+        headers = {**result.last.reply_headers, KN_NAMESPACE: self.trigger.namespace}
+
+        async def store() -> Attempt:
+            try:
+                await self.broker.accept(reply, headers)
+            except Refusal as exc:
+                return Attempt(exc.status, msgspec.json.encode(refusal_body(exc)))
+            except (RedisError, OSError):
+                return Attempt(503, msgspec.json.encode(refusal_body(_REDIS_DOWN)))
+            return Attempt(202, b"")
+
+        forwarded = await retrying(self.delivery, self.broker.reply_url, store)
+        if forwarded.succeeded:
+            broker_events.labels(self.broker.settings.ingress_path, "replied").inc()
+            return result
+        outcome = "ttl_exhausted" if forwarded.last.status == 400 else "reply_failed"
+        broker_events.labels(self.broker.settings.ingress_path, outcome).inc()
+        log.warning(
+            "trigger %s: the reply %s (%s) to event %s was refused with %d",
+            self.trigger.name,
+            reply.id,
+            reply.type,
+            original.id,
+            forwarded.last.status,
+        )
+        return forwarded
+
+    async def _until_stored(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run a Redis write until it succeeds: a settled delivery is never left pending until a restart."""
+        while True:
+            try:
+                await step()
+                return
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    return  # Redis lost the stream: the entry is gone with it
+                log.warning("trigger %s: Redis refused a write (%s); retrying", self.trigger.name, exc)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "trigger %s: Redis unavailable (%s); retrying", self.trigger.name, type(exc).__name__
+                )
+            await asyncio.sleep(_REDIS_RETRY_SECONDS)
+
+    async def _give_up(self, event: CloudEvent, result: DeliveryResult, headers: Mapping[str, str]) -> str:
         sink = self.delivery.dead_letter_url
         message = (
             f"trigger {self.trigger.name}: event {event.id} ({event.type}) failed after "
@@ -352,22 +479,18 @@ class TriggerDispatcher:
             log.warning("%s; no dead-letter sink, dropping it", message)
             return "failed"
         if sink == LOCAL_DEAD_LETTER_SINK:
-            await self.broker.stream.keep_dead_letter(dead_letter(event, result))
+            letter = dead_letter(event, result)
+            await self._until_stored(lambda: self.broker.stream.keep_dead_letter(letter))
             log.warning("%s; kept in %s", message, self.broker.stream.dead_letters_key)
             return "dead_lettered"
-        sink_spec = DeliverySpec(
-            retry=self.delivery.retry,
-            backoff_policy=self.delivery.backoff_policy,
-            backoff_delay=self.delivery.backoff_delay,
-            timeout=self.delivery.timeout,
-        )
         sent = await deliver(
             self.broker.http,
             sink,
             dead_letter(event, result),
-            sink_spec,
+            self.delivery,
             max_reply_bytes=self.broker.max_event_bytes,
             credentials=self.broker.credentials(),
+            headers=headers,
         )
         if not sent.succeeded:
             log.error(
@@ -376,6 +499,9 @@ class TriggerDispatcher:
             return "failed"
         log.info("%s; sent to the dead-letter sink", message)
         return "dead_lettered"
+
+
+_REDIS_DOWN = Refusal.unavailable("the broker cannot store events right now (Redis is down); retry")
 
 
 class Broker:
@@ -390,8 +516,11 @@ class Broker:
         *,
         max_event_bytes: int,
         credentials: Callable[[], Mapping[str, str]] = dict,
+        reply_url: str | None = None,
     ) -> None:
         self.settings = settings
+        # Where replies go, as knativeerrordest names it when one is refused: the broker's own ingress.
+        self.reply_url = reply_url or settings.ingress_path
         # Headers that authenticate each delivery to its subscriber (VICTOR_EVENT_AUTH), made per delivery.
         self.credentials = credentials
         self.config = config
@@ -404,17 +533,15 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _delivery_of(self, trigger: Trigger) -> DeliverySpec:
-        """The Trigger's delivery spec, else the Broker's (Knative's fallback), with a default timeout."""
+        """The Trigger's delivery spec, else the Broker's (Knative's fallback).
+
+        No time limit per attempt unless `timeout` (or VICTOR_BROKER_TIMEOUT) sets one, as in Knative;
+        `format` is the Trigger's own (Knative's filter reads only the Trigger's).
+        """
         spec = trigger.delivery or (self.config.delivery if self.config else None) or DeliverySpec()
-        if spec.timeout is None:
-            spec = DeliverySpec(
-                retry=spec.retry,
-                backoff_policy=spec.backoff_policy,
-                backoff_delay=spec.backoff_delay,
-                timeout=self.settings.default_timeout,
-                dead_letter_url=spec.dead_letter_url,
-            )
-        return spec
+        timeout = spec.timeout if spec.timeout is not None else self.settings.default_timeout
+        event_format = trigger.delivery.format if trigger.delivery else None
+        return dataclasses.replace(spec, timeout=timeout, format=event_format)
 
     def serves(self, namespace: str, name: str) -> bool:
         return namespace == self.settings.namespace and name == self.settings.name
@@ -455,29 +582,12 @@ class Broker:
             except (RedisError, OSError) as exc:
                 log.warning("could not trim the broker stream: %s", type(exc).__name__)
 
-    async def accept(self, event: CloudEvent) -> None:
-        """Append an event to the stream (durable once this returns), stamped as Knative's ingress does."""
-        ttl = event.extensions.get(TTL, "")
-        stamped = event.with_extensions(
-            **{ARRIVAL_TIME: now_rfc3339(), TTL: ttl if ttl.isdigit() else str(DEFAULT_TTL)}
-        )
-        await self.stream.append(stamped)
+    async def accept(self, event: CloudEvent, headers: Mapping[str, str] | None = None) -> None:
+        """Append an event (durable once this returns), stamped as Knative's ingress stamps it.
 
-    async def accept_reply(self, original: CloudEvent, reply: CloudEvent) -> None:
-        """A subscriber's reply re-enters the broker with the TTL decremented; at 0 it is dropped."""
-        ttl = int(original.extensions.get(TTL, DEFAULT_TTL)) - 1
-        if ttl <= 0:
-            broker_events.labels(self.settings.ingress_path, "ttl_exhausted").inc()
-            log.warning(
-                "dropping reply %s (%s) to event %s: %s reached 0 (an event loop?)",
-                reply.id,
-                reply.type,
-                original.id,
-                TTL,
-            )
-            return
-        await self.accept(reply.with_extensions(**{TTL: str(ttl)}))
-        broker_events.labels(self.settings.ingress_path, "replied").inc()
+        Raises `CloudEventError` (400) when its TTL is spent, Redis errors when it cannot be stored.
+        """
+        await self.stream.append(admitted(event), headers)
 
     async def ingress(self, namespace: str, name: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """`POST /{namespace}/{name}`: 202 once the event is durable; 400/404/413/415/503 with a JSON body."""
@@ -490,15 +600,13 @@ class Broker:
             )
         try:
             event = from_http(headers, body, max_bytes=self.max_event_bytes)
+            await self.accept(event, pass_through_headers(headers))
         except CloudEventError as exc:
-            broker_events.labels(self.settings.ingress_path, "invalid").inc()
-            return error_answer(exc.status, exc.code, exc.message)
-        try:
-            await self.accept(event)
+            outcome = "ttl_exhausted" if exc.code == "ttl_exhausted" else "invalid"
+            broker_events.labels(self.settings.ingress_path, outcome).inc()
+            return refusal_answer(exc)
         except (RedisError, OSError):
             broker_events.labels(self.settings.ingress_path, "unavailable").inc()
-            return refusal_answer(
-                Refusal.unavailable("the broker cannot store events right now (Redis is down); retry")
-            )
+            return refusal_answer(_REDIS_DOWN)
         broker_events.labels(self.settings.ingress_path, "accepted").inc()
         return Answer(202, {}, b"")

@@ -8,7 +8,7 @@
 | `VICTOR_SUBSCRIBER_URLS` | | `name=url,name=url`: local URL of each object a Trigger names by `ref` |
 | `VICTOR_BROKER_WORKERS` | `64` | concurrent deliveries per Trigger |
 | `VICTOR_BROKER_BATCH` | `100` | events read from the stream per Trigger at a time |
-| `VICTOR_BROKER_TIMEOUT` | `PT60S` | per-attempt timeout when a delivery spec sets none |
+| `VICTOR_BROKER_TIMEOUT` | unset | per-attempt timeout when a delivery spec sets none (Knative has none) |
 | `VICTOR_BROKER_STREAM` | `victor:broker:{namespace}:{name}` | Redis stream holding accepted events |
 | `VICTOR_BROKER_CONSUMER` | `dispatcher` | consumer name in each Trigger's consumer group |
 
@@ -36,7 +36,7 @@ class BrokerSettings(msgspec.Struct, frozen=True, kw_only=True):
     subscriber_urls: dict[str, str] = msgspec.field(default_factory=dict)
     workers: int = 64
     batch: int = 100
-    default_timeout: float = 60.0
+    default_timeout: float | None = None
     stream: str = ""
     consumer: str = "dispatcher"
 
@@ -85,9 +85,9 @@ def load_broker_settings(settings: Settings, environ: Mapping[str, str] | None =
     name = env.string("VICTOR_BROKER_NAME", "default")
     urls = {f"victor-{function}": url for function, url in settings.function_urls.items()}
     urls.update(_subscriber_urls(env.optional("VICTOR_SUBSCRIBER_URLS")))
-    timeout_text = env.string("VICTOR_BROKER_TIMEOUT", "PT60S")
+    timeout_text = env.optional("VICTOR_BROKER_TIMEOUT")
     try:
-        timeout = parse_duration(timeout_text, "VICTOR_BROKER_TIMEOUT")
+        timeout = parse_duration(timeout_text, "VICTOR_BROKER_TIMEOUT") if timeout_text else None
     except DeliveryConfigError:
         raise SettingsError(
             "VICTOR_BROKER_TIMEOUT", f"expected an ISO-8601 duration such as PT60S, got {timeout_text!r}"

@@ -135,6 +135,13 @@ def shared_corpus(own_type: str) -> list[Bad]:
         Bad("over-long event", "POST", "/", content=b"x" * (LIMIT + 1), headers=event(own_type)),
         Bad("event with data that is not JSON", "POST", "/", content=b"{oops", headers=event(own_type)),
         Bad("event with data of the wrong shape", "POST", "/", content=b"[1, 2]", headers=event(own_type)),
+        Bad(
+            "event with double-quoted attributes and data of the wrong shape",
+            "POST",
+            "/",
+            content=b"[1, 2]",
+            headers=event(own_type, **{"ce-type": f'"{own_type}"', "ce-source": '"/test/parity"'}),
+        ),
         *(
             Bad(bad.name, "POST", "/", content=bad.body, headers=bad.headers)
             for bad in bad_attribute_events(own_type)
@@ -567,6 +574,9 @@ async def assert_same(clients: dict[str, httpx.AsyncClient], corpus: list[Bad]) 
     assert [name for name, (status, *_) in answers.items() if status == 500] == []
     pinned = {bad.name: bad.expected for bad in corpus if bad.expected is not None}
     assert {name: answers[name] for name in pinned} == pinned
+    # HTTP binding 3.1.3.2: quoted header values are unquoted, so the type is the function's own.
+    quoted = answers["event with double-quoted attributes and data of the wrong shape"]
+    assert quoted == answers["event with data of the wrong shape"]
     return answers
 
 

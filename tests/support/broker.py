@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import yaml
 
 from common.cloudevents import CloudEvent, from_http, new_event, to_binary
@@ -157,6 +158,13 @@ def event(type: str = "ai.victor.test.happened", **kwargs: Any) -> CloudEvent:
     return new_event(type, kwargs.pop("source", "/tests/broker"), data, **kwargs)
 
 
+def replying(reply_type: str, status: int = 200) -> Subscriber:
+    """A subscriber answering each event with `status` and one event of `reply_type` about it."""
+    return Subscriber(
+        respond=lambda e: Reply(status, event=event(reply_type, id=f"reply-to-{e.id}", subject=e.id))
+    )
+
+
 def write_manifests(directory: Path, text: str) -> Path:
     """The YAML `text` (dedented) as knative/base/eventing.yaml under `directory`."""
     path = directory / "knative" / "base"
@@ -291,6 +299,12 @@ async def publish(ingress_url: str, *events: CloudEvent, token: str | None = Non
                 headers["authorization"] = f"Bearer {token}"
             response = await client.post(ingress_url, headers=headers, content=body)
             assert response.status_code == 202, response.text
+
+
+async def stored_events(broker: Broker) -> list[CloudEvent]:
+    """The events in the broker's stream, oldest first, as the broker stored them (TTL included)."""
+    entries = await broker.client.xrange(broker.stream.key)
+    return [msgspec.msgpack.decode(fields[b"e"], type=CloudEvent) for _, fields in entries]
 
 
 async def settled(broker: Broker, timeout: float = 10.0) -> None:

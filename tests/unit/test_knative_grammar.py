@@ -64,6 +64,10 @@ def test_months_and_fractional_minutes_have_their_length() -> None:
         ({"retry": -1}, False),
         ({"retry": "3"}, False),
         ({"backoffPolicy": "random"}, False),
+        ({"format": "json", "retryAfterMax": "PT2M"}, True),
+        ({"format": "binary", "retryAfterMax": "PT0S"}, True),
+        ({"format": "xml"}, False),
+        ({"retryAfterMax": "2m"}, False),
     ],
 )
 def test_broker_and_validator_agree_on_delivery_blocks(delivery: dict[str, Any], valid: bool) -> None:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from eventing.broker.delivery import DeliveryConfigError, DeliverySpec, is_retryable, parse_duration
+from eventing.broker.delivery import (
+    DeliveryConfigError,
+    DeliverySpec,
+    is_retryable,
+    parse_duration,
+    retry_after_seconds,
+)
 from eventing.broker.triggers import (
     LOCAL_DEAD_LETTER_SINK,
     SubscriberDirectory,
@@ -279,8 +285,17 @@ def test_bad_durations_are_refused(text: str) -> None:
 def test_backoff_policies() -> None:
     exponential = DeliverySpec(retry=4, backoff_policy="exponential", backoff_delay=0.1)
     linear = DeliverySpec(retry=4, backoff_policy="linear", backoff_delay=0.1)
-    assert [exponential.backoff(n) for n in (1, 2, 3, 4)] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    # Knative's delivery documentation: backoffDelay*2^<numberOfRetries>, backoffDelay*<numberOfRetries>.
+    assert [exponential.backoff(n) for n in (1, 2, 3, 4)] == pytest.approx([0.2, 0.4, 0.8, 1.6])
     assert [linear.backoff(n) for n in (1, 2, 3, 4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_retry_after_counts_only_when_retry_after_max_is_set() -> None:
+    opted_in = DeliverySpec(retry=1, backoff_policy="linear", backoff_delay=0.1, retry_after_max=5.0)
+    assert DeliverySpec(retry=1, backoff_delay=0.1).backoff(1, retry_after=3.0) == pytest.approx(0.2)
+    assert opted_in.backoff(1, retry_after=3.0) == pytest.approx(3.0)
+    assert opted_in.backoff(1, retry_after=60.0) == pytest.approx(5.0)
+    assert opted_in.backoff(1, retry_after=0.01) == pytest.approx(0.1)
 
 
 def test_retryable_statuses_are_knatives() -> None:
@@ -322,3 +337,16 @@ def test_a_dead_letter_ref_without_a_local_url_uses_the_brokers_own_stream(tmp_p
     broker = manifests.broker("victor", "default")
     assert broker is not None and broker.delivery is not None
     assert broker.delivery.dead_letter_url == LOCAL_DEAD_LETTER_SINK
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("120", 120.0), (" 7 ", 7.0), (None, None), ("", None), ("soon", None), ("1.5", None)],
+)
+def test_retry_after_is_delay_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header) == seconds
+
+
+def test_a_retry_after_date_in_the_past_asks_for_no_wait() -> None:
+    waited = retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT")
+    assert waited is not None and waited < 0
