@@ -82,6 +82,8 @@ class Plan:
     min_turns: int
     in_flight: int
     finish_seconds: float
+    # A turn holds one of the `in_flight` slots at most this long, so a stuck turn does not stop the load.
+    slot_seconds: float = 20.0
 
 
 QUICK = Plan(chaos_seconds=40, kill_every=4, min_turns=20, in_flight=4, finish_seconds=60)
@@ -160,7 +162,7 @@ class ChaosRun:
 
     # ------------------------------------------------------------ turns
 
-    async def turn(self, number: int, http: httpx.AsyncClient, pool: asyncpg.Pool, stop_at: float) -> None:
+    async def turn(self, number: int, http: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
         conversation = f"chaos-{self.run_id}-{number}"
         self.chaos.conversations[number] = conversation
         payload = ChatRequested(
@@ -174,14 +176,13 @@ class ChaosRun:
             subject=conversation,
             extensions={CONVERSATION_ID: conversation},
         )
+        stop_at = time.monotonic() + self.plan.slot_seconds
         while True:  # the same event id each time: a second acceptance is one turn, not two
             try:
                 await publish(http, self.broker_url, event)
                 break
             except (DeliveryError, httpx.HTTPError):
                 self.chaos.publish_retries += 1
-                if time.monotonic() > stop_at:
-                    return
                 await asyncio.sleep(0.5)
         while time.monotonic() < stop_at:
             if await settled(pool, conversation):
@@ -195,11 +196,18 @@ class ChaosRun:
         while not chaos_over.is_set() or number < self.plan.min_turns:
             await slots.acquire()
             number += 1
-            stop_at = time.monotonic() + self.plan.chaos_seconds + self.plan.finish_seconds
-            task = asyncio.create_task(self.turn(number, http, pool, stop_at))
+            task = asyncio.create_task(self.turn(number, http, pool))
             running.add(task)
             task.add_done_callback(lambda t: (running.discard(t), slots.release()))
-        await asyncio.wait_for(asyncio.gather(*running), self.plan.finish_seconds + self.plan.chaos_seconds)
+        await asyncio.gather(*running)
+
+    async def finish(self, pool: asyncpg.Pool) -> None:
+        """Give every turn not settled yet up to `finish_seconds` to end, now that nothing is killed."""
+        deadline = time.monotonic() + self.plan.finish_seconds
+        waiting = list(self.chaos.conversations.values())
+        while waiting and time.monotonic() < deadline:
+            waiting = [c for c in waiting if not await settled(pool, c)]
+            await asyncio.sleep(1.0)
 
     # ------------------------------------------------------------ kills
 
@@ -219,6 +227,8 @@ class ChaosRun:
         restarted_redis = False
         while time.monotonic() - started < self.plan.chaos_seconds:
             await asyncio.sleep(self.plan.kill_every)
+            issued = len(self.chaos.conversations)
+            print(f"{time.monotonic() - started:.0f}s: {issued} turns issued", flush=True)
             if not restarted_redis and time.monotonic() - started > self.plan.chaos_seconds / 2:
                 await asyncio.to_thread(self.restart_redis)
                 restarted_redis = True
@@ -231,6 +241,7 @@ class ChaosRun:
             with contextlib.suppress(psutil.Error):
                 running[name].send_signal(signal.SIGKILL)
                 self.chaos.kills[name] += 1
+        print("kills over; waiting for the turns in flight", flush=True)
         chaos_over.set()
 
     def restart_redis(self) -> None:
@@ -263,6 +274,25 @@ async def outcomes(pool: asyncpg.Pool, conversations: dict[int, str]) -> Counter
         else:
             counted[str(row["status"])] += 1
     return counted
+
+
+async def where_stuck(pool: asyncpg.Pool, conversations: dict[int, str]) -> dict[str, int]:
+    """For the turns still running: the phase they wait in, and the event claims left 'running'."""
+    rows = await pool.fetch(
+        "SELECT c.phase, c.turn, c.claimed_at IS NOT NULL AS held FROM chat_conversations c"
+        " JOIN chat_requests r ON r.conversation_id = c.id AND r.status = 'running'"
+        " WHERE c.id = ANY($1)",
+        list(conversations.values()),
+    )
+    found: Counter[str] = Counter(
+        f"phase {row['phase']} at step {row['turn']}{' (LLM call claimed)' if row['held'] else ''}"
+        for row in rows
+    )
+    claims = await pool.fetch(
+        "SELECT function, count(*) AS n FROM processed_events WHERE state = 'running' GROUP BY function"
+    )
+    found.update({f"event claims left running in {row['function']}": row["n"] for row in claims})
+    return dict(found)
 
 
 def duplicates(counts: Counter[Any]) -> int:
@@ -307,6 +337,7 @@ async def _run_with_stores(
         VICTOR_LOG_LEVEL="WARNING",
     )
     argv = [PYTHON, "-m", "eventing.cli", "dev", "--port-base", str(base), "--data-dir", str(scratch / "dev")]
+    argv += ["--only", ",".join(TARGETS)]
     argv += ["--ping-interval", "0", "--max-backoff", "2", "--grace", "2", "--ready-timeout", "300"]
     dev = ServerProcess(argv, env, base + PORTS["chat"], scratch)
     dev.start()
@@ -314,6 +345,7 @@ async def _run_with_stores(
         await asyncio.to_thread(
             wait_until, lambda: "victor dev is running" in dev.log_path.read_text(errors="replace"), 300
         )
+        print(f"victor dev ready after {time.perf_counter() - dev.started_at:.0f}s; chaos begins", flush=True)
         chaos = ChaosRun(plan, dev, redis, database_url, base)
         started = time.monotonic()
         chaos_over = asyncio.Event()
@@ -322,10 +354,12 @@ async def _run_with_stores(
             asyncpg.create_pool(database_url, min_size=1, max_size=4) as pool,
         ):
             killing = asyncio.create_task(chaos.kill_loop(chaos_over))
-            with contextlib.suppress(TimeoutError):
-                await chaos.turns(http, pool, chaos_over)
+            await chaos.turns(http, pool, chaos_over)
             await killing
+            await chaos.finish(pool)
+            print(f"done after {time.monotonic() - started:.0f}s of turns", flush=True)
             counted = await outcomes(pool, chaos.chaos.conversations)
+            stuck = await where_stuck(pool, chaos.chaos.conversations)
         elapsed = time.monotonic() - started
     finally:
         dev.stop()
@@ -353,11 +387,17 @@ async def _run_with_stores(
         "never_started": counted["never_started"],
         "tool_errors_seen_by_model": llm.tool_errors,
         "publish_retries": chaos.chaos.publish_retries,
+        "stuck": stuck,
         "seconds": round(elapsed, 1),
     }
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks: victor dev and the stores stop
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     plan = QUICK if quick() else FULL
     print_header("Chaos: agent turns through the broker while victor dev's processes are killed")
     with scratch_dir("victor-bench-chaos-") as scratch:
@@ -385,6 +425,8 @@ def main() -> None:
         f" {figures['llm_calls']} model calls, {figures['tool_runs']} logged tool runs,"
         f" {figures['files_written']} files written"
     )
+    if figures["stuck"]:
+        print(f"where the unfinished turns wait: {figures['stuck']}")
     print("aim: every turn completes, 0 lost, 0 duplicated LLM calls or tool runs")
     print_json("chaos", figures)
 
