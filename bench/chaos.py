@@ -70,6 +70,8 @@ from tests.support.fake_anthropic import FakeAnthropic, Reply, text, tool_use
 TARGETS = ("broker", "chat", "tools", "embeddings")
 TURN = re.compile(r"chaos turn (\d+)")
 RUNS_LOG = "runs.log"
+# How victor dev's dead-letter display reports an event the broker gave up on.
+DEAD_LETTER = re.compile(r"dead letter (\S+) id=\S+ source=\S+: \S+ answered (\d+|\?)")
 APPEND = "open('runs.log', 'a').write('{mark}\\n')"
 
 
@@ -365,9 +367,10 @@ async def _run_with_stores(
         dev.stop()
         server.should_exit = True
         await serving
-    runs = (
-        Counter((workspace / RUNS_LOG).read_text().split()) if (workspace / RUNS_LOG).exists() else Counter()
-    )
+    dev_log = dev.log_path.read_text(errors="replace")
+    dead_letters = Counter(f"{kind} ({code})" for kind, code in DEAD_LETTER.findall(dev_log))
+    log = workspace / RUNS_LOG
+    runs = Counter(log.read_text().split()) if log.exists() else Counter()
     turns = len(chaos.chaos.conversations)
     return {
         "turns": turns,
@@ -388,6 +391,8 @@ async def _run_with_stores(
         "tool_errors_seen_by_model": llm.tool_errors,
         "publish_retries": chaos.chaos.publish_retries,
         "stuck": stuck,
+        "dead_letters": sum(dead_letters.values()),
+        "dead_letters_by_type": dict(dead_letters),
         "seconds": round(elapsed, 1),
     }
 
@@ -427,6 +432,8 @@ def main() -> None:
     )
     if figures["stuck"]:
         print(f"where the unfinished turns wait: {figures['stuck']}")
+    if figures["dead_letters"]:
+        print(f"events the broker dead-lettered: {figures['dead_letters_by_type']}")
     print("aim: every turn completes, 0 lost, 0 duplicated LLM calls or tool runs")
     print_json("chaos", figures)
 
