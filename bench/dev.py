@@ -31,6 +31,7 @@ from bench.support import (
     PYTHON,
     ServerProcess,
     free_port,
+    free_port_base,
     median,
     print_header,
     print_json,
@@ -38,29 +39,13 @@ from bench.support import (
     quick,
     scratch_dir,
     table,
+    wait_until,
 )
 from eventing.dev.stores import DevServices, prepare_data_dir
 
 
-def _free_base(count: int = 6) -> int:
-    for _ in range(100):
-        base = free_port()
-        if base + count < 65535 and all(probe_status(base + i, "/") is None for i in range(count)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _wait_for(predicate: object, timeout: float = 60.0) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if predicate():  # type: ignore[operator]
-            return time.perf_counter()
-        time.sleep(0.002)
-    raise RuntimeError(f"condition not met within {timeout}s")
-
-
 def _dev_round(env: dict[str, str], scratch: Path) -> dict[str, float]:
-    base = _free_base()
+    base = free_port_base()
     data_dir = scratch / f"dev-{base}"
     argv = [PYTHON, "-m", "eventing.cli", "dev", "--only", "broker,health", "--port-base", str(base)]
     argv += ["--data-dir", str(data_dir), "--ping-interval", "0"]
@@ -68,20 +53,20 @@ def _dev_round(env: dict[str, str], scratch: Path) -> dict[str, float]:
     server.start()
     try:
         ready = server.wait_ok("/health/ready")
-        _wait_for(lambda: "victor dev is running" in server.log_path.read_text(errors="replace"))
+        wait_until(lambda: "victor dev is running" in server.log_path.read_text(errors="replace"))
         table_at = time.perf_counter() - server.started_at
         assert server.process is not None
         dev = psutil.Process(server.process.pid)
         health = next(p for p in dev.children() if "health" in p.cmdline())
         killed = time.perf_counter()
         health.kill()
-        _wait_for(lambda: probe_status(base + 4, "/health/ready") != 200)
-        restarted = _wait_for(lambda: probe_status(base + 4, "/health/ready") == 200) - killed
+        wait_until(lambda: probe_status(base + 4, "/health/ready") != 200)
+        restarted = wait_until(lambda: probe_status(base + 4, "/health/ready") == 200) - killed
         children = dev.children(recursive=True)
         stopping = time.perf_counter()
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(60)
-        _wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children))
+        wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children))
         stopped = time.perf_counter() - stopping
     finally:
         server.stop()

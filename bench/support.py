@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def free_port_base(count: int = 6) -> int:
+    """A port such that it and the `count - 1` after it answer nothing now (victor dev's --port-base)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count < 65535 and all(probe_status(base + i, "/") is None for i in range(count)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 60.0) -> float:
+    """Poll `predicate` until true; returns perf_counter() at that moment (RuntimeError after `timeout`)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if predicate():
+            return time.perf_counter()
+        time.sleep(0.002)
+    raise RuntimeError(f"condition not met within {timeout}s")
 
 
 # ---------------------------------------------------------------- statistics

@@ -2,20 +2,26 @@
 
 Each function claims (source, id) before it handles an event. A second delivery
 of a finished event gets the stored reply back; one that arrives while the
-first is still running is told to retry later (409, which brokers retry). A
-claim left by a crashed replica expires after `claim_timeout` seconds.
-PostgreSQL keeps the record when configured; otherwise a bounded in-process map.
+first is still running is told to retry later (409, which brokers retry).
+PostgreSQL keeps the record when configured: there a claim is a lease of
+`lease` seconds that the handling process renews while it runs, so the claim
+of a replica that died (SIGKILL, OOM) lapses within seconds and the broker's
+retry handles the event, well inside its retry window. Otherwise a bounded
+in-process map, whose claims expire after `claim_timeout` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import asyncpg
+
 from common.cloudevents import CloudEvent, from_json, to_json
-from common.store import Store, store_outage
+from common.store import Store, StoreUnavailable, store_outage
 
 if TYPE_CHECKING:
     import asyncpg
@@ -31,11 +37,19 @@ class Claim:
 
 class ProcessedEvents:
     def __init__(
-        self, function: str, store: Store, *, claim_timeout: float = 300.0, memory_size: int = 10000
+        self,
+        function: str,
+        store: Store,
+        *,
+        claim_timeout: float = 300.0,
+        lease: float = 10.0,
+        memory_size: int = 10000,
     ):
         self.function = function
         self.store = store
         self.claim_timeout = claim_timeout
+        self.lease = lease
+        self._renewals: set[asyncio.Task[None]] = set()
         self.memory_size = memory_size
         self._memory: OrderedDict[tuple[str, str], tuple[str, bytes | None, float]] = OrderedDict()
         # Claims this process could not release while PostgreSQL was away: released before they are
@@ -62,9 +76,10 @@ class ProcessedEvents:
             self.function,
             event.source,
             event.id,
-            self.claim_timeout,
+            self.lease,
         )
         if row is not None:
+            self._keep_claimed(event)
             return Claim("new")
         existing = await pool.fetchrow(
             "SELECT state, reply FROM processed_events WHERE function = $1 AND source = $2 AND id = $3",
@@ -77,6 +92,31 @@ class ProcessedEvents:
         if existing["state"] == "done":
             return Claim("done", from_json(existing["reply"]) if existing["reply"] else None)
         return Claim("running")
+
+    def _keep_claimed(self, event: CloudEvent) -> None:
+        """Renew the lease every third of it until the claim is no longer running (finished or released)."""
+        task = asyncio.get_running_loop().create_task(self._renew(event.source, event.id))
+        self._renewals.add(task)
+        task.add_done_callback(self._renewals.discard)
+
+    async def _renew(self, source: str, id: str) -> None:
+        import asyncpg  # loaded already: renewals run only for claims held in PostgreSQL
+
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                pool = await self.store.pool()
+                held = await pool.fetchval(
+                    "UPDATE processed_events SET claimed_at = now()"
+                    " WHERE function = $1 AND source = $2 AND id = $3 AND state = 'running' RETURNING 1",
+                    self.function,
+                    source,
+                    id,
+                )
+            except (StoreUnavailable, OSError, asyncpg.PostgresError):
+                continue  # PostgreSQL is away: try again; the lease lapses only if it stays away
+            if held is None:
+                return
 
     async def finish(self, event: CloudEvent, reply: CloudEvent | None) -> None:
         """Record the reply (None for 202) of a handled event."""

@@ -59,7 +59,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     # The runner (uvicorn, httpx, the supervisor) is loaded only when `victor dev` runs.
     from eventing.dev.embedded import EmbeddedUnavailable
     from eventing.dev.runner import choose_dev_embedding_model, plan_processes, ports_in_use, supervise
-    from eventing.dev.stores import DevDataError, DevServices, prepare_data_dir
+    from eventing.dev.stores import DevDataError, DevServices, dev_lancedb_uri, prepare_data_dir
 
     selected = parse_only(args.only)
     if args.ping_interval is not None and args.ping_interval < 0:
@@ -75,7 +75,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     taken = ports_in_use(plan_processes(selected, args.port_base, environ))
     if taken:
         fail(f"port {', '.join(taken)} is already in use; stop what holds it or pass --port-base")
-    environ.setdefault("LANCEDB_URI", str(data_dir / "lancedb"))
+    environ.setdefault("LANCEDB_URI", dev_lancedb_uri(data_dir))
     choose_dev_embedding_model(environ)
     services = DevServices(data_dir, environ)
     # Until the event loop takes over the signals, SIGTERM unwinds like Ctrl-C so cleanup still runs.

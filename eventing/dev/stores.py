@@ -19,6 +19,9 @@ from common.settings import redact_url
 from eventing.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 
 MARKER = ".victor-dev"
+# Inside the data directory: the embedded PostgreSQL's data and, unless LANCEDB_URI says otherwise, LanceDB.
+POSTGRES_DIR = "postgres"
+LANCEDB_DIR = "lancedb"
 
 
 class DevDataError(RuntimeError):
@@ -32,6 +35,21 @@ class ServiceInfo:
     name: str
     url: str
     state: str
+
+
+def is_dev_data_dir(directory: Path) -> bool:
+    """Whether `directory` was created by `victor dev` (it carries the marker file)."""
+    return (directory / MARKER).is_file()
+
+
+def dev_lancedb_uri(data_dir: Path) -> str:
+    """LANCEDB_URI for `victor dev` and the functions it runs, when the user has not set one."""
+    return str(data_dir / LANCEDB_DIR)
+
+
+def embedded_postgres_dir(data_dir: Path) -> Path:
+    """Where `victor dev` keeps its embedded PostgreSQL's data when DATABASE_URL is unset."""
+    return data_dir / POSTGRES_DIR
 
 
 def prepare_data_dir(directory: Path, *, fresh: bool) -> Path:
@@ -70,7 +88,8 @@ class DevServices:
         from common.store import migrate  # asyncpg and the migrations only when services are wanted
 
         if self.database_url is None:
-            self._postgres = EmbeddedPostgres(self.data_dir / "postgres", delete_on_stop=not self.keep_data)
+            directory = embedded_postgres_dir(self.data_dir)
+            self._postgres = EmbeddedPostgres(directory, delete_on_stop=not self.keep_data)
             self.database_url = self._postgres.start()
         if self.redis_url is None:
             self._redis = EmbeddedRedis(self.data_dir / "redis")
