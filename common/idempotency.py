@@ -18,8 +18,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-import asyncpg
-
 from common.cloudevents import CloudEvent, from_json, to_json
 from common.store import Store, StoreUnavailable, store_outage
 
