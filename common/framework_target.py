@@ -102,7 +102,7 @@ class FrameworkTarget:
             return body
 
         answer: Answer | StreamedAnswer
-        with tracing.server_span(method, path, dict(request.headers)):
+        with tracing.server_span(method, path, dict(request.headers)) as span:
             try:
                 if template is None:
                     answer = not_found_answer(path)
@@ -120,6 +120,7 @@ class FrameworkTarget:
             except Exception:  # the same JSON 500 as the Litestar app, never functions-framework's text page
                 log.exception("unhandled error on %s %s", method, path)
                 answer = internal_error_answer()
+            tracing.record_response(span, method, None if route == "unmatched" else route, answer.status)
         metrics.record_request(self.spec.name, method, route, answer.status, time.perf_counter() - started)
         if isinstance(answer, StreamedAnswer):
             return StreamingResponse(answer.chunks, status_code=answer.status, headers=answer.headers)

@@ -28,7 +28,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common import metrics
+from common import metrics, tracing
 from common.answers import Answer, Refusal, error_answer, refusal_answer
 from common.app import create_app
 from common.auth import authenticate_event, event_credentials
@@ -84,7 +84,11 @@ class BrokerApp:
             if len(parts) == 3 and parts[1] and parts[2] and served is not None:
                 namespace, name = parts[1], parts[2]
                 started = time.perf_counter()
-                answer = await self._ingress(served, namespace, name, scope, receive)
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                # The ingress span: the stream entry carries its context on to each delivery.
+                with tracing.server_span("POST", scope["path"], headers) as span:
+                    answer = await self._ingress(served, namespace, name, headers, receive)
+                    tracing.record_response(span, "POST", INGRESS_ROUTE, answer.status)
                 await send(
                     {
                         "type": "http.response.start",
@@ -105,8 +109,9 @@ class BrokerApp:
                 return
         await self.app(scope, receive, send)
 
-    async def _ingress(self, served: Broker, namespace: str, name: str, scope: Any, receive: Any) -> Answer:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    async def _ingress(
+        self, served: Broker, namespace: str, name: str, headers: dict[str, str], receive: Any
+    ) -> Answer:
         try:  # before the body is read: an unauthenticated sender gets nothing stored or buffered
             await authenticate_event(self.app.state.runtime.settings, oidc_audience("broker"), headers)
         except Refusal as exc:

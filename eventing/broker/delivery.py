@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from common import tracing
 from common.cloudevents import CloudEvent, CloudEventError, from_http, is_cloudevent, to_binary
 from eventing.broker.http_response import read_response
 from eventing.knative_grammar import delivery_problems, duration_seconds
@@ -242,6 +243,7 @@ async def attempt(
     header, when given); never raises for HTTP or network trouble."""
     headers, body = to_binary(event)
     headers["prefer"] = "reply"
+    headers.update(tracing.current_headers())  # the delivery span: the subscriber's spans go under it
     headers.update(credentials or {})
     try:
         status, response_headers, content = await client.post(

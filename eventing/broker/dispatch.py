@@ -20,10 +20,11 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 import redis.asyncio as redis
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError, ResponseError
 
-from common import metrics
+from common import metrics, tracing
 from common.answers import Answer, error_answer
 from common.cloudevents import CloudEvent, CloudEventError, from_http, now_rfc3339
 from common.logging import event_id, event_traceparent
@@ -42,7 +43,12 @@ _REDIS_RETRY_SECONDS = 1.0
 _TRIM_INTERVAL_SECONDS = 5.0
 _BLOCK_MS = 1000
 _FIELD = b"e"
+# Beside the event, each entry keeps the trace context of the span that accepted it (the ingress
+# request or the delivery whose reply it is), so its deliveries continue that trace.
+_TRACE_FIELDS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
 T = TypeVar("T")
+# An entry as read back: its id, its event (None when unreadable) and the trace context it carries.
+Entry = tuple[str, CloudEvent | None, dict[str, str]]
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(CloudEvent)
 
@@ -123,17 +129,19 @@ class EventStream:
     def __init__(self, client: redis.Redis, key: str) -> None:
         self.client = client
         self.key = key
-        self._appends: Coalescer[bytes] = Coalescer(self._append_all)
+        self._appends: Coalescer[dict[bytes, bytes]] = Coalescer(self._append_all)
         self._acks: dict[str, Coalescer[str]] = {}
 
     async def append(self, event: CloudEvent) -> None:
-        """Add an event; durable in Redis once this returns."""
-        await self._appends.submit(_encoder.encode(event))
+        """Add an event with the current trace context; durable in Redis once this returns."""
+        fields = {_FIELD: _encoder.encode(event)}
+        fields.update({key.encode(): value.encode() for key, value in tracing.current_headers().items()})
+        await self._appends.submit(fields)
 
-    async def _append_all(self, payloads: list[bytes]) -> None:
+    async def _append_all(self, entries: list[dict[bytes, bytes]]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
-            for payload in payloads:
-                pipe.xadd(self.key, {_FIELD: payload})
+            for fields in entries:
+                pipe.xadd(self.key, fields)  # type: ignore[arg-type]
             await pipe.execute()
 
     async def ensure_group(self, group: str, start: str = "$") -> None:
@@ -161,22 +169,22 @@ class EventStream:
         return dropped
 
     @staticmethod
-    def _decode(entries: Sequence[Any]) -> list[tuple[str, CloudEvent | None]]:
-        decoded: list[tuple[str, CloudEvent | None]] = []
+    def _decode(entries: Sequence[Any]) -> list[Entry]:
+        decoded: list[Entry] = []
         for entry_id, fields in entries:
-            raw = (fields or {}).get(_FIELD)
+            fields = fields or {}
+            raw = fields.get(_FIELD)
             event = None
             if raw is not None:
                 try:
                     event = _decoder.decode(raw)
                 except msgspec.DecodeError:
                     log.error("stream entry %s is not an event; skipping it", _text(entry_id))
-            decoded.append((_text(entry_id), event))
+            carried = {name: _text(fields[key]) for key, name in _TRACE_FIELDS.items() if key in fields}
+            decoded.append((_text(entry_id), event, carried))
         return decoded
 
-    async def read_new(
-        self, group: str, consumer: str, count: int, block_ms: int
-    ) -> list[tuple[str, CloudEvent | None]]:
+    async def read_new(self, group: str, consumer: str, count: int, block_ms: int) -> list[Entry]:
         reply: Any = await self.client.xreadgroup(
             group, consumer, {self.key: ">"}, count=count, block=block_ms
         )
@@ -186,7 +194,7 @@ class EventStream:
 
     async def claim_pending(
         self, group: str, consumer: str, start: str, count: int
-    ) -> tuple[str, list[tuple[str, CloudEvent | None]]]:
+    ) -> tuple[str, list[Entry]]:
         """Take over pending entries of any consumer of `group` (a stopped broker's included)."""
         reply = await self.client.xautoclaim(self.key, group, consumer, 0, start_id=start, count=count)
         return _text(reply[0]), self._decode([entry for entry in reply[1] if entry is not None])
@@ -281,32 +289,53 @@ class TriggerDispatcher:
             start, entries = await stream.claim_pending(
                 self.group, self.broker.settings.consumer, start, self.broker.settings.batch
             )
-            fresh = [(entry_id, event) for entry_id, event in entries if entry_id not in self.in_flight]
+            fresh = [entry for entry in entries if entry[0] not in self.in_flight]
             if fresh:
                 log.info("trigger %s: resuming %d pending deliveries", self.trigger.name, len(fresh))
             await self._dispatch(fresh)
             if start == "0-0":
                 return
 
-    async def _dispatch(self, entries: Sequence[tuple[str, CloudEvent | None]]) -> None:
+    async def _dispatch(self, entries: Sequence[Entry]) -> None:
         skipped = []
-        for entry_id, event in entries:
+        for entry_id, event, carried in entries:
             if event is None or not self.trigger.filter.matches(event.attributes()):
                 skipped.append(entry_id)
                 continue
             await self.slots.acquire()  # back-pressure: stop reading while every worker is busy
             self.in_flight.add(entry_id)
-            task = asyncio.create_task(self._settle(entry_id, event), name=f"deliver {self.trigger.name}")
+            task = asyncio.create_task(
+                self._settle(entry_id, event, carried), name=f"deliver {self.trigger.name}"
+            )
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         await self.broker.stream.ack(self.group, *skipped)
 
-    async def _settle(self, entry_id: str, event: CloudEvent) -> None:
+    async def _settle(self, entry_id: str, event: CloudEvent, carried: Mapping[str, str]) -> None:
         # Runs in its own task (its own context): every line about this delivery names the event
         # and carries its trace.
         event_id.set(event.id)
         traceparent = event.extensions.get("traceparent")
         event_traceparent.set(traceparent if isinstance(traceparent, str) else None)
+        # The delivery span continues the trace of the span that accepted the entry (an entry
+        # stored without one, by an older broker, continues the event's own trace).
+        parent = tracing.context_from_headers(carried) if carried else tracing.context_from_event(event)
+        with tracing.tracer(__name__).start_as_current_span(
+            f"deliver {self.trigger.name}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "knative",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self.trigger.name,
+                "cloudevents.event_id": event.id,
+                "cloudevents.event_type": event.type,
+                "url.full": self.trigger.subscriber_url,
+            },
+        ) as span:
+            await self._settle_traced(entry_id, event, span)
+
+    async def _settle_traced(self, entry_id: str, event: CloudEvent, span: Span) -> None:
         trigger = self.trigger.name
         started = time.perf_counter()
         try:
@@ -324,6 +353,15 @@ class TriggerDispatcher:
                     await self.broker.accept_reply(event, result.last.reply)
             else:
                 outcome = await self._give_up(event, result)
+            span.set_attributes(
+                {
+                    "http.response.status_code": result.last.status,
+                    "victor.delivery.attempts": result.attempts,
+                    "victor.delivery.outcome": outcome,
+                }
+            )
+            if outcome != "delivered":
+                span.set_status(StatusCode.ERROR, f"{outcome} after {result.attempts} attempt(s)")
             await self.broker.stream.ack(self.group, entry_id)
             deliveries.labels(trigger, outcome).inc()
             delivery_duration.labels(trigger).observe(time.perf_counter() - started)
@@ -470,7 +508,13 @@ class Broker:
                 TTL,
             )
             return
-        await self.accept(reply.with_extensions(**{TTL: str(ttl)}))
+        # The reply's own span, under the delivery that brought it: its deliveries continue from here.
+        with tracing.tracer(__name__).start_as_current_span(
+            f"reply {reply.type}",
+            kind=SpanKind.PRODUCER,
+            attributes={"cloudevents.event_id": reply.id, "cloudevents.event_type": reply.type},
+        ):
+            await self.accept(reply.with_extensions(**{TTL: str(ttl)}))
         broker_events.labels(self.settings.ingress_path, "replied").inc()
 
     async def ingress(self, namespace: str, name: str, headers: Mapping[str, str], body: bytes) -> Answer:

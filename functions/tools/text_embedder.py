@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 
 from common.embedding_model import EmbeddingModel, load_model
+from common.tracing import current_headers
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,10 @@ class RemoteEmbedder:
     async def embed(self, texts: list[str]) -> np.ndarray:
         try:
             response = await self.http.post(
-                self.url, json={"input": texts, "model": self.model}, timeout=30.0
+                self.url,
+                json={"input": texts, "model": self.model},
+                headers=current_headers(),
+                timeout=30.0,
             )
         except httpx.HTTPError as exc:
             raise EmbeddingsUnavailable(
