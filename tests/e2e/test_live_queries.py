@@ -14,7 +14,6 @@ pending or firing on this healthy traffic.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ import pytest
 import yaml
 
 from eventing.dev.embedded import free_port
+from tests.contract.test_dashboards import alert_rules, dashboard_queries
 from tests.e2e.test_victor_dev import free_port_range, kill_leftovers, start_victor_dev, wait_for_line
 from tests.support.chat import anthropic_env
 from tests.support.fake_anthropic import FakeAnthropic, Reply, text, tool_use
@@ -49,20 +49,6 @@ NO_DATA_ON_A_HEALTHY_DEV_SYSTEM = {
     "victor_memory_limit_bytes": "exported only in a container with a memory limit",
     "process_resident_memory_bytes / victor_memory_limit_bytes": "needs the memory limit (a container)",
 }
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    queries = []
-    for path in sorted((CONFIG / "grafana" / "dashboards").glob("*.json")):
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                queries.append((f"{path.name}: {panel['title']}", target["expr"]))
-    return queries
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    document = yaml.safe_load((CONFIG / "prometheus" / "alerts.yml").read_text())
-    return [rule for group in document["groups"] for rule in group["rules"]]
 
 
 def prometheus_config(base: int) -> dict[str, Any]:
