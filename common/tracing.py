@@ -1,8 +1,11 @@
 """OpenTelemetry tracing with W3C trace context.
 
-Spans are exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
-Context comes in from HTTP headers or a CloudEvent's `traceparent`/`tracestate`
-extensions and goes out on every request and event this process sends.
+Spans are exported over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT is set; then
+asyncpg, Redis and httpx calls get spans too. Context comes in from HTTP headers or a
+CloudEvent's `traceparent`/`tracestate` extensions and goes out on every request and
+event this process sends. Server spans are named by the route template they matched
+(`record_response`); an event's span goes under the server span that delivered it
+(`context_from_event`), so one agent turn through the broker is one trace.
 """
 
 from __future__ import annotations
