@@ -40,7 +40,7 @@ async def test_an_openai_compatible_call_has_genai_attributes(make_settings, rec
         "gen_ai.request.max_tokens": 1024,
         "gen_ai.request.temperature": 0.2,
         "gen_ai.response.model": "llama3.1",
-        "gen_ai.response.finish_reasons": ("end_turn",),
+        "gen_ai.response.finish_reasons": ("stop",),  # OpenAI's word, not the neutral end_turn
         "gen_ai.usage.input_tokens": 8,
         "gen_ai.usage.output_tokens": 6,
         "gen_ai.usage.cache_read.input_tokens": 3,

@@ -78,9 +78,10 @@ class ModelTurn(msgspec.Struct, kw_only=True):
     """What the model said in one call."""
 
     content: list[Block]
-    stop_reason: str
+    stop_reason: str  # Anthropic's words (end_turn, tool_use, max_tokens), whichever provider answered
     usage: TokenUsage
     model: str
+    finish_reason: str = ""  # the provider's own words, as the GenAI span reports them ("": stop_reason)
 
     @property
     def text(self) -> str:
@@ -310,7 +311,7 @@ def record_answer(span: Span, turn: ModelTurn) -> None:
     span.set_attributes(
         {
             "gen_ai.response.model": turn.model,
-            "gen_ai.response.finish_reasons": [turn.stop_reason],
+            "gen_ai.response.finish_reasons": [turn.finish_reason or turn.stop_reason],
             "gen_ai.usage.input_tokens": usage.input_tokens
             + usage.cache_read_tokens
             + usage.cache_write_tokens,
