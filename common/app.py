@@ -59,7 +59,7 @@ from common.runtime import VERSION, Runtime
 from common.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})  # ASGI header names are lowercase
+_TRACE_HEADERS = frozenset(name.encode() for name in tracing.TRACE_HEADERS)
 _PARAMETER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
@@ -116,13 +116,15 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             for key, value in scope["headers"]
             if key in _TRACE_HEADERS
         }
-        try:
-            with tracing.server_span(method, scope["path"], headers):
+        with tracing.server_span(method, scope["path"], headers) as span:
+            try:
                 await app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("path_template") or "unmatched"  # type: ignore[typeddict-item]
-            function = scope["app"].state.runtime.spec.name
-            metrics.record_request(function, method, route, status, time.perf_counter() - started)
+            finally:
+                template = scope.get("path_template")  # type: ignore[typeddict-item]
+                tracing.record_response(span, method, template, status)
+                function = scope["app"].state.runtime.spec.name
+                route = template or "unmatched"
+                metrics.record_request(function, method, route, status, time.perf_counter() - started)
 
     return middleware
 

@@ -75,7 +75,13 @@ async def process_event(
     try:
         parent = tracing.context_from_event(event, headers or {})
         with tracing.tracer(__name__).start_as_current_span(
-            f"{name} {event.type}", context=parent, attributes={"cloudevents.event_id": event.id}
+            f"{name} {event.type}",
+            context=parent,
+            attributes={
+                "cloudevents.event_id": event.id,
+                "cloudevents.event_type": event.type,
+                "cloudevents.event_source": event.source,
+            },
         ):
             return await _claimed(runtime, event)
     finally:

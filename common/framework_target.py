@@ -101,7 +101,7 @@ class FrameworkTarget:
             return body
 
         answer: Answer | StreamedAnswer
-        with tracing.server_span(method, path, dict(request.headers)):
+        with tracing.server_span(method, path, dict(request.headers)) as span:
             try:
                 if template is None:
                     answer = not_found_answer(path)
@@ -118,6 +118,7 @@ class FrameworkTarget:
                     answer = await serve_route(runtime, routes[method], params, request.headers, read)
             except Exception as exc:  # the same JSON answer as the Litestar app, never a text page
                 answer = refusal_answer(unexpected_error(exc, method, path))
+            tracing.record_response(span, method, None if route == "unmatched" else route, answer.status)
         metrics.record_request(self.spec.name, method, route, answer.status, time.perf_counter() - started)
         if isinstance(answer, StreamedAnswer):
             return StreamingResponse(answer.chunks, status_code=answer.status, headers=answer.headers)

@@ -33,7 +33,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common import metrics
+from common import metrics, tracing
 from common.answers import Answer, Refusal, error_answer, internal_error_answer, refusal_answer
 from common.app import create_app
 from common.auth import authenticate_event, event_credentials
@@ -100,7 +100,11 @@ class BrokerApp:
                     400, "malformed_path", f"{path!r} is not a broker ingress path /{{namespace}}/{{broker}}"
                 )
             elif served is not None:
-                answer = await self._ingress(served, parts[1], parts[2], scope, receive)
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                # The ingress span: the stream entry carries its context on to each delivery.
+                with tracing.server_span("POST", path, headers) as span:
+                    answer = await self._ingress(served, parts[1], parts[2], headers, receive)
+                    tracing.record_response(span, "POST", INGRESS_ROUTE, answer.status)
             if answer is not None:
                 await send(
                     {
@@ -122,8 +126,9 @@ class BrokerApp:
                 return
         await self.app(scope, receive, send)
 
-    async def _ingress(self, served: Broker, namespace: str, name: str, scope: Any, receive: Any) -> Answer:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    async def _ingress(
+        self, served: Broker, namespace: str, name: str, headers: dict[str, str], receive: Any
+    ) -> Answer:
         try:  # before the body is read: an unauthenticated sender gets nothing stored or buffered
             await authenticate_event(self.app.state.runtime.settings, oidc_audience("broker"), headers)
         except Refusal as exc:

@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from common import tracing
 from common.cloudevents import CloudEvent, CloudEventError, from_http, is_cloudevent, to_binary, to_structured
 from eventing.broker.http_response import read_response
 from eventing.knative_grammar import delivery_problems, duration_seconds
@@ -299,6 +300,8 @@ async def attempt(
     request_headers, body = to_structured(event) if event_format == "json" else to_binary(event)
     request_headers.update(headers or {})
     request_headers["prefer"] = "reply"
+    # The delivery span (when tracing): the subscriber's spans go under it, in the producer's trace.
+    request_headers.update(tracing.current_headers())
     request_headers.update(credentials or {})
     try:
         status, response_headers, content = await client.post(

@@ -28,10 +28,12 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 import redis.asyncio as redis
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import SpanKind, StatusCode, get_current_span
 from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError, ResponseError
 
-from common import metrics
+from common import metrics, tracing
 from common.answers import Answer, Refusal, error_answer, refusal_answer, refusal_body
 from common.cloudevents import INT32_RANGE, CloudEvent, CloudEventError, from_http, now_rfc3339
 from common.logging import event_id, event_traceparent
@@ -65,6 +67,9 @@ _TRIM_INTERVAL_SECONDS = 5.0
 _BLOCK_MS = 1000
 _FIELD = b"e"
 _HEADERS_FIELD = b"h"
+# Beside the event, each entry keeps the trace context of the span that accepted it (the ingress
+# request or the delivery whose reply it is), so its deliveries continue that trace.
+_TRACE_FIELDS = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
 T = TypeVar("T")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(CloudEvent)
@@ -182,6 +187,8 @@ class StoredEvent:
 
     event: CloudEvent
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The trace context of the span that accepted it (empty when stored untraced).
+    trace: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class EventStream:
@@ -194,10 +201,12 @@ class EventStream:
         self._acks: dict[str, Coalescer[str]] = {}
 
     async def append(self, event: CloudEvent, headers: Mapping[str, str] | None = None) -> None:
-        """Add an event (with the headers its deliveries carry); durable in Redis once this returns."""
+        """Add an event (with the headers its deliveries carry and the current trace context); durable
+        in Redis once this returns."""
         fields = {_FIELD: _encoder.encode(event)}
         if headers:
             fields[_HEADERS_FIELD] = _encoder.encode(dict(headers))
+        fields.update({key.encode(): value.encode() for key, value in tracing.current_headers().items()})
         await self._appends.submit(fields)
 
     async def _append_all(self, entries: list[dict[bytes, bytes]]) -> None:
@@ -234,13 +243,16 @@ class EventStream:
     def _decode(entries: Sequence[Any]) -> list[tuple[str, StoredEvent | None]]:
         decoded: list[tuple[str, StoredEvent | None]] = []
         for entry_id, fields in entries:
-            raw = (fields or {}).get(_FIELD)
+            fields = fields or {}
+            raw = fields.get(_FIELD)
             stored = None
             if raw is not None:
                 try:
-                    headers = (fields or {}).get(_HEADERS_FIELD)
+                    headers = fields.get(_HEADERS_FIELD)
                     stored = StoredEvent(
-                        _decoder.decode(raw), _headers_decoder.decode(headers) if headers else {}
+                        _decoder.decode(raw),
+                        _headers_decoder.decode(headers) if headers else {},
+                        {name: _text(fields[key]) for key, name in _TRACE_FIELDS.items() if key in fields},
                     )
                 except msgspec.DecodeError:
                     log.error("stream entry %s is not an event; skipping it", _text(entry_id))
@@ -385,9 +397,31 @@ class TriggerDispatcher:
         started = time.perf_counter()
         # Knative's filter sends the request's pass-through headers and the Trigger's namespace.
         headers = {**stored.headers, KN_NAMESPACE: self.trigger.namespace}
+        # The delivery span continues the trace of the span that accepted the entry (an entry
+        # stored without one, by an older broker or untraced, continues the event's own trace).
+        parent = (
+            tracing.context_from_headers(stored.trace) if stored.trace else tracing.context_from_event(event)
+        )
+        span = tracing.tracer(__name__).start_span(
+            f"deliver {trigger}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "knative",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": trigger,
+                "cloudevents.event_id": event.id,
+                "cloudevents.event_type": event.type,
+                "url.full": self.trigger.subscriber_url,
+            },
+        )
         try:
             try:
-                outcome = await self._deliver(event, headers)
+                with trace_api.use_span(span, end_on_exit=True):
+                    outcome = await self._deliver(event, headers)
+                    span.set_attribute("victor.delivery.outcome", outcome)
+                    if outcome != "delivered":
+                        span.set_status(StatusCode.ERROR, outcome)
             except Exception as exc:  # never left pending: a stuck entry would also stop trimming for good
                 log.exception("trigger %s: delivering event %s failed", trigger, event.id)
                 failure = Attempt(500, f"broker error: {type(exc).__name__}".encode())
@@ -414,6 +448,9 @@ class TriggerDispatcher:
             credentials=self.broker.credentials(),
             headers=headers,
         )
+        get_current_span().set_attributes(
+            {"http.response.status_code": result.last.status, "victor.delivery.attempts": result.attempts}
+        )
         if result.succeeded and result.last.reply is not None:
             result = await self._forward_reply(event, result)
         if result.succeeded:
@@ -437,7 +474,13 @@ class TriggerDispatcher:
                 return Attempt(503, msgspec.json.encode(refusal_body(_REDIS_DOWN)))
             return Attempt(202, b"")
 
-        forwarded = await retrying(self.delivery, self.broker.reply_url, store)
+        # The reply's own span, under the delivery that brought it: its deliveries continue from here.
+        with tracing.tracer(__name__).start_as_current_span(
+            f"reply {reply.type}",
+            kind=SpanKind.PRODUCER,
+            attributes={"cloudevents.event_id": reply.id, "cloudevents.event_type": reply.type},
+        ):
+            forwarded = await retrying(self.delivery, self.broker.reply_url, store)
         if forwarded.succeeded:
             broker_events.labels(self.broker.settings.ingress_path, "replied").inc()
             return result

@@ -10,8 +10,9 @@ from typing import Any
 from common.settings import FUNCTION_NAMES, Settings, require_extra
 from eventing.cli.endpoints import example
 
-# What `victor serve` can run: the broker and every function.
-SERVABLE = ("broker", *FUNCTION_NAMES)
+# What `victor serve` can run: the broker, every function and the dead-letter sink.
+SERVABLE = ("broker", "dead-letters", *FUNCTION_NAMES)
+APP_MODULES = {"broker": "eventing.broker.app", "dead-letters": "eventing.dead_letters"}
 
 
 def load_app(name: str, settings: Settings) -> Any:
@@ -21,7 +22,7 @@ def load_app(name: str, settings: Settings) -> Any:
     refused with `SettingsError` before anything heavy is imported.
     """
     require_extra(name)
-    module = importlib.import_module("eventing.broker.app" if name == "broker" else f"functions.{name}.app")
+    module = importlib.import_module(APP_MODULES.get(name, f"functions.{name}.app"))
     create: Callable[[Settings], Any] = module.create
     return create(settings)
 

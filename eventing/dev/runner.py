@@ -25,8 +25,8 @@ import uvicorn
 
 from common.settings import FUNCTION_NAMES
 from eventing.broker.settings import default_triggers_path
-from eventing.dev.dead_letters import SERVICE_NAME as DEAD_LETTER_SERVICE
-from eventing.dev.dead_letters import DeadLetterDisplay
+from eventing.dead_letters import SERVICE_NAME as DEAD_LETTER_SERVICE
+from eventing.dead_letters import DeadLetterDisplay
 from eventing.dev.ping import load_ping_schedules, ping_forever
 from eventing.dev.ports import BROKER_PATH, DEAD_LETTER_OFFSET, PORTS
 from eventing.dev.stores import DevServices, ServiceInfo

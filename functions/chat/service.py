@@ -48,6 +48,8 @@ from functions.chat.providers.base import (
     TextBlock,
     TextDelta,
     TokenUsage,
+    model_call_span,
+    record_answer,
 )
 from functions.chat.response_cache import ResponseCache
 from functions.chat.settings import UNCONFIGURED_MESSAGE, ChatSettings
@@ -384,10 +386,12 @@ class ChatLoop:
                     )
                 zero = msgspec.structs.replace(cached, usage=TokenUsage())
                 return zero, True, time.perf_counter() - started
-        if request.stream:
-            model_turn = await self._stream(provider, model_request, request.id, started)
-        else:
-            model_turn = await provider.complete(model_request)
+        with model_call_span(provider.name, model_request) as span:
+            if request.stream:
+                model_turn = await self._stream(provider, model_request, request.id, started)
+            else:
+                model_turn = await provider.complete(model_request)
+            record_answer(span, model_turn)
         if self.responses.applies(model_request):
             await self.responses.put(provider.name, model_request, model_turn)
         return model_turn, False, time.perf_counter() - started

@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext
 
+from common import tracing
 from functions.embeddings import metrics
 
 
@@ -23,6 +27,7 @@ from functions.embeddings import metrics
 class _Pending:
     text: str
     future: asyncio.Future[np.ndarray]
+    span: SpanContext  # of the request that asked: the batch span links to every one
 
 
 class MicroBatcher:
@@ -59,9 +64,10 @@ class MicroBatcher:
             raise RuntimeError("the embedding batcher is not running")
         loop = asyncio.get_running_loop()
         futures = []
+        asking = trace.get_current_span().get_span_context()
         for text in texts:
             future: asyncio.Future[np.ndarray] = loop.create_future()
-            self._queue.put_nowait(_Pending(text, future))
+            self._queue.put_nowait(_Pending(text, future, asking))
             futures.append(future)
         return np.vstack(await asyncio.gather(*futures))
 
@@ -89,7 +95,8 @@ class MicroBatcher:
                 continue
             started = time.perf_counter()
             try:
-                vectors = await asyncio.to_thread(self._encode, [p.text for p in live])
+                with _batch_span(live):
+                    vectors = await asyncio.to_thread(self._encode, [p.text for p in live])
             except Exception as exc:  # the failure belongs to the requests of this batch, not the worker
                 for pending in live:
                     if not pending.future.done():
@@ -102,3 +109,16 @@ class MicroBatcher:
             for pending, vector in zip(live, vectors, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(vector)
+
+
+def _batch_span(batch: list[_Pending]) -> AbstractContextManager[Span]:
+    """The span of one model batch: a child of the first request in it, linked to every request's span
+    (a batch serves several requests, each in its own trace)."""
+    asking = list({(p.span.trace_id, p.span.span_id): p.span for p in batch if p.span.is_valid}.values())
+    parent = trace.set_span_in_context(NonRecordingSpan(asking[0])) if asking else None
+    return tracing.tracer(__name__).start_as_current_span(
+        "embeddings batch",
+        context=parent,
+        links=[Link(span) for span in asking],
+        attributes={"gen_ai.operation.name": "embeddings", "victor.embeddings.batch_size": len(batch)},
+    )

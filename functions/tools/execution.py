@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import StatusCode
 
+from common import tracing
 from common.workspace import WorkspaceError
 from functions.tools import metrics
 from functions.tools.context import ToolContext
@@ -147,7 +149,21 @@ class ToolExecutor:
         return PathAccess(tuple(map(normal, access.reads)), tuple(map(normal, access.writes)))
 
     async def execute(self, call: PreparedCall) -> ToolOutcome:
-        """Run one prepared call; never raises (except cancellation)."""
+        """Run one prepared call in its span (`execute_tool NAME`); never raises (except cancellation)."""
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": call.tool.name}
+        if call.id:
+            attributes["gen_ai.tool.call.id"] = call.id
+        with tracing.tracer(__name__).start_as_current_span(
+            f"execute_tool {call.tool.name}", attributes=attributes
+        ) as span:
+            outcome = await self._execute(call)
+            span.set_attribute("victor.tool.cached", outcome.cached)
+            if outcome.error is not None:
+                span.set_attribute("error.type", outcome.error)
+                span.set_status(StatusCode.ERROR)
+            return outcome
+
+    async def _execute(self, call: PreparedCall) -> ToolOutcome:
         tool = call.tool
         started_at = time.time()
         started = time.perf_counter()

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # numpy, httpx and the model load on the first embedding, nev
 
     from common.embedding_model import EmbeddingModel
 
+from common.tracing import current_headers
+
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +76,10 @@ class RemoteEmbedder:
 
         try:
             response = await self.http().post(
-                self.url, json={"input": texts, "model": self.model}, timeout=30.0
+                self.url,
+                json={"input": texts, "model": self.model},
+                headers=current_headers(),
+                timeout=30.0,
             )
         except httpx.HTTPError as exc:
             raise EmbeddingsUnavailable(

@@ -41,6 +41,7 @@ def emitted_series() -> dict[str, tuple[str, ...]]:
     """Each series name the registry can expose, with the labels it carries."""
     function_metric_modules()
     importlib.import_module("eventing.broker.dispatch")  # the local broker's delivery metrics
+    importlib.import_module("eventing.dead_letters")  # the dead-letter sink's count
     series: dict[str, tuple[str, ...]] = {}
     collectors: list[Any] = list(metrics.REGISTRY._collector_to_names)  # no public listing exists
     for collector in collectors:

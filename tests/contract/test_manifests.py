@@ -551,7 +551,7 @@ def test_metrics_are_scrapable_on_a_cluster_and_every_image_is_pinned() -> None:
     Prometheus (metrics port only) and the ingress gateway through; no image floats."""
     base = build(KNATIVE / "base")
     for name, service in objects(base, "Service").items():
-        if not name.startswith("victor-") or name == "victor-dead-letters":
+        if not name.startswith("victor-"):
             continue
         annotations = service["spec"]["template"]["metadata"]["annotations"]
         assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "8080"), (

@@ -67,9 +67,12 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def serving(argv: list[str], env: Mapping[str, str], log: Path) -> AsyncIterator[Served]:
-    """Run a server process on a free port until the block ends; yields once /health/live is 200."""
-    port = free_port()
+async def serving(
+    argv: list[str], env: Mapping[str, str], log: Path, port: int | None = None
+) -> AsyncIterator[Served]:
+    """Run a server process on `port` (else a free one) until the block ends; yields once /health/live
+    is 200."""
+    port = port or free_port()
     if "functions-framework" in argv[0]:
         argv = [*argv, "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as sink:

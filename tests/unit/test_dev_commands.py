@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from eventing.cli.dev import parse_only
-from eventing.dev.dead_letters import DeadLetterDisplay
+from eventing.dead_letters import DeadLetterDisplay
 from eventing.dev.ping import PingSchedule, ScheduleError, cron_interval, load_ping_schedules, ping_forever
 from eventing.dev.runner import choose_dev_embedding_model, plan_processes
 from eventing.dev.stores import DevDataError, prepare_data_dir

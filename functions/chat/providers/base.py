@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
+from common import tracing
 from functions.chat.settings import ChatSettings
 
 log = logging.getLogger(__name__)
@@ -75,9 +78,10 @@ class ModelTurn(msgspec.Struct, kw_only=True):
     """What the model said in one call."""
 
     content: list[Block]
-    stop_reason: str
+    stop_reason: str  # Anthropic's words (end_turn, tool_use, max_tokens), whichever provider answered
     usage: TokenUsage
     model: str
+    finish_reason: str = ""  # the provider's own words, as the GenAI span reports them ("": stop_reason)
 
     @property
     def text(self) -> str:
@@ -296,3 +300,56 @@ async def with_retries(
                 on_retry(error, wait)
             await asyncio.sleep(wait)
     raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+
+@contextmanager
+def model_call_span(provider: str, request: ModelRequest) -> Iterator[Span]:
+    """The span of one LLM call (its retries included), with the OpenTelemetry GenAI attributes.
+
+    `record_answer(span, turn)` adds the response's; a failure sets `error.type` (the
+    `ProviderError` code, else the exception's class) and the error status.
+    """
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.system": provider,  # the attribute's name before semantic conventions 1.37
+        "gen_ai.request.model": request.model,
+        "gen_ai.request.max_tokens": request.max_tokens,
+    }
+    if request.temperature is not None:
+        attributes["gen_ai.request.temperature"] = request.temperature
+    with tracing.tracer(__name__).start_as_current_span(
+        f"chat {request.model}",
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            error = exc.code if isinstance(exc, ProviderError) else type(exc).__qualname__
+            span.set_attribute("error.type", error)
+            span.set_status(StatusCode.ERROR, exc.message if isinstance(exc, ProviderError) else None)
+            raise
+
+
+def record_answer(span: Span, turn: ModelTurn) -> None:
+    """The GenAI response attributes of `turn`: model, finish reason and tokens.
+
+    `gen_ai.usage.input_tokens` counts every input token, cached ones included, as the conventions
+    ask (Anthropic reports cache reads and writes apart); the cached parts have their own attributes.
+    """
+    usage = turn.usage
+    span.set_attributes(
+        {
+            "gen_ai.response.model": turn.model,
+            "gen_ai.response.finish_reasons": [turn.finish_reason or turn.stop_reason],
+            "gen_ai.usage.input_tokens": usage.input_tokens
+            + usage.cache_read_tokens
+            + usage.cache_write_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
+            "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
+        }
+    )

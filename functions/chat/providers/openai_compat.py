@@ -126,7 +126,11 @@ class OpenAICompatProvider(SDKProvider):
             entry = calls[index]
             content.append(ToolUseBlock(id=entry["id"], name=entry["name"], input=parse_arguments(entry)))
         yield ModelTurn(
-            content=content, stop_reason=STOP_REASONS.get(finish, finish), usage=usage, model=model
+            content=content,
+            stop_reason=STOP_REASONS.get(finish, finish),
+            usage=usage,
+            model=model,
+            finish_reason=finish,
         )
 
 
@@ -191,4 +195,5 @@ def to_turn(completion: Any) -> ModelTurn:
         stop_reason=STOP_REASONS.get(finish, finish),
         usage=to_usage(completion.usage) if completion.usage else TokenUsage(),
         model=completion.model,
+        finish_reason=finish,
     )

@@ -1,11 +1,12 @@
-"""The dead-letter sink of `victor dev`: the local stand-in for the `victor-dead-letters` Service.
+"""The dead-letter sink: the `victor-dead-letters` Service on a cluster and the one in `victor dev`.
 
-On a cluster the Broker's deadLetterSink is Knative's event-display, which
-logs every event that exhausted its retries. Locally `victor dev` serves this
-small receiver inside its own process and prints one JSON log line per dead
-letter (type, id, source, the subscriber that failed and how, as fields and in
-one readable message), so a function that is down or rejecting events is
-visible in the same terminal, and the log stays JSON like the functions' own.
+Events that exhausted their retries reach it (with Knative's `knativeerrordest`,
+`knativeerrorcode` and `knativeerrordata` extensions). It answers 202, prints one JSON
+log line per dead letter (type, id, source, the subscriber that failed and how, as fields
+and in one readable message), and counts them in `victor_dead_letters_total{type}` on
+`GET /metrics`, which is what the VictorDeadLetters alert reads on a cluster, where the
+local broker's delivery metrics do not exist. `victor serve dead-letters` runs it alone
+(as the Knative Service does); `victor dev` serves it inside its own process.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import Counter
+
+from common import metrics
 from common.cloudevents import CloudEventError, from_http
 from common.logging import JsonFormatter
+from common.settings import Settings
+from eventing.schemas import chat, embeddings, health, tools
+from eventing.schemas.event_type import EventType
 
 # The Knative Service name the Broker's deadLetterSink refers to in knative/base.
 SERVICE_NAME = "victor-dead-letters"
@@ -26,6 +33,22 @@ LOGGER = "victor.dead_letters"
 # Knative caps knativeerrordata; the display shows at most this much of it.
 ERROR_DATA_SHOWN = 1024
 _FORMATTER = JsonFormatter()
+# The `type` label is one of Victor's event types, or "other": a sender cannot grow the series.
+KNOWN_TYPES = frozenset(
+    value.name
+    for module in (chat, embeddings, health, tools)
+    for value in vars(module).values()
+    if isinstance(value, EventType)
+)
+dead_letters = Counter(
+    "victor_dead_letters_total",
+    "Events received by the dead-letter sink (they exhausted their retries), per event type",
+    ["type"],
+    registry=metrics.REGISTRY,
+)
+for _type in (*KNOWN_TYPES, "other"):  # from 0: the alert sees the first dead letter as an increase
+    dead_letters.labels(_type)
+_PROBES = ("/health/live", "/health/ready", "/health/startup")
 
 
 def log_line(level: int, message: str, **fields: Any) -> str:
@@ -55,6 +78,9 @@ class DeadLetterDisplay:
             body += message.get("body", b"")
             if not message.get("more_body") or len(body) > self.max_bytes:
                 break
+        if scope["method"] == "GET" and (scope["path"] == "/metrics" or scope["path"] in _PROBES):
+            await self._answer_get(scope["path"], send)
+            return
         status = 202
         if scope["method"] != "POST":
             status = 405
@@ -69,6 +95,7 @@ class DeadLetterDisplay:
                 )
             else:
                 self.received += 1
+                dead_letters.labels(event.type if event.type in KNOWN_TYPES else "other").inc()
                 ext = event.extensions
                 destination, code = ext.get("knativeerrordest", "?"), ext.get("knativeerrorcode", "?")
                 self.say(
@@ -86,3 +113,23 @@ class DeadLetterDisplay:
                 )
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    async def _answer_get(path: str, send: Send) -> None:
+        """`/metrics` (the Prometheus exposition) or a probe (always ready: the sink needs nothing)."""
+        if path == "/metrics":
+            body, content_type = metrics.exposition()
+        else:
+            body, content_type = b'{"status":"ok"}', "application/json"
+        headers = [(b"content-type", content_type.encode("latin-1"))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create(settings: Settings) -> DeadLetterDisplay:
+    """The sink as `victor serve dead-letters` runs it: its lines go to standard output."""
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    return DeadLetterDisplay(say, max_bytes=settings.max_event_bytes)
