@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from eventing.dev.embedded import free_port
+from functions.chat.settings import DEFAULT_MODELS
 from tests.support.broker import Subscriber
 from tests.support.chat import anthropic_env
 from tests.support.embeddings import minilm_directory, wait_started
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.slow
 TRACE_ID = uuid.uuid4().hex
 CALLER_SPAN = "00f067aa0ba902b7"
 ANSWER = "The project is a tiny demo."
-MODEL = "claude-sonnet-4-5"
+MODEL = DEFAULT_MODELS["anthropic"]  # the turn names no model: chat uses its default
 INGRESS = "POST /{namespace}/{broker}"
 # (service, span name) of every span the turn must produce.
 EXPECTED = {
