@@ -38,7 +38,9 @@ class ToolsService:
         limits = tools_settings or load_tools_settings()
         registry = build_catalog()
         embeddings_url = settings.function_urls.get("embeddings")
-        embedder = make_embedder(embeddings_url, settings.embedding_model, runtime.http)
+        embedder = make_embedder(
+            embeddings_url, settings.embedding_model, runtime.http, settings.embedding_backend
+        )
         code_index = None
         if embeddings_url:
             code_index = CodeIndex(
