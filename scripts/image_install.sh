@@ -5,11 +5,13 @@
 #   sh scripts/image_install.sh dependencies VENV SRC [EXTRA]   # SRC holds requirements.lock,
 #                                      # pyproject.toml and README.md (and, later, the packages)
 #   sh scripts/image_install.sh application VENV SRC            # SRC now holds the packages too
-#   sh scripts/image_install.sh model VENV MODEL DEST           # the embedding model, saved
+#   sh scripts/image_install.sh model VENV MODEL DEST           # the embedding model, exported to
+#                                      # ONNX (VENV needs the embeddings and torch extras)
 #   sh scripts/image_install.sh finish VENV SRC                 # pip removed
 #
 # build-core runs dependencies and application (the core: no torch, no LanceDB);
-# build-embeddings adds `dependencies ... embeddings`, `model` and `finish`.
+# build-embeddings adds `dependencies ... embeddings` and `finish` (no torch); export-model installs
+# `embeddings,torch` into a venv of its own and runs `model`, whose output alone the image keeps.
 # tests/contract/test_dockerfile.py replays the same Dockerfile steps, running this very
 # script into a clean directory, so the test exercises exactly the images' install.
 # Runtime dependencies only (no dev extras), every version pinned by requirements.lock.
@@ -55,10 +57,9 @@ finish)
     "$VENV/bin/python" -m pip uninstall --quiet --yes pip
     ;;
 model)
-    # The model (a hub name, or a directory) saved where the embeddings image reads it.
-    "$VENV/bin/python" -c 'import sys
-from sentence_transformers import SentenceTransformer
-SentenceTransformer(sys.argv[1], device="cpu").save(sys.argv[2])' "$3" "$4"
+    # The model (a hub name, or a directory) exported to ONNX where the embeddings image reads it,
+    # without the torch weights the image cannot use.
+    VICTOR_EMBEDDING_MODEL="$3" "$VENV/bin/victor" embeddings export "$4" --onnx-only
     ;;
 *)
     echo "usage: sh scripts/image_install.sh dependencies|application|finish VENV SRC [EXTRA] | model VENV MODEL DEST" >&2

@@ -178,8 +178,8 @@ def register(subparsers: Any) -> None:
         "export",
         help="export VICTOR_EMBEDDING_MODEL to ONNX (with its tokenizer and pooling); needs the torch extra",
         **example(
-            "VICTOR_EMBEDDING_MODEL=BAAI/bge-small-en-v1.5 victor embeddings export /opt/model",
             "victor embeddings export ./model-onnx --onnx-only",
+            "VICTOR_EMBEDDING_MODEL=BAAI/bge-small-en-v1.5 victor embeddings export /opt/model",
         ),
     )
     export.add_argument(

@@ -117,13 +117,14 @@ async def test_plain_word_queries_find_the_right_file_first(embeddings_app) -> N
         found = (await http.post("/v1/search", json={"query": "hash password", "collection": "shop"})).json()
         paths = {r["path"] for r in found["results"]}
         assert not any(p.startswith(("build/", "secrets/api")) or p.endswith(".log") for p in paths)
-        top = found["results"][0]
-        assert (top["path"], top["start_line"], top["language"]) == (
-            "shopfront/auth/passwords.py",
-            1,
-            "python",
-        )
-        assert top["end_line"] == 21 and "def hash_password" in top["text"]
+        # passwords.py (273 tokens) is two chunks that fit MiniLM's 256, cut between its two functions.
+        top = [(r["path"], r["start_line"], r["end_line"], r["language"]) for r in found["results"][:2]]
+        assert sorted(top) == [
+            ("shopfront/auth/passwords.py", 1, 16, "python"),
+            ("shopfront/auth/passwords.py", 17, 21, "python"),
+        ]
+        [first] = [r["text"] for r in found["results"][:2] if r["start_line"] == 1]
+        assert "def hash_password" in first and "def verify_password" not in first
         filtered = await http.post(
             "/v1/search",
             json={
