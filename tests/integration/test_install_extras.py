@@ -15,7 +15,7 @@ from tests.support.foundation import ROOT, clean_env
 HIDE = """
 import sys
 
-HIDDEN = {"sentence_transformers", "lancedb", "pyarrow", "torch"}
+HIDDEN = {"onnxruntime", "tokenizers", "lancedb", "pyarrow", "sentence_transformers", "transformers", "torch"}
 
 
 class Hide:
@@ -50,7 +50,7 @@ def test_serve_embeddings_without_the_extra_exits_2_naming_it(tmp_path: Path) ->
     assert served.returncode == 2
     assert served.stderr == (
         "victor: embeddings: needs the embeddings extra: pip install 'victor-functions[embeddings]' "
-        "(not installed: sentence_transformers, lancedb, pyarrow)\n"
+        "(not installed: onnxruntime, tokenizers, lancedb, pyarrow)\n"
     )
     entry = subprocess.run(
         [sys.executable, "-c", "import functions.embeddings.main"],
