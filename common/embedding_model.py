@@ -322,6 +322,8 @@ def open_export(source: str) -> EmbeddingModel:
     )
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are not the operator's business
+    # Idle threads sleep instead of spinning: a scale-to-zero pod shares its CPU quota.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(
         str(directory / EXPORT_GRAPH), options, providers=["CPUExecutionProvider"]
     )
