@@ -41,8 +41,7 @@ ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Downloaded once, here; the image never reaches a model hub.
 ARG EMBEDDING_MODEL=BAAI/bge-small-en-v1.5
 ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
-RUN sh scripts/image_install.sh dependencies /opt/export /src embeddings,torch \
-    && sh scripts/image_install.sh application /opt/export /src \
+RUN sh scripts/image_install.sh exporter /opt/export /src \
     && sh scripts/image_install.sh model /opt/export "${EMBEDDING_MODEL}" /opt/model
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -138,7 +138,7 @@ def test_build_stages_install_from_the_lock_with_cpu_only_torch_only_to_export(
         "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu",
         "EMBEDDING_MODEL=BAAI/bge-small-en-v1.5",
     ]
-    assert "image_install.sh dependencies /opt/export /src embeddings,torch" in export.values("RUN")[0]
+    assert export.values("RUN")[0].startswith("sh scripts/image_install.sh exporter /opt/export /src")
     # The dependency layer sees only the lock and the project metadata, so code changes keep it cached.
     copies = stages["build-core"].values("COPY")
     assert copies.index("requirements.lock pyproject.toml README.md ./") < copies.index("common common")
@@ -277,7 +277,7 @@ def read_only(path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # installs ~2 GB of wheels; minutes on a shared 2-core machine
+@pytest.mark.timeout(3000)  # installs ~2 GB of wheels into two venvs; minutes on a shared 2-core machine
 def test_each_image_installs_and_serves_its_functions_as_nobody_from_a_read_only_install(
     stages: dict[str, Stage], services: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
