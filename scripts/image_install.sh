@@ -5,11 +5,15 @@
 #   sh scripts/image_install.sh dependencies VENV SRC [EXTRA]   # SRC holds requirements.lock,
 #                                      # pyproject.toml and README.md (and, later, the packages)
 #   sh scripts/image_install.sh application VENV SRC            # SRC now holds the packages too
-#   sh scripts/image_install.sh model VENV MODEL DEST           # the embedding model, saved
+#   sh scripts/image_install.sh exporter VENV SRC               # a throwaway venv that can export
+#   sh scripts/image_install.sh model VENV MODEL DEST           # the embedding model, exported to
+#                                      # ONNX with the exporter venv
 #   sh scripts/image_install.sh finish VENV SRC                 # pip removed
 #
 # build-core runs dependencies and application (the core: no torch, no LanceDB);
-# build-embeddings adds `dependencies ... embeddings`, `model` and `finish`.
+# build-embeddings adds `dependencies ... embeddings` and `finish` (no torch); export-model runs
+# `exporter` (the embeddings and torch extras in a venv of its own) and `model`, whose output alone
+# the image keeps.
 # tests/contract/test_dockerfile.py replays the same Dockerfile steps, running this very
 # script into a clean directory, so the test exercises exactly the images' install.
 # Runtime dependencies only (no dev extras), every version pinned by requirements.lock.
@@ -50,18 +54,25 @@ application)
     SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     compile "$SITE/common" "$SITE/eventing" "$SITE/functions"
     ;;
+exporter)
+    # Victor with the embeddings and torch extras, for `model` only: nothing of it reaches an image,
+    # so nothing is compiled or trimmed.
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install $PIP_OPTIONS --prefer-binary --constraint "$SRC/requirements.lock" \
+        "$SRC[embeddings,torch]"
+    ;;
 finish)
     # pip has no job in the running container.
     "$VENV/bin/python" -m pip uninstall --quiet --yes pip
     ;;
 model)
-    # The model (a hub name, or a directory) saved where the embeddings image reads it.
-    "$VENV/bin/python" -c 'import sys
-from sentence_transformers import SentenceTransformer
-SentenceTransformer(sys.argv[1], device="cpu").save(sys.argv[2])' "$3" "$4"
+    # The model (a hub name, or a directory) exported to ONNX where the embeddings image reads it,
+    # without the torch weights the image cannot use.
+    VICTOR_EMBEDDING_MODEL="$3" "$VENV/bin/victor" embeddings export "$4" --onnx-only
     ;;
 *)
-    echo "usage: sh scripts/image_install.sh dependencies|application|finish VENV SRC [EXTRA] | model VENV MODEL DEST" >&2
+    echo "usage: sh scripts/image_install.sh dependencies|application|exporter|finish VENV SRC [EXTRA] | model VENV MODEL DEST" >&2
     exit 2
     ;;
 esac

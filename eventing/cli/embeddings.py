@@ -1,4 +1,5 @@
-"""`victor index PATH` and `victor search QUERY`: HTTP clients of the embeddings function.
+"""`victor index PATH` and `victor search QUERY`: HTTP clients of the embeddings function;
+`victor embeddings export OUT_DIR`: the model written out for the torch-free ONNX backend.
 
 The function's URL: `--url`, VICTOR_EMBEDDINGS_URL, a running `victor dev`, or
 http://127.0.0.1:8003 (see `eventing.cli.endpoints`); the first of VICTOR_API_KEYS is
@@ -149,7 +150,48 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from common.embedding_export import ExportError, export_model
+
+    try:
+        exported = export_model(settings.embedding_model, Path(args.out_dir), onnx_only=args.onnx_only)
+    except ExportError as exc:
+        print(f"victor: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{exported.name}: exported to {args.out_dir} ({exported.dimension} dimensions,"
+        f" {exported.max_seq_length} tokens, pooling {'+'.join(exported.pooling) or 'none'},"
+        f" {'normalized' if exported.normalize else 'not normalized'});"
+        f" serve it with VICTOR_EMBEDDING_MODEL={args.out_dir}"
+    )
+    return 0
+
+
 def register(subparsers: Any) -> None:
+    embeddings = subparsers.add_parser(
+        "embeddings",
+        help="the embedding model: export it for the ONNX backend",
+        **example("victor embeddings export ./model-onnx"),
+    )
+    actions = embeddings.add_subparsers(dest="embeddings_command", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export",
+        help="export VICTOR_EMBEDDING_MODEL to ONNX (with its tokenizer and pooling); needs the torch extra",
+        **example(
+            "victor embeddings export ./model-onnx --onnx-only",
+            "VICTOR_EMBEDDING_MODEL=BAAI/bge-small-en-v1.5 victor embeddings export /opt/model",
+        ),
+    )
+    export.add_argument(
+        "out_dir", help="directory to write (absent or empty); serve it as VICTOR_EMBEDDING_MODEL"
+    )
+    export.add_argument(
+        "--onnx-only",
+        action="store_true",
+        help="leave out the torch weights: the directory then serves only the ONNX backend (smaller)",
+    )
+    export.set_defaults(run=cmd_export)
+
     index = subparsers.add_parser(
         "index",
         help="index files of the workspace into a collection",

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from common.function import FunctionSpec, Route
+from common.openai_api import ModelList, openai_refusal
 from common.probes import Unconfigured
 from common.runtime import Runtime
 from eventing.schemas.chat import CHAT_REQUESTED, CONVERSATION_ID
@@ -18,7 +19,7 @@ from functions.chat.handlers import (
     on_tools_completed,
     post_chat,
 )
-from functions.chat.openai_api import CompletionsBody, get_models, openai_refusal, post_completions
+from functions.chat.openai_api import CompletionsBody, get_models, post_completions
 from functions.chat.providers import build_provider
 from functions.chat.service import ChatLoop, ChatState
 from functions.chat.settings import UNCONFIGURED_MESSAGE, ChatSettings, load_chat_settings
@@ -50,6 +51,7 @@ ROUTES = [
         "GET",
         "/v1/models",
         get_models,
+        returns=ModelList,
         summary="OpenAI-compatible model list: `victor`",
         refusals=openai_refusal,
     ),

@@ -26,25 +26,15 @@ from typing import Annotated, Any
 import msgspec
 
 from common import sse
-from common.answers import Answer, Refusal, StreamedAnswer, json_answer
+from common.answers import Refusal, StreamedAnswer, json_answer
 from common.function import Call
+from common.openai_api import ModelCard, ModelList, error_body
 from eventing.schemas.chat import MaxTokens
 from eventing.schemas.event_type import StoredText
 from functions.chat import progress_channel
 from functions.chat.handlers import Chat, ChatBody, ChatRun, failure_refusal, start_chat
 
 MODEL = "victor"
-# The OpenAI error type each status family gets (clients branch on it).
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
 # How much of a tool's result a streamed activity line shows.
 RESULT_PREVIEW = 200
 
@@ -74,20 +64,6 @@ class CompletionsBody(msgspec.Struct, kw_only=True):
     max_completion_tokens: MaxTokens | None = None
     # Victor's extension: continue a stored conversation.
     conversation_id: Annotated[StoredText, msgspec.Meta(min_length=1, max_length=200)] | None = None
-
-
-def openai_refusal(refusal: Refusal) -> Answer:
-    """A refusal in OpenAI's error envelope, with the same status and headers."""
-    kind = ERROR_TYPES.get(
-        refusal.status, "server_error" if refusal.status >= 500 else "invalid_request_error"
-    )
-    return json_answer(
-        refusal.status, {"error": error_body(refusal.message, kind, refusal.code)}, refusal.headers
-    )
-
-
-def error_body(message: str, kind: str, code: str) -> dict[str, Any]:
-    return {"message": message, "type": kind, "param": None, "code": code}
 
 
 def chat_body(call: Call[CompletionsBody]) -> ChatBody:
@@ -141,12 +117,9 @@ async def post_completions(call: Call[CompletionsBody], runtime: Chat) -> Any:
     return json_answer(200, completion, headers)
 
 
-async def get_models(call: Call[None], runtime: Chat) -> dict[str, Any]:
+async def get_models(call: Call[None], runtime: Chat) -> ModelList:
     """The one model, `victor`: the agent loop."""
-    return {
-        "object": "list",
-        "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "victor"}],
-    }
+    return ModelList(data=[ModelCard(id=MODEL)])
 
 
 def finish_reason(done: dict[str, Any]) -> str:

@@ -15,5 +15,5 @@ def create(settings: Settings | None = None, embedding: EmbeddingSettings | None
     """The app; raises `SettingsError` (one line naming the variable) when the model cannot be found."""
     settings = settings or get_settings()
     embedding = embedding or load_embedding_settings()
-    check_model_source(settings.embedding_model)
+    check_model_source(settings.embedding_model, settings.embedding_backend)
     return create_app(build_function(embedding), settings)

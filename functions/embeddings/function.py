@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.function import FunctionSpec, Route
+from common.openai_api import ModelList, openai_refusal
 from common.runtime import Runtime
 from eventing.schemas.chat import CONVERSATION_ID
 from eventing.schemas.embeddings import (
@@ -21,6 +22,7 @@ from functions.embeddings.handlers import (
     EmbeddingResponse,
     create_embeddings,
     index_files,
+    list_models,
     on_embeddings_requested,
     on_index_requested,
     on_search_requested,
@@ -37,6 +39,15 @@ ROUTES = [
         EmbeddingRequest,
         EmbeddingResponse,
         summary="Embed texts (OpenAI-compatible)",
+        refusals=openai_refusal,
+    ),
+    Route(
+        "GET",
+        "/v1/models",
+        list_models,
+        returns=ModelList,
+        summary="OpenAI-compatible model list: the served model by its short id",
+        refusals=openai_refusal,
     ),
     Route(
         "POST",

@@ -13,7 +13,9 @@ import numpy as np
 
 from common.answers import INTERNAL_ERROR, Refusal, StreamedAnswer, refusal_body
 from common.cloudevents import CloudEvent, decode_data, new_event
+from common.embedding_model import model_id
 from common.function import Call
+from common.openai_api import ModelCard, ModelList
 from common.runtime import Runtime
 from eventing.schemas.embeddings import (
     EMBEDDINGS_COMPLETED,
@@ -71,10 +73,10 @@ async def embed_texts(
 ) -> tuple[np.ndarray, int]:
     """Vectors for `texts` and their token count, after checking every limit (400 naming it)."""
     loaded = service.model
-    if model is not None and model != loaded.name:
+    if model is not None and not loaded.answers_to(model):
         raise _reject(
-            f"model {model!r} is not served here; this function embeds with {loaded.name!r}",
-            400,
+            f"the model {model!r} does not exist here; this function serves {loaded.id!r}",
+            404,
             "model_not_found",
         )
     if dimensions is not None and dimensions != loaded.dimension:
@@ -113,7 +115,7 @@ async def openai_embeddings(runtime: Runtime[Any], request: EmbeddingRequest) ->
             encoded = vector.tolist()
         data.append(EmbeddingData(index=number, embedding=encoded))
     return EmbeddingResponse(
-        data=data, model=service.model.name, usage=EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens)
+        data=data, model=service.model.id, usage=EmbeddingsUsage(prompt_tokens=tokens, total_tokens=tokens)
     )
 
 
@@ -123,6 +125,11 @@ async def openai_embeddings(runtime: Runtime[Any], request: EmbeddingRequest) ->
 async def create_embeddings(call: Call[EmbeddingRequest], runtime: Runtime[Any]) -> EmbeddingResponse:
     """One vector per input, in the OpenAI embeddings response shape."""
     return await openai_embeddings(runtime, call.body)
+
+
+async def list_models(call: Call[None], runtime: Runtime[Any]) -> ModelList:
+    """The served model by its short id (answered while the model still loads: the id needs no load)."""
+    return ModelList(data=[ModelCard(id=model_id(runtime.settings.embedding_model))])
 
 
 async def index_files(call: Call[IndexRequest], runtime: Runtime[Any]) -> IndexCompleted | StreamedAnswer:

@@ -39,7 +39,7 @@ class Source:
 def content_hash(service: EmbeddingService, text: str, metadata: dict[str, Any]) -> str:
     settings = service.settings
     digest = hashlib.sha256(
-        f"{settings.chunk_lines}:{settings.chunk_overlap}:{settings.chunk_max_chars}\0".encode()
+        f"{settings.chunk_lines}:{settings.chunk_overlap}:{service.chunk_tokens}\0".encode()
     )
     digest.update(text.encode())
     digest.update(msgspec.json.encode(metadata, order="sorted"))
@@ -111,9 +111,10 @@ def _chunks(service: EmbeddingService, source: Source) -> list[Chunk]:
     return chunk_text(
         source.path,
         source.text,
+        tokenizer=service.model.tokenizer,
+        max_tokens=service.chunk_tokens,
         max_lines=settings.chunk_lines,
         overlap=settings.chunk_overlap,
-        max_chars=settings.chunk_max_chars,
     )
 
 
@@ -125,6 +126,13 @@ def check_request(request: IndexRequested) -> None:
         raise Refusal(422, str(exc), "invalid_request") from None
     if (request.path is None) == (request.documents is None):
         raise Refusal(422, "give exactly one of path (inside WORKSPACE_DIR) or documents", "invalid_request")
+
+
+def chunk_id(chunk: Chunk, seen: dict[str, int]) -> str:
+    """`path:start-end`, with `#n` after the first when one long line gave several chunks."""
+    base = f"{chunk.path}:{chunk.start_line}-{chunk.end_line}"
+    seen[base] = seen.get(base, -1) + 1
+    return f"{base}#{seen[base]}" if seen[base] else base
 
 
 # Chunks embedded between two progress reports.
@@ -165,7 +173,10 @@ async def index(
     if directory is not None:
         present = await asyncio.to_thread(store.file_paths_under, table, directory)
         gone = sorted(present - set(hashes))
-    chunks = [(source, chunk) for source in changed for chunk in _chunks(service, source)]
+    # Tokenizing is CPU work: off the event loop.
+    chunks = await asyncio.to_thread(
+        lambda: [(source, chunk) for source in changed for chunk in _chunks(service, source)]
+    )
     texts = [chunk.text for _, chunk in chunks]
     parts: list[np.ndarray] = []
 
@@ -181,9 +192,10 @@ async def index(
         parts.append(await service.embed(texts[start : start + PROGRESS_BATCH]))
     await report(len(texts))
     vectors = np.vstack(parts) if parts else np.zeros((0, 0))
+    seen: dict[str, int] = {}
     rows = [
         {
-            "id": f"{chunk.path}:{chunk.start_line}-{chunk.end_line}",
+            "id": chunk_id(chunk, seen),
             "path": chunk.path,
             "start_line": chunk.start_line,
             "end_line": chunk.end_line,

@@ -11,7 +11,7 @@ The model itself loads beside the server on the first request.
 from common.framework_target import entry_settings, load_or_exit, target
 from common.settings import require_extra
 
-# Before the modules that import sentence-transformers' and LanceDB's packages.
+# Before the modules that import onnxruntime's and LanceDB's packages.
 load_or_exit(lambda: require_extra("embeddings"))
 
 from common.embedding_model import check_model_source  # noqa: E402
@@ -20,5 +20,5 @@ from functions.embeddings.settings import load_embedding_settings  # noqa: E402
 
 settings = entry_settings()
 embedding = load_or_exit(load_embedding_settings)
-load_or_exit(lambda: check_model_source(settings.embedding_model))
+load_or_exit(lambda: check_model_source(settings.embedding_model, settings.embedding_backend))
 handle = target(build_function(embedding), settings)

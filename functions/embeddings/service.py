@@ -37,6 +37,11 @@ class EmbeddingService:
     def max_input_tokens(self) -> int:
         return self.settings.max_input_tokens or self.model.max_tokens
 
+    @property
+    def chunk_tokens(self) -> int:
+        """Tokens a chunk may hold: the setting, never more than the model's window (16 at least)."""
+        return max(16, min(self.settings.chunk_tokens or self.model.max_tokens, self.model.max_tokens))
+
     async def embed(self, texts: list[str]) -> np.ndarray:
         return await self.cache.embed(texts, self.batcher)
 
@@ -45,7 +50,9 @@ class EmbeddingService:
 
 
 async def start_service(runtime: Runtime[EmbeddingsState], settings: EmbeddingSettings) -> EmbeddingService:
-    model = await asyncio.to_thread(load_model, runtime.settings.embedding_model, settings.device)
+    model = await asyncio.to_thread(
+        load_model, runtime.settings.embedding_model, settings.device, runtime.settings.embedding_backend
+    )
     batcher = MicroBatcher(
         model.encode, max_batch_size=settings.max_batch_size, max_wait=settings.max_wait_ms / 1000
     )

@@ -1,7 +1,7 @@
 """Settings of the embeddings function, read with the shared `EnvReader`.
 
 The model itself is `VICTOR_EMBEDDING_MODEL` in `common.settings.Settings`;
-these are the knobs of batching, request limits, chunking and the vector index.
+these are the knobs of batching, request limits, chunking (in the model's tokens) and the vector index.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ class EmbeddingSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_input_tokens: int = 0
     chunk_lines: int = 40
     chunk_overlap: int = 8
-    chunk_max_chars: int = 2400
+    # Tokens a chunk may hold; 0 means the model's window (its max sequence length).
+    chunk_tokens: int = 0
     max_file_bytes: int = 1024 * 1024
     max_files: int = 5000
     max_k: int = 100
@@ -46,7 +47,7 @@ def load_embedding_settings(environ: Mapping[str, str] | None = None) -> Embeddi
         max_input_tokens=env.integer("VICTOR_EMBEDDING_MAX_INPUT_TOKENS", 0, minimum=0),
         chunk_lines=chunk_lines,
         chunk_overlap=env.integer("VICTOR_EMBEDDING_CHUNK_OVERLAP", 8, minimum=0, maximum=chunk_lines - 1),
-        chunk_max_chars=env.integer("VICTOR_EMBEDDING_CHUNK_MAX_CHARS", 2400, minimum=100),
+        chunk_tokens=env.integer("VICTOR_EMBEDDING_CHUNK_TOKENS", 0, minimum=0),
         max_file_bytes=env.size("VICTOR_INDEX_MAX_FILE_BYTES", 1024 * 1024),
         max_files=env.integer("VICTOR_INDEX_MAX_FILES", 5000, minimum=1),
         max_k=env.integer("VICTOR_SEARCH_MAX_K", 100, minimum=1, maximum=10000),

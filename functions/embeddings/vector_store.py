@@ -146,14 +146,20 @@ class VectorStore:
         return found
 
     def replace(self, table: Any, paths: Sequence[str], rows: list[dict[str, Any]]) -> int:
-        """Drop every chunk of `paths`, add `rows`; returns how many chunks were removed."""
-        removed = 0
-        for start in range(0, len(paths), 200):
-            where = "path IN (" + ", ".join(quote(p) for p in paths[start : start + 200]) + ")"
-            removed += table.count_rows(where)
-            table.delete(where)
-        if rows:
-            table.add(rows)
+        """Put `rows` in place of every chunk of `paths`, in one commit; returns how many chunks went.
+
+        One merge (update the ids kept, insert the new, delete the rest of those paths) is one
+        table version, so a search reads every file either wholly old or wholly new.
+        """
+        where = "path IN (" + ", ".join(quote(p) for p in paths) + ")"
+        removed = int(table.count_rows(where))
+        (
+            table.merge_insert("id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(where)
+            .execute(pa.Table.from_pylist(rows, schema=table.schema))
+        )
         return removed
 
     def maintain(self, table: Any) -> None:

@@ -44,7 +44,7 @@ class ToolsService:
             client: httpx.AsyncClient = runtime.http
             return client
 
-        embedder = make_embedder(embeddings_url, settings.embedding_model, http)
+        embedder = make_embedder(embeddings_url, settings.embedding_model, http, settings.embedding_backend)
         code_index = None
         if embeddings_url:
             code_index = CodeIndex(

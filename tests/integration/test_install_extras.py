@@ -49,7 +49,16 @@ def hiding(tmp_path: Path, *modules: str, **overrides: str) -> dict[str, str]:
 
 
 def without_the_extra(tmp_path: Path) -> dict[str, str]:
-    return hiding(tmp_path, "sentence_transformers", "lancedb", "pyarrow", "torch", PORT="1")
+    hidden = (
+        "onnxruntime",
+        "tokenizers",
+        "lancedb",
+        "pyarrow",
+        "sentence_transformers",
+        "transformers",
+        "torch",
+    )
+    return hiding(tmp_path, *hidden, PORT="1")
 
 
 @pytest.mark.parametrize(
@@ -86,7 +95,7 @@ def test_serve_embeddings_without_the_extra_exits_2_naming_it(tmp_path: Path) ->
     assert served.returncode == 2
     assert served.stderr == (
         "victor: embeddings: needs the embeddings extra: pip install 'victor-functions[embeddings]' "
-        "(not installed: sentence_transformers, lancedb, pyarrow)\n"
+        "(not installed: onnxruntime, tokenizers, lancedb, pyarrow)\n"
     )
     entry = subprocess.run(
         [sys.executable, "-c", "import functions.embeddings.main"],

@@ -93,10 +93,12 @@ async def test_plain_word_queries_find_the_right_file_first(
     for query, path in expectations.items():
         assert hits(first[query])[0][0] == path, (query, first[query]["content"][:300])
     assert first["where are passwords hashed"]["content"].startswith(
-        "shopfront/auth/passwords.py:1-21 (score "
+        "shopfront/auth/passwords.py:1-16 (score "
     )
     top_path, _, _, top_snippet = snippets(first["where are passwords hashed"])[0]
-    assert top_snippet == (make_settings().workspace_dir / top_path).read_text().rstrip("\n")
+    # The file is 273 tokens, past MiniLM's window: its first chunk ends before verify_password.
+    lines = (make_settings().workspace_dir / top_path).read_text().splitlines()
+    assert top_snippet == "\n".join(lines[:16]).rstrip("\n")
     assert {path for path, _, _ in hits(in_payments)} == {
         "shopfront/payments/stripe_client.py",
         "shopfront/payments/invoices.py",

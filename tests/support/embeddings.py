@@ -23,6 +23,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 FIXTURE_REPO = Path(__file__).resolve().parent.parent / "fixtures" / "code_repo"
+# Plain-word queries over the fixture repository and the file each should find first.
+SEARCH_EXPECTATIONS = {
+    "where are passwords hashed": "shopfront/auth/passwords.py",
+    "parse the config file": "shopfront/config/loader.py",
+    "retry failed HTTP requests with backoff": "shopfront/net/retry.py",
+    "send a welcome email to new users": "shopfront/notifications/email.py",
+    "limit how many requests a client can make": "shopfront/middleware/rate_limit.py",
+    "resize uploaded images into thumbnails": "shopfront/media/thumbnails.py",
+    "refund a card payment": "shopfront/payments/stripe_client.py",
+}
 
 
 def minilm_directory() -> str:
@@ -35,6 +45,16 @@ def minilm_directory() -> str:
 def minilm() -> EmbeddingModel:
     """The real model, loaded once per session (apps in this process share it)."""
     return load_model(minilm_directory(), "cpu")
+
+
+@pytest.fixture(scope="session")
+def minilm_export(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The real model exported for the ONNX backend (`victor embeddings export`), once per session."""
+    from common.embedding_export import export_model
+
+    directory = tmp_path_factory.mktemp("minilm-export") / "model"
+    export_model(minilm_directory(), directory)
+    return str(directory)
 
 
 @pytest.fixture
