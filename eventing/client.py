@@ -30,6 +30,8 @@ async def send_event(
 ) -> CloudEvent | None:
     """POST `event` in binary mode with the current trace context and `credentials` (the headers of
     `common.auth.event_credentials`); returns a reply event if any."""
+    import httpx  # loaded already: `http` is an httpx client
+
     event = tracing.with_trace(event)
     headers, body = to_binary(event)
     headers.update(tracing.current_headers())

@@ -46,5 +46,7 @@ def test_quick_chaos_run_prints_consistent_counts() -> None:
     # Every completed turn made its three model calls and logged its two tool runs, at least once.
     assert figures["llm_calls"] >= 3 * figures["completed"] + figures["duplicate_llm_calls"]
     assert figures["tool_runs"] >= 2 * figures["completed"] + figures["duplicate_tool_runs"]
-    assert figures["files_written"] >= figures["completed"]
+    # One file per turn at most: a write that was interrupted by a kill may not have happened (tools
+    # runs a write at most once and tells the model so), but none ran twice into another name.
+    assert figures["files_written"] <= figures["turns"]
     assert figures["duplicate_llm_calls"] >= 0 and figures["duplicate_tool_runs"] >= 0
