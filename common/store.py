@@ -11,6 +11,7 @@ migration exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import sys
@@ -182,6 +183,7 @@ class Store:
         self.min_size = min_size
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._creating = asyncio.Lock()
 
     @property
     def configured(self) -> bool:
@@ -190,20 +192,24 @@ class Store:
     async def pool(self) -> asyncpg.Pool:
         if self.dsn is None:
             raise StoreUnavailable("DATABASE_URL is not set")
-        if self._pool is None:
-            import asyncpg
-
-            try:
-                self._pool = await asyncpg.create_pool(
-                    self.dsn, min_size=self.min_size, max_size=self.max_size, timeout=5
-                )
-            except (OSError, asyncpg.PostgresError) as exc:
-                raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
-            except asyncpg.InterfaceError as exc:  # e.g. a bad sslmode; asyncpg's text names the option only
-                raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-            except ValueError as exc:  # a DSN asyncpg cannot parse; its text may quote the DSN, so not shown
-                raise StoreUnavailable("cannot connect to PostgreSQL: DATABASE_URL cannot be parsed") from exc
+        if self._pool is not None:
+            return self._pool
+        async with self._creating:  # callers that arrive together share the one pool
+            if self._pool is None:
+                self._pool = await self._create_pool(self.dsn)
         return self._pool
+
+    async def _create_pool(self, dsn: str) -> asyncpg.Pool:
+        import asyncpg
+
+        try:
+            return await asyncpg.create_pool(dsn, min_size=self.min_size, max_size=self.max_size, timeout=5)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+        except asyncpg.InterfaceError as exc:  # e.g. a bad sslmode; asyncpg's text names the option only
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        except ValueError as exc:  # a DSN asyncpg cannot parse; its text may quote the DSN, so not shown
+            raise StoreUnavailable("cannot connect to PostgreSQL: DATABASE_URL cannot be parsed") from exc
 
     async def ping(self) -> None:
         pool = await self.pool()

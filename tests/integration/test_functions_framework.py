@@ -11,19 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-from functions_framework.aio import _create_asgi_app_with_function
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.app import create_app
 from common.cloudevents import from_http
-from common.framework_target import target
 from common.function import Call, Route
 from common.runtime import Runtime
 from common.settings import load_settings
 from eventing.schemas.health import HEALTH_REPORTED, PING
 from functions.health.function import FUNCTION as SPEC
 from tests.support.foundation import ROOT, FakeFunction, clean_env, functions_framework, serving, unique
-from tests.support.servers import running
+from tests.support.servers import running, running_target
 
 KEY = "ff-api-key-0123456789"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -160,10 +158,9 @@ async def test_a_function_whose_start_fails_still_answers_probes(services: Any, 
         raise RuntimeError("model file is missing")
 
     spec = dataclasses.replace(SPEC, start=broken_start)
-    handle = target(spec, load_settings(services.env(WORKSPACE_DIR=str(tmp_path))))
+    settings = load_settings(services.env(WORKSPACE_DIR=str(tmp_path)))
     # functions-framework's own Starlette app around the target, as `--asgi --target` builds it.
-    app = _create_asgi_app_with_function(handle, "http", False)  # type: ignore[no-untyped-call]
-    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with running_target(spec, settings) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health/live")).status_code == 200
         startup = await client.get("/health/startup")
         assert (startup.status_code, startup.json()) == (
@@ -201,9 +198,8 @@ async def test_own_routes_match_path_templates(services: Any, tmp_path: Path) ->
         Route("post", "/v1/items/{item_id}/parts/{part}", item),
     ]
     spec = dataclasses.replace(SPEC, routes=routes)
-    handle = target(spec, load_settings(services.env(WORKSPACE_DIR=str(tmp_path))))
-    app = _create_asgi_app_with_function(handle, "http", False)  # type: ignore[no-untyped-call]
-    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+    settings = load_settings(services.env(WORKSPACE_DIR=str(tmp_path)))
+    async with running_target(spec, settings) as url, httpx.AsyncClient(base_url=url) as client:
         found = await client.get("/v1/items/a%20b")
         assert (found.status_code, found.json()) == (200, {"method": "GET", "item_id": "a b"})
         nested = await client.post("/v1/items/7/parts/wheel")
@@ -225,11 +221,8 @@ async def test_own_routes_get_the_body_limit_of_the_litestar_app(services: Any, 
         return {"bytes": len(call.body)}
 
     env = services.env(WORKSPACE_DIR=str(tmp_path), VICTOR_MAX_EVENT_BYTES="1KB")
-    handle = target(
-        dataclasses.replace(SPEC, routes=[Route("POST", "/v1/echo", echo, bytes)]), load_settings(env)
-    )
-    app = _create_asgi_app_with_function(handle, "http", False)  # type: ignore[no-untyped-call]
-    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+    spec = dataclasses.replace(SPEC, routes=[Route("POST", "/v1/echo", echo, bytes)])
+    async with running_target(spec, load_settings(env)) as url, httpx.AsyncClient(base_url=url) as client:
         within = await client.post("/v1/echo", content=b"x" * 1024)
         assert (within.status_code, within.json()) == (200, {"bytes": 1024})
         over = await client.post("/v1/echo", content=b"x" * 1025)

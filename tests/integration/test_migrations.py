@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
-from common.store import COMMON_MIGRATIONS, migrate, migration_directories, migrations
+from common.store import COMMON_MIGRATIONS, Store, migrate, migration_directories, migrations
 from tests.support.databases import scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,3 +118,15 @@ async def test_a_database_migrated_by_the_old_layout_is_up_to_date_and_a_fresh_o
         ]
         assert await schema_of(fresh_url) == await schema_of(old_url)
         assert await migrate(fresh_url) == []
+
+
+async def test_requests_that_arrive_together_share_one_pool(services: Any) -> None:
+    """The pool is made on first use: concurrent first callers get the same one, and PostgreSQL sees
+    only its connections (a pool each would leak, until the server ran out of connection slots)."""
+    store = Store(services.database_url, min_size=1, max_size=2)
+    try:
+        pools = await asyncio.gather(*(store.pool() for _ in range(20)))
+        assert {id(pool) for pool in pools} == {id(pools[0])}
+        assert pools[0].get_size() == 1
+    finally:
+        await store.close()

@@ -9,11 +9,15 @@ import socket
 import socketserver
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from eventing.dev.embedded import free_port
+
+if TYPE_CHECKING:
+    from common.function import FunctionSpec
+    from common.settings import Settings
 
 
 @contextlib.asynccontextmanager
@@ -70,3 +74,23 @@ def tcp_to_unix_socket(path: str) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.asynccontextmanager
+async def running_target(spec: FunctionSpec, settings: Settings) -> AsyncIterator[str]:
+    """`spec` served under functions-framework's own Starlette app around its target, as
+    `functions-framework --asgi --target handle` builds it; yields its URL. functions-framework has no
+    lifespan, so the runtime the first request started is stopped here (its pools closed)."""
+    from functions_framework.aio import _create_asgi_app_with_function
+
+    from common.framework_target import target
+
+    handle = target(spec, settings)
+    app = _create_asgi_app_with_function(handle, "http", False)  # type: ignore[no-untyped-call]
+    try:
+        async with running(app) as url:
+            yield url
+    finally:
+        runtime = handle.dispatcher.runtime  # type: ignore[attr-defined]
+        if runtime is not None:
+            await runtime.stop()
