@@ -102,16 +102,21 @@ class Runtime(Generic[S]):
         self.started = True
 
     async def stop(self) -> None:
-        if self.spec.stop is not None:
-            await self.spec.stop(self)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-        await self.cache.close()
-        await self.store.close()
+        """Stop the function's own work, then close what it holds, even when its stop failed: a pool
+        left open keeps its connections until the process ends."""
+        try:
+            if self.spec.stop is not None:
+                await self.spec.stop(self)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.processed.stop()
+            if self._http is not None:
+                await self._http.aclose()
+                self._http = None
+            await self.cache.close()
+            await self.store.close()
 
 
 def exit_cleanly_after_graceful_shutdown() -> None:

@@ -175,7 +175,9 @@ class Store:
     """A lazily created asyncpg pool; `pool()` raises `StoreUnavailable` when it cannot connect.
 
     asyncpg itself is imported with the first pool, off the cold start of functions whose
-    readiness does not wait for PostgreSQL.
+    readiness does not wait for PostgreSQL. Once closed it stays closed: work still running at
+    shutdown (a lease renewal, a late request) gets `StoreUnavailable` instead of a new pool that
+    nobody would close.
     """
 
     def __init__(self, dsn: str | None, *, min_size: int = 1, max_size: int = 10) -> None:
@@ -184,6 +186,7 @@ class Store:
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._creating = asyncio.Lock()
+        self._closed = False
 
     @property
     def configured(self) -> bool:
@@ -195,6 +198,8 @@ class Store:
         if self._pool is not None:
             return self._pool
         async with self._creating:  # callers that arrive together share the one pool
+            if self._closed:
+                raise StoreUnavailable("PostgreSQL's pool is closed: the function is stopping")
             if self._pool is None:
                 self._pool = await self._create_pool(self.dsn)
         return self._pool
@@ -217,9 +222,11 @@ class Store:
             await connection.fetchval("SELECT 1")
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        async with self._creating:  # a pool being made now is closed too
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
 
 def open_lancedb(uri: str) -> Any:
