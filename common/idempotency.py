@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from common.cloudevents import CloudEvent, from_json, to_json
-from common.store import Store, StoreUnavailable, store_outage
+from common.lease import LEASE_SECONDS, keep_renewing
+from common.store import Store, store_outage
 
 if TYPE_CHECKING:
     import asyncpg
@@ -40,7 +41,7 @@ class ProcessedEvents:
         store: Store,
         *,
         claim_timeout: float = 300.0,
-        lease: float = 10.0,
+        lease: float = LEASE_SECONDS,
         memory_size: int = 10000,
     ):
         self.function = function
@@ -92,29 +93,28 @@ class ProcessedEvents:
         return Claim("running")
 
     def _keep_claimed(self, event: CloudEvent) -> None:
-        """Renew the lease every third of it until the claim is no longer running (finished or released)."""
-        task = asyncio.get_running_loop().create_task(self._renew(event.source, event.id))
+        """Renew the lease until the claim is no longer running (finished or released)."""
+
+        async def renew() -> bool:
+            pool = await self.store.pool()
+            held = await pool.fetchval(
+                "UPDATE processed_events SET claimed_at = now()"
+                " WHERE function = $1 AND source = $2 AND id = $3 AND state = 'running' RETURNING 1",
+                self.function,
+                event.source,
+                event.id,
+            )
+            return held is not None
+
+        task = asyncio.get_running_loop().create_task(keep_renewing(renew, self.lease))
         self._renewals.add(task)
         task.add_done_callback(self._renewals.discard)
 
-    async def _renew(self, source: str, id: str) -> None:
-        import asyncpg  # loaded already: renewals run only for claims held in PostgreSQL
-
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            try:
-                pool = await self.store.pool()
-                held = await pool.fetchval(
-                    "UPDATE processed_events SET claimed_at = now()"
-                    " WHERE function = $1 AND source = $2 AND id = $3 AND state = 'running' RETURNING 1",
-                    self.function,
-                    source,
-                    id,
-                )
-            except (StoreUnavailable, OSError, asyncpg.PostgresError):
-                continue  # PostgreSQL is away: try again; the lease lapses only if it stays away
-            if held is None:
-                return
+    async def stop(self) -> None:
+        """Stop renewing (at shutdown): claims still running lapse within their lease."""
+        for task in list(self._renewals):
+            task.cancel()
+        await asyncio.gather(*self._renewals, return_exceptions=True)
 
     async def finish(self, event: CloudEvent, reply: CloudEvent | None) -> None:
         """Record the reply (None for 202) of a handled event."""

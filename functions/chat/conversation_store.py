@@ -5,8 +5,9 @@ counted across requests) in one `phase`: idle, llm (the call of `turn` is due)
 or tools (waiting for the results of that call's tool uses). Every transition
 is one transaction that checks the phase it expects under a row lock, so two
 replicas, or one event delivered twice, cannot both take the same step. The
-LLM call itself is claimed with an expiring `claimed_at` so a crashed
-replica's step is taken again later, never twice at once.
+LLM call itself is claimed with a `claimed_at` lease that its holder renews
+while the model answers, so a crashed replica's step is taken again within the
+lease, never twice at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
+from common.lease import LEASE_SECONDS
 from common.store import Store
 from eventing.schemas.chat import ChatCompleted, ChatFailed, ToolCallRecord, Usage
 from eventing.schemas.tools import ToolCall, ToolResult
@@ -163,30 +165,39 @@ class ConversationStore:
         )
         return Begun(state="new", request=request)
 
-    async def expire_step(self, conversation_id: str, lease: float) -> bool:
-        """End the conversation's running request when the lease of its due LLM step ran out more than
-        `lease` seconds ago (its replica stopped, or lost PostgreSQL, and no retry took the step): the
-        request fails with `step_expired` and the conversation is idle again. False when nothing expired.
+    async def expire_step(self, conversation_id: str, timeout: float) -> bool:
+        """End the conversation's running request when its step has been left for more than `timeout`
+        seconds: an LLM call whose lease lapsed that long ago with no retry taking it, or tool results
+        that never came back (their `tools.completed` was dead-lettered, say). The request fails with
+        `step_expired` and the conversation is idle again. False when nothing expired.
         """
         pool = await self.store.pool()
         async with pool.acquire() as connection, connection.transaction():
             stale = await connection.fetchrow(
-                "SELECT active_request, turn FROM chat_conversations WHERE id = $1 AND phase = 'llm'"
+                "SELECT active_request, turn, phase FROM chat_conversations WHERE id = $1"
+                " AND phase IN ('llm', 'tools')"
                 " AND coalesce(claimed_at, updated_at) < now() - make_interval(secs => $2) FOR UPDATE",
                 conversation_id,
-                lease,
+                timeout,
             )
             if stale is None:
                 return False
+            turn = stale["turn"]
+            if stale["phase"] == "llm":
+                error = f"step {turn} of conversation {conversation_id} was not taken within {timeout:g}s"
+            else:
+                error = (
+                    f"the tool results of step {turn} of conversation {conversation_id}"
+                    f" did not come within {timeout:g}s"
+                )
             await self._finish(
                 connection,
                 conversation_id,
                 stale["active_request"],
-                stale["turn"] + 1,
+                turn + 1,
                 status="failed",
                 code="step_expired",
-                error=f"step {stale['turn']} of conversation {conversation_id} was not taken within its"
-                f" {lease:g}s lease (its replica stopped); the next message ended it",
+                error=f"{error} (its replica stopped, or its event was lost); the next message ended it",
             )
             return True
 
@@ -210,8 +221,10 @@ class ConversationStore:
             turn,
         )
 
-    async def claim_llm(self, conversation_id: str, request_id: str, turn: int, timeout: float) -> bool:
-        """Take the LLM call of `turn` if it is due and nobody holds it (or their hold expired)."""
+    async def claim_llm(
+        self, conversation_id: str, request_id: str, turn: int, lease: float = LEASE_SECONDS
+    ) -> bool:
+        """Take the LLM call of `turn` if it is due and nobody holds it (or their lease lapsed)."""
         pool = await self.store.pool()
         row = await pool.fetchval(
             "UPDATE chat_conversations SET claimed_at = now() WHERE id = $1 AND active_request = $2"
@@ -220,7 +233,19 @@ class ConversationStore:
             conversation_id,
             request_id,
             turn,
-            timeout,
+            lease,
+        )
+        return row is not None
+
+    async def renew_llm(self, conversation_id: str, request_id: str, turn: int) -> bool:
+        """Renew the lease of a claimed LLM call; False once it is no longer claimed (released or done)."""
+        pool = await self.store.pool()
+        row = await pool.fetchval(
+            "UPDATE chat_conversations SET claimed_at = now() WHERE id = $1 AND active_request = $2"
+            " AND turn = $3 AND phase = 'llm' AND claimed_at IS NOT NULL RETURNING id",
+            conversation_id,
+            request_id,
+            turn,
         )
         return row is not None
 

@@ -24,6 +24,7 @@ import msgspec
 
 from common.answers import Refusal
 from common.cloudevents import CloudEvent, new_event
+from common.lease import renewed
 from common.runtime import Runtime
 from common.store import store_outage
 from eventing.schemas.chat import (
@@ -85,8 +86,10 @@ class ChatLoop:
             )
 
     @property
-    def claim_timeout(self) -> float:
-        """How long a claimed LLM call may run before another replica may take it again."""
+    def step_timeout(self) -> float:
+        """How long a due LLM step may go untaken (its claim lapsed, no retry came) before the
+        conversation's next message ends its request: the longest a provider call may take with
+        its retries, plus a margin. A running call renews its claim, so only a dead step waits."""
         return (
             self.chat.timeout * (self.chat.max_retries + 1)
             + self.chat.retry_max_wait * self.chat.max_retries
@@ -119,9 +122,7 @@ class ChatLoop:
             stream=payload.stream,
         )
         begun = await begin()
-        if begun.state == "busy" and await self.conversations.expire_step(
-            conversation_id, self.claim_timeout
-        ):
+        if begun.state == "busy" and await self.conversations.expire_step(conversation_id, self.step_timeout):
             begun = await begin()  # the request it was busy with had stopped: this one goes on
         if begun.state == "busy":
             failed = ChatFailed(
@@ -180,13 +181,16 @@ class ChatLoop:
         if (conversation_id, turn) in self._unreleased:
             await self.conversations.release_llm(conversation_id, turn)
             self._unreleased.discard((conversation_id, turn))
-        if not claimed and not await self.conversations.claim_llm(
-            conversation_id, request.id, turn, self.claim_timeout
-        ):
+        if not claimed and not await self.conversations.claim_llm(conversation_id, request.id, turn):
             return await self.replay(request, turn)
         assert self.provider is not None
         try:
-            model_turn, from_cache, seconds = await self.call_model(self.provider, request, messages)
+            # The claim is a lease renewed while the model answers: if this process dies, a retry
+            # of the step takes the call over within the lease, inside the broker's retry window.
+            async with renewed(
+                functools.partial(self.conversations.renew_llm, conversation_id, request.id, turn)
+            ):
+                model_turn, from_cache, seconds = await self.call_model(self.provider, request, messages)
         except ProviderError as error:
             outcome = {"provider_rejected": "rejected", "provider_timeout": "timeout"}.get(
                 error.code, "error"

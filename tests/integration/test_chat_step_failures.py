@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import pytest
 
 from common.store import Store
 from eventing.dev.embedded import free_port
@@ -148,7 +149,24 @@ async def test_behind_the_broker_a_failed_step_answers_the_waiter_at_once_and_no
     assert dead_letters.received == []
 
 
-async def test_a_step_whose_lease_ran_out_ends_its_request_when_the_next_message_comes(make_settings) -> None:
+STALLED = {
+    # An LLM call whose replica stopped after claiming it, its lease lapsed an hour ago.
+    "llm": "UPDATE chat_conversations SET claimed_at = now() - interval '1 hour' WHERE id = $1",
+    # Tool results that never came back (their tools.completed lost), asked for an hour ago.
+    "tools": "UPDATE chat_conversations SET phase = 'tools', claimed_at = NULL,"
+    " updated_at = now() - interval '1 hour' WHERE id = $1",
+}
+# The step timeout of the test settings: 4 tries of 10 s, 3 waits of 0.05 s, and 30 s to spare.
+STALLED_ERROR = {
+    "llm": "step 0 of conversation {id} was not taken within 70.15s",
+    "tools": "the tool results of step 0 of conversation {id} did not come within 70.15s",
+}
+
+
+@pytest.mark.parametrize("phase", ["llm", "tools"])
+async def test_a_step_left_too_long_ends_its_request_when_the_next_message_comes(
+    make_settings, phase
+) -> None:
     async with fake_anthropic() as (llm, llm_url):
         llm.push(Reply([text("Taken over.")]))
         async with (
@@ -173,10 +191,7 @@ async def test_a_step_whose_lease_ran_out_ends_its_request_when_the_next_message
                     "/v1/chat", json={"message": "second", "conversation_id": conversation_id}
                 )
                 pool = await store.pool()
-                await pool.execute(  # the step's lease ran out an hour ago
-                    "UPDATE chat_conversations SET claimed_at = now() - interval '1 hour' WHERE id = $1",
-                    conversation_id,
-                )
+                await pool.execute(STALLED[phase], conversation_id)
             finally:
                 await store.close()
             taken = await client.post(
@@ -190,5 +205,8 @@ async def test_a_step_whose_lease_ran_out_ends_its_request_when_the_next_message
         ("failed", "step_expired"),
         ("completed", None),
     ]
+    assert view["requests"][0]["error"] == STALLED_ERROR[phase].format(id=conversation_id) + (
+        " (its replica stopped, or its event was lost); the next message ended it"
+    )
     assert view["phase"] == "idle"
     assert len(llm.requests) == 1
