@@ -40,6 +40,9 @@ BACKENDS = ("auto", "onnx", "torch")
 EXPORT_GRAPH_NAME = "sentence_embedding.onnx"
 EXPORT_GRAPH = f"onnx/{EXPORT_GRAPH_NAME}"
 EXPORT_SETTINGS = "onnx/victor_export.json"
+# Texts per onnxruntime call, as sentence-transformers batches by default: a larger batch is
+# padded to its longest text and gains nothing on a CPU.
+ONNX_BATCH = 32
 _loaded: dict[tuple[str, str, str], EmbeddingModel] = {}
 _load_lock = threading.Lock()
 
@@ -229,12 +232,21 @@ class EmbeddingModel:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        """Normalized float32 vectors, one row per text (one model batch unless `batch_size` is given)."""
+        """Normalized float32 vectors, one row per text (one model batch unless `batch_size` is given).
+
+        Batches are cut from the texts sorted by length, longest first, as sentence-transformers does
+        inside its own batches: a batch is padded to its longest text, so texts of like length
+        together waste the least compute. The rows come back in the order of `texts`.
+        """
         size = batch_size or max(1, len(texts))
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        ordered = [texts[i] for i in order]
         with self._lock:
-            parts = [self.encoder(texts[start : start + size]) for start in range(0, len(texts), size)]
-        vectors = np.vstack(parts) if parts else np.zeros((0, self.dimension))
-        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
+            parts = [self.encoder(ordered[start : start + size]) for start in range(0, len(ordered), size)]
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        if parts:
+            vectors[order] = np.vstack(parts).reshape(len(texts), self.dimension)
+        return vectors
 
     def answers_to(self, name: str) -> bool:
         """Whether a request naming model `name` means this model (its id or one of its aliases)."""
@@ -329,6 +341,11 @@ def open_export(source: str) -> EmbeddingModel:
     )
 
     def encode(texts: list[str]) -> np.ndarray:
+        """One vector per text, run in batches of at most ONNX_BATCH (the texts come sorted by length)."""
+        parts = [run(texts[start : start + ONNX_BATCH]) for start in range(0, len(texts), ONNX_BATCH)]
+        return np.vstack(parts) if parts else np.zeros((0, exported.dimension), dtype=np.float32)
+
+    def run(texts: list[str]) -> np.ndarray:
         if exported.do_lower_case:
             texts = [text.lower() for text in texts]
         if exported.prompt:
