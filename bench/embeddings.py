@@ -36,8 +36,11 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
-from bench.support import free_port as bench_free_port
 from bench.support import (
+    bare_baselines,
+    bare_environment,
+    cold_start,
+    median,
     model_source,
     percentile,
     print_header,
@@ -47,6 +50,7 @@ from bench.support import (
     serving,
     table,
 )
+from bench.support import free_port as bench_free_port
 
 DIMENSION = 384
 WORDS = (
@@ -422,8 +426,16 @@ def bench_backends(rows: list[list[Any]], figures: dict[str, Any]) -> None:
         redis = EmbeddedRedis(scratch / "redis")
         redis_url = redis.start()
         results: dict[str, dict[str, Any]] = {}
+        bare = bare_baselines(bare_environment())[1]
+        bare_starts: list[float] = []
         try:
             for backend in ("onnx", "torch"):
+                port = bench_free_port()  # the bare Litestar app beside each backend's start
+                bare_starts.append(
+                    cold_start(
+                        bare.command(port), bare.environment(port), port, scratch, "/health/ready"
+                    ).wall_s
+                )
                 ready, first = served_cold_start(source, backend, scratch, redis_url)
                 started = time.perf_counter()
                 worker = subprocess.Popen(
@@ -463,8 +475,14 @@ def bench_backends(rows: list[list[Any]], figures: dict[str, Any]) -> None:
         f"min {float(cosine.min()):.7f}", f"mean {float(cosine.mean()):.7f}",
         f"same top-10 for every query: {same_top10}; torch loaded by onnx: {results['onnx']['torch_loaded']}",
     ])  # fmt: skip
+    bare_s = median(bare_starts)
+    rows.append([
+        "(d) ONNX ready against bare Litestar's start (aim <= 3x)",
+        f"{results['onnx']['serve_to_startup_s']:.2f} s onnx", f"{bare_s:.2f} s bare Litestar (uvicorn)",
+        f"{results['onnx']['serve_to_startup_s'] / bare_s:.2f}x",
+    ])  # fmt: skip
     figures["backends"] = {**results, "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
-                           "same_top10": same_top10}  # fmt: skip
+                           "same_top10": same_top10, "bare_litestar_start_s": bare_s}  # fmt: skip
 
 
 def main() -> None:
