@@ -121,6 +121,20 @@ async def test_jobs_that_do_not_exist_or_bad_requests_get_precise_refusals(embed
                 " (or ended over 24 hours ago)",
             },
         )
+        schema = (await http.get("/schema/openapi.json")).json()
+        answer = schema["paths"]["/v1/index/jobs/{job_id}"]["get"]["responses"]["200"]
+        fields = [
+            "job_id",
+            "state",
+            "status_url",
+            "collection",
+            "progress",
+            "result",
+            "error",
+            "created_at",
+            "updated_at",
+        ]
+        assert set(answer["content"]["application/json"]["schema"]["properties"]) == set(fields)
         malformed = await http.get("/v1/index/jobs/not-a-job")
         assert (malformed.status_code, malformed.json()["error"]) == (422, "invalid_request")
         bad = await http.post("/v1/index", json={"path": ".", "collection": "no/slash", "background": True})
