@@ -87,7 +87,8 @@ def build_function(embedding: EmbeddingSettings | None = None) -> FunctionSpec:
     """The function, with its settings read from the environment at start unless given."""
 
     async def start(runtime: Runtime[EmbeddingsState]) -> None:
-        await start_service(runtime, embedding or load_embedding_settings())
+        service = await start_service(runtime, embedding or load_embedding_settings())
+        await jobs.resume_interrupted(runtime, service)
 
     async def stop(runtime: Runtime[Any]) -> None:
         service = runtime.state.service

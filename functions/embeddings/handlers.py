@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -160,22 +159,17 @@ async def index_files(
     indexer.check_request(request)
     if request.documents is not None:
         indexer.document_sources(request, service)
+    jobs.check_accepting(runtime)
     job_id = jobs.new_job_id()
     if request.background or respond_async:
-        run = jobs.IndexJobRun(runtime, service, request, job_id)
+        run = jobs.IndexJobRun(runtime, service, request, job_id, resumable=True)
         await jobs.save(runtime.cache, run.job)  # 503 when Redis cannot keep it: nothing has started
         accepted = json_answer(202, run.job, {"location": run.job.status_url})
         if respond_async:
             accepted.headers["preference-applied"] = "respond-async"
-        jobs.start(runtime, job_id, _unobserved(run.run()))
+        jobs.start(runtime, job_id, run.run_unobserved())
         return accepted
     return _streamed(runtime, service, request, job_id)
-
-
-async def _unobserved(work: Awaitable[Any]) -> None:
-    """A job nobody awaits: its failure is in its record (and the log), not an unretrieved exception."""
-    with contextlib.suppress(Exception):
-        await work
 
 
 def _streamed(
@@ -186,7 +180,7 @@ def _streamed(
     async def report(progress: IndexProgress) -> None:
         lines.put_nowait(msgspec.json.encode(progress) + b"\n")
 
-    run = jobs.IndexJobRun(runtime, service, request, job_id, report)
+    run = jobs.IndexJobRun(runtime, service, request, job_id, report, resumable=True)
 
     async def stream_run() -> None:
         try:
@@ -253,6 +247,7 @@ async def on_index_requested(event: CloudEvent, runtime: Runtime[Any]) -> CloudE
     job_id = jobs.event_job_id(event.source, event.id)
     task = runtime.state.jobs.get(job_id)  # a redelivery while the first delivery's run goes on
     if task is None:
+        jobs.check_accepting(runtime)
         run = jobs.IndexJobRun(runtime, service_of(runtime), request, job_id)
         await run.record()
         task = jobs.start(runtime, job_id, run.run())

@@ -12,6 +12,7 @@ hash, so submitting the same request again redoes only what was left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -48,11 +49,19 @@ JOB_TTL_SECONDS = 24 * 3600
 EVENT_INTERVAL = 1.0
 # A progress event that the broker does not take within this is dropped: the indexing goes on.
 EVENT_TIMEOUT = 5.0
+# Seconds a replica's claim on an interrupted job holds before another replica may take it.
+CLAIM_SECONDS = 60
 INTERRUPTED = JobError(
     status_code=503,
     error="interrupted",
     detail="the replica running this job stopped before it ended; submit the same request again "
     "(files already indexed are skipped)",
+)
+INTERRUPTED_RESUMABLE = JobError(
+    status_code=503,
+    error="interrupted",
+    detail="the replica running this job stopped before it ended; the next replica to start resumes it, "
+    "or submit the same request again (files already indexed are skipped)",
 )
 _decoder = msgspec.json.Decoder(IndexJob)
 
@@ -86,6 +95,16 @@ def _now() -> str:
 
 def _key(cache: Cache, job_id: str) -> str:
     return cache.key("index", "job", job_id)
+
+
+def _resumable_key(cache: Cache, job_id: str) -> str:
+    """The request of an interrupted job that a starting replica runs again."""
+    return cache.key("index", "resumable", job_id)
+
+
+def _interrupted_key(cache: Cache) -> str:
+    """The set of interrupted jobs' ids waiting to be resumed."""
+    return cache.key("index", "interrupted")
 
 
 async def _strictly(cache: Cache, call: Awaitable[T]) -> T:
@@ -129,8 +148,13 @@ class IndexJobRun:
         request: IndexRequested,
         job_id: str,
         listener: indexer.Progress | None = None,
+        *,
+        resumable: bool = False,
     ) -> None:
         self.runtime = runtime
+        # Resumed by the next replica to start when interrupted: jobs over a path that an HTTP client
+        # submitted (a broker redelivers an event's own; inline documents are not kept in Redis).
+        self.resumable = resumable and request.path is not None
         self.service = service
         self.request = request
         self.listener = listener
@@ -189,8 +213,9 @@ class IndexJobRun:
                 self.service, self.runtime.settings.workspace_dir, self.request, self._report
             )
         except asyncio.CancelledError:
-            log.warning("index job %s was interrupted; it can be submitted again", self.job.job_id)
-            await self._end("interrupted", error=INTERRUPTED)
+            log.warning("index job %s was interrupted", self.job.job_id)
+            resumable = self.resumable and await self._keep_for_resume()
+            await self._end("interrupted", error=INTERRUPTED_RESUMABLE if resumable else INTERRUPTED)
             raise
         except Exception as exc:
             refusal = exc if isinstance(exc, Refusal) else store_outage(exc)
@@ -202,16 +227,74 @@ class IndexJobRun:
         await self._end("completed", result=result)
         return result
 
+    async def run_unobserved(self) -> None:
+        """`run` for a job nobody awaits: its failure is in its record (and the log)."""
+        with contextlib.suppress(Exception):
+            await self.run()
+
+    async def _keep_for_resume(self) -> bool:
+        """Keep the request for the next replica to start; False when Redis cannot keep it."""
+        cache, job_id = self.runtime.cache, self.job.job_id
+        request = msgspec.json.encode(msgspec.convert(msgspec.to_builtins(self.request), IndexRequested))
+        try:
+            async with _client(cache).pipeline(transaction=True) as pipe:
+                pipe.set(_resumable_key(cache, job_id), request, ex=JOB_TTL_SECONDS)
+                pipe.sadd(_interrupted_key(cache), job_id)
+                pipe.expire(_interrupted_key(cache), JOB_TTL_SECONDS)
+                await _strictly(cache, pipe.execute())
+        except Refusal as exc:
+            log.warning("index job %s cannot be resumed: %s", job_id, exc.message)
+            return False
+        return True
+
+
+def check_accepting(runtime: Runtime[EmbeddingsState]) -> None:
+    """Refuse (503, retried elsewhere) a new job once this replica has begun to stop."""
+    if runtime.state.draining:
+        raise Refusal.unavailable("this replica is stopping; send the index request again")
+
 
 def start(runtime: Runtime[EmbeddingsState], job_id: str, work: Awaitable[T]) -> asyncio.Task[T]:
     """Run `work` as the replica's job `job_id`: beside the server, and drained by `drain` at stop."""
-    if runtime.state.draining:
-        raise Refusal.unavailable("this replica is stopping; send the index request again")
     task: asyncio.Task[T] = runtime.background(work, f"index job {job_id}")
     jobs = runtime.state.jobs
     jobs[job_id] = task
     task.add_done_callback(lambda _: jobs.pop(job_id, None))
     return task
+
+
+async def resume_interrupted(runtime: Runtime[EmbeddingsState], service: EmbeddingService) -> list[str]:
+    """Run again, here, the interrupted jobs this replica claims (SET NX with CLAIM_SECONDS, so each
+    job is claimed by one replica); their ids. Never raises: with Redis away, nothing is resumed."""
+    cache = runtime.cache
+    if cache.client is None:
+        return []
+    resumed = []
+    errors: tuple[type[Exception], ...] = (*cache.errors, Refusal)
+    try:
+        for raw_id in await cache.client.smembers(_interrupted_key(cache)):  # type: ignore[misc]
+            job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            if not await cache.client.set(
+                cache.key("index", "claim", job_id), b"1", nx=True, ex=CLAIM_SECONDS
+            ):
+                continue  # another replica resumes it
+            raw = await cache.client.get(_resumable_key(cache, job_id))
+            previous = await load(cache, job_id)
+            if raw is not None and not runtime.state.draining:
+                run = IndexJobRun(
+                    runtime, service, msgspec.json.decode(raw, type=IndexRequested), job_id, resumable=True
+                )
+                run.job.created_at = previous.created_at if previous is not None else run.job.created_at
+                await run.record()
+                start(runtime, job_id, run.run_unobserved())
+                resumed.append(job_id)
+            await cache.client.delete(_resumable_key(cache, job_id))
+            await cache.client.srem(_interrupted_key(cache), job_id)  # type: ignore[misc]
+    except errors as exc:
+        log.warning("interrupted index jobs were not resumed: %s", exc)
+    if resumed:
+        log.info("resumed %d interrupted index job(s): %s", len(resumed), ", ".join(resumed))
+    return resumed
 
 
 async def drain(runtime: Runtime[EmbeddingsState], seconds: float) -> None:

@@ -171,7 +171,7 @@ async def stored_job(redis_url: str | None, job_id: str) -> jobs.IndexJob | None
 
 
 @pytest.mark.parametrize("drain_seconds", ["240", "0"])
-async def test_a_job_running_at_stop_is_drained_within_the_bound_or_else_marked_interrupted(
+async def test_a_job_running_at_stop_is_drained_within_the_bound_or_else_interrupted_and_resumed(
     embeddings_app, drain_seconds: str
 ) -> None:
     app, settings = embeddings_app(VICTOR_INDEX_DRAIN_SECONDS=drain_seconds)
@@ -204,13 +204,29 @@ async def test_a_job_running_at_stop_is_drained_within_the_bound_or_else_marked_
         if hold is not None and hold.locked():
             hold.release()
     assert stopped is not None
-    if drain_seconds == "0":
-        assert (stopped.state, stopped.result, stopped.error) == ("interrupted", None, jobs.INTERRUPTED)
-        assert stopped.error.detail == (
-            "the replica running this job stopped before it ended; submit the same request again"
-            " (files already indexed are skipped)"
-        )
-    else:
+    if drain_seconds != "0":
         await releasing
         assert (stopped.state, stopped.error) == ("completed", None)
         assert stopped.result is not None and stopped.result.files_indexed == 35
+        return
+    assert (stopped.state, stopped.result, stopped.error) == ("interrupted", None, jobs.INTERRUPTED_RESUMABLE)
+    assert stopped.error.detail == (
+        "the replica running this job stopped before it ended; the next replica to start resumes it,"
+        " or submit the same request again (files already indexed are skipped)"
+    )
+    # The cancelled run's write went on in its thread once the lock was free: wait for it to end.
+    await asyncio.to_thread(hold.acquire)
+    hold.release()
+
+    # The next replica to start claims the job and runs it again under the same id.
+    app, _ = embeddings_app(VICTOR_INDEX_DRAIN_SECONDS=drain_seconds)
+    async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
+        await wait_started(http)
+        resumed = await job_when_done(http, job["status_url"])
+    assert (resumed["state"], resumed["error"], resumed["created_at"]) == (
+        "completed",
+        None,
+        job["created_at"],
+    )
+    result = resumed["result"]
+    assert (result["collection"], result["files_indexed"], result["files_unchanged"]) == ("drain", 0, 35)
