@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from common.cache import Cache
+from common.cloudevents import from_http, new_event, to_binary
 from eventing.dev.embedded import free_port
+from eventing.schemas.embeddings import INDEX_REQUESTED, Document, IndexRequested
 from functions.embeddings import jobs
 from tests.support.embeddings import (  # noqa: F401 - fixtures
     copy_code_repo,
@@ -105,6 +107,31 @@ async def test_a_background_index_request_is_a_job_followed_to_its_exact_result_
     reports = [e.json() for e in events]
     assert reports[0] == {**done["progress"], "chunks_done": 0}
     assert reports[-1] == done["progress"]
+
+
+async def test_an_index_requested_event_runs_as_a_job_that_reports_its_progress_to_the_broker(
+    embeddings_app,
+) -> None:
+    broker = EventRecorder()
+    request = IndexRequested(documents=[Document(id="d1", text="solar panels on the roof")], collection="ev")
+    event = new_event(INDEX_REQUESTED, "/tests/jobs", request)
+    job_id = jobs.event_job_id("/tests/jobs", event.id)
+    async with running(broker) as broker_url:
+        app, _ = embeddings_app(VICTOR_BROKER_URL=broker_url)
+        async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=120) as http:
+            await wait_started(http)
+            headers, body = to_binary(event)
+            delivered = await http.post("/", headers=headers, content=body)
+            reply = from_http(delivered.headers, delivered.content, max_bytes=1 << 24)
+            job = (await http.get(f"/v1/index/jobs/{job_id}")).json()
+    assert (reply.type, reply.subject) == ("ai.victor.index.completed", event.id)
+    assert (job["state"], job["result"]) == ("completed", reply.json())
+    progress = [r.event() for r in broker.requests if r.event().subject == job_id]
+    last = {"version": 1, "event": "progress", "job_id": job_id, "files_total": 1, "files_changed": 1}
+    assert [(e.type, e.json()) for e in progress] == [
+        ("ai.victor.index.progress", {**last, "chunks_total": 1, "chunks_done": 0}),
+        ("ai.victor.index.progress", {**last, "chunks_total": 1, "chunks_done": 1}),
+    ]
 
 
 async def test_jobs_that_do_not_exist_or_bad_requests_get_precise_refusals(embeddings_app) -> None:
