@@ -69,6 +69,7 @@ def _index(args: argparse.Namespace, settings: Settings, body: dict[str, Any]) -
 
     url = function_url(args, settings, "embeddings")
     show = sys.stderr.isatty() and not args.json
+    job_id = None
     try:
         with httpx.stream(
             "POST", f"{url}/v1/index", json={**body, "progress": True},
@@ -79,6 +80,7 @@ def _index(args: argparse.Namespace, settings: Settings, body: dict[str, Any]) -
             result = None
             for line in response.iter_lines():
                 item = json.loads(line) if line.strip() else {}
+                job_id = item.get("job_id", job_id)
                 if item.get("event") == "progress" and show:
                     print(f"\r{progress_bar(item)}", end="", file=sys.stderr, flush=True)
                 elif item.get("event") == "done":
@@ -89,13 +91,22 @@ def _index(args: argparse.Namespace, settings: Settings, body: dict[str, Any]) -
                     return None
     except httpx.HTTPError as exc:
         _unreachable(args, url, "/v1/index", exc)
+        _follow(url, job_id)
         return None
     if show:
         print(file=sys.stderr)
     if result is None:
         print("victor: the index stream ended without a result; run the command again"
               " (finished files are skipped)", file=sys.stderr)  # fmt: skip
+        _follow(url, job_id)
     return result
+
+
+def _follow(url: str, job_id: str | None) -> None:
+    """Where to follow a job whose stream was lost, when the stream named it."""
+    if job_id is not None:
+        print(f"victor: the index job {job_id} goes on; follow it at {url}/v1/index/jobs/{job_id}",
+              file=sys.stderr)  # fmt: skip
 
 
 def progress_bar(progress: dict[str, Any], width: int = 30) -> str:
