@@ -58,6 +58,7 @@ ROUTES = [
         index_files,
         IndexRequest,
         IndexCompleted,
+        accepted=IndexJob,
         summary="Index files of the workspace or inline documents",
         description=(
             "With `progress`: an NDJSON stream of progress lines (each with its `job_id`), then the result."

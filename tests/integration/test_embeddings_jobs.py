@@ -162,6 +162,8 @@ async def test_jobs_that_do_not_exist_or_bad_requests_get_precise_refusals(embed
             "updated_at",
         ]
         assert set(answer["content"]["application/json"]["schema"]["properties"]) == set(fields)
+        accepted = schema["paths"]["/v1/index"]["post"]["responses"]["202"]
+        assert set(accepted["content"]["application/json"]["schema"]["properties"]) == set(fields)
         malformed = await http.get("/v1/index/jobs/not-a-job")
         assert (malformed.status_code, malformed.json()["error"]) == (422, "invalid_request")
         bad = await http.post("/v1/index", json={"path": ".", "collection": "no/slash", "background": True})
