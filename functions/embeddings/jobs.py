@@ -6,7 +6,8 @@ keeps its `IndexJob` record in Redis (JOB_TTL_SECONDS) and, when a broker is
 configured, publishes `ai.victor.index.progress` (at most one a second, plus the
 last report). A stopping replica waits VICTOR_INDEX_DRAIN_SECONDS for its jobs,
 then cancels them and marks them `interrupted`: indexing is incremental by content
-hash, so submitting the same request again redoes only what was left.
+hash, so submitting the same request again redoes only what was left, and the next
+replica to start resumes an HTTP client's interrupted job over a path by itself.
 """
 
 from __future__ import annotations
