@@ -198,14 +198,19 @@ def _operation_class(route: Route) -> type[Operation]:
     elif route.body is not None:
         body = request_body({"application/json": route.body})
     answer = inline_schema(route.returns) if route.returns is not None else None
-    return operation_class(route.handler.__name__, body, answer, route.media_type)
+    accepted = inline_schema(route.accepted) if route.accepted is not None else None
+    return operation_class(route.handler.__name__, body, answer, route.media_type, accepted)
 
 
 def operation_class(
-    name: str, body: RequestBody | None, answer: dict[str, Any] | None = None, media_type: str = JSON
+    name: str,
+    body: RequestBody | None,
+    answer: dict[str, Any] | None = None,
+    media_type: str = JSON,
+    accepted: dict[str, Any] | None = None,
 ) -> type[Operation]:
-    """An OpenAPI operation with this request body and 200 answer (Litestar sees neither in a handler
-    that reads the raw request)."""
+    """An OpenAPI operation with this request body, 200 answer and 202 (JSON) answer (Litestar sees
+    none of them in a handler that reads the raw request)."""
 
     def __init__(self: Operation, *args: Any, **kwargs: Any) -> None:
         Operation.__init__(self, *args, **kwargs)
@@ -214,6 +219,11 @@ def operation_class(
             self.responses["200"] = OpenAPIResponse(
                 description="OK",
                 content={media_type: OpenAPIMediaType(schema=answer)},  # type: ignore[arg-type]
+            )
+        if accepted is not None and self.responses is not None:
+            self.responses["202"] = OpenAPIResponse(
+                description="Accepted",
+                content={JSON: OpenAPIMediaType(schema=accepted)},  # type: ignore[arg-type]
             )
 
     return type(f"{name}_operation", (Operation,), {"__init__": __init__})

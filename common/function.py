@@ -54,7 +54,8 @@ class Route:
 
     `body` is the Struct the JSON body is decoded as (None: no body; `bytes`: the raw body, whose
     media types and their Structs `raw_body` gives the OpenAPI schema);
-    `returns` types the answer in the OpenAPI schema. Routes are matched in table order.
+    `returns` types the answer in the OpenAPI schema, `accepted` a 202 answer (work that goes on).
+    Routes are matched in table order.
     """
 
     method: str
@@ -62,6 +63,7 @@ class Route:
     handler: RouteHandler
     body: Any = None
     returns: Any = None
+    accepted: Any = None
     summary: str | None = None
     description: str | None = None
     # Server-Sent Events in the OpenAPI schema (the handler answers StreamedAnswer when asked to stream).

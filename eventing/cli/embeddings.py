@@ -51,12 +51,12 @@ def _unreachable(args: argparse.Namespace, url: str, route: str, exc: Exception)
 
 
 def _answer(route: str, status: int, content: bytes) -> Any | None:
-    """The decoded JSON of a 200, or None after printing the status and detail of anything else."""
+    """The decoded JSON of a 2xx, or None after printing the status and detail of anything else."""
     try:
         answer = json.loads(content)
     except ValueError:
         answer = {"detail": content[:200].decode("utf-8", "replace")}
-    if status != 200:
+    if not 200 <= status < 300:
         detail = answer.get("detail", answer) if isinstance(answer, dict) else answer
         print(f"victor: {route} answered {status}: {detail}", file=sys.stderr)
         return None
@@ -69,6 +69,7 @@ def _index(args: argparse.Namespace, settings: Settings, body: dict[str, Any]) -
 
     url = function_url(args, settings, "embeddings")
     show = sys.stderr.isatty() and not args.json
+    job_id = None
     try:
         with httpx.stream(
             "POST", f"{url}/v1/index", json={**body, "progress": True},
@@ -79,6 +80,7 @@ def _index(args: argparse.Namespace, settings: Settings, body: dict[str, Any]) -
             result = None
             for line in response.iter_lines():
                 item = json.loads(line) if line.strip() else {}
+                job_id = item.get("job_id", job_id)
                 if item.get("event") == "progress" and show:
                     print(f"\r{progress_bar(item)}", end="", file=sys.stderr, flush=True)
                 elif item.get("event") == "done":
@@ -89,13 +91,22 @@ def _index(args: argparse.Namespace, settings: Settings, body: dict[str, Any]) -
                     return None
     except httpx.HTTPError as exc:
         _unreachable(args, url, "/v1/index", exc)
+        _follow(url, job_id)
         return None
     if show:
         print(file=sys.stderr)
     if result is None:
         print("victor: the index stream ended without a result; run the command again"
               " (finished files are skipped)", file=sys.stderr)  # fmt: skip
+        _follow(url, job_id)
     return result
+
+
+def _follow(url: str, job_id: str | None) -> None:
+    """Where to follow a job whose stream was lost, when the stream named it."""
+    if job_id is not None:
+        print(f"victor: the index job {job_id} goes on; follow it at {url}/v1/index/jobs/{job_id}",
+              file=sys.stderr)  # fmt: skip
 
 
 def progress_bar(progress: dict[str, Any], width: int = 30) -> str:
@@ -111,7 +122,10 @@ def progress_bar(progress: dict[str, Any], width: int = 30) -> str:
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     local = Path(args.path).expanduser()
     path = str(local.resolve()) if local.exists() else args.path
-    answer = _index(args, settings, {"path": path, "collection": args.collection})
+    body = {"path": path, "collection": args.collection}
+    if args.background:
+        return _submit(args, settings, body)
+    answer = _index(args, settings, body)
     if answer is None:
         return 1
     if args.json:
@@ -125,6 +139,19 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     )
     for skipped, reason in sorted(answer.get("skipped", {}).items()):
         print(f"  skipped {skipped}: {reason}")
+    return 0
+
+
+def _submit(args: argparse.Namespace, settings: Settings, body: dict[str, Any]) -> int:
+    """POST /v1/index as a background job: print its id and where to follow it."""
+    job = _post(args, settings, "/v1/index", {**body, "background": True})
+    if job is None:
+        return 1
+    if args.json:
+        print(msgspec.json.encode(job).decode())
+        return 0
+    url = function_url(args, settings, "embeddings")
+    print(f"index job {job['job_id']} {job['state']}; follow it at {url}{job['status_url']}")
     return 0
 
 
@@ -195,10 +222,19 @@ def register(subparsers: Any) -> None:
     index = subparsers.add_parser(
         "index",
         help="index files of the workspace into a collection",
-        **example("victor index .", "victor index 'src/**/*.py' --collection code --json"),
+        **example(
+            "victor index .",
+            "victor index 'src/**/*.py' --collection code --json",
+            "victor index . --background",
+        ),
     )
     index.add_argument("path", help="a file, directory or glob inside the function's WORKSPACE_DIR")
     index.add_argument("--collection", default="default", help="collection to index into (default: default)")
+    index.add_argument(
+        "--background",
+        action="store_true",
+        help="submit the run as a job and print its id and status URL at once (GET it to follow the job)",
+    )
     index.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
     add_client_options(index, "embeddings", json_help="print the function's JSON answer")
     index.set_defaults(run=cmd_index)

@@ -62,20 +62,25 @@ class IndexRequested(Payload, kw_only=True):
 
 
 class IndexRequest(IndexRequested, kw_only=True):
-    """`POST /v1/index`'s body: an index request, optionally answered as a stream of progress.
+    """`POST /v1/index`'s body: an index request, optionally answered as a stream of progress or as a job.
 
-    With `progress`, the answer is NDJSON: `{"event": "progress", ...}` lines as chunks are
-    embedded, then one `{"event": "done", "result": IndexCompleted}` or `{"event": "error", ...}`.
-    The indexing runs to its end even when the client goes away.
+    With `progress`, the answer is NDJSON: `{"event": "progress", "job_id": ...}` lines as chunks
+    are embedded, then one `{"event": "done", "result": IndexCompleted}` or `{"event": "error", ...}`.
+    With `background` (or the header `Prefer: respond-async`), the answer is 202 with an `IndexJob`
+    at once; `GET /v1/index/jobs/{job_id}` follows it. Either way the indexing runs to its end
+    even when the client goes away.
     """
 
     progress: bool = False
+    background: bool = False
 
 
-class IndexProgress(msgspec.Struct, kw_only=True):
-    """One progress report of an index run (`event` is always "progress")."""
+class IndexProgress(Payload, kw_only=True):
+    """One progress report of an index run (`event` is always "progress"): an NDJSON line of
+    `POST /v1/index` and the data of `ai.victor.index.progress` (whose subject is `job_id`)."""
 
     event: str = "progress"
+    job_id: str | None = None
     files_total: int
     files_changed: int
     chunks_total: int
@@ -93,6 +98,32 @@ class IndexCompleted(Payload, kw_only=True):
     total_chunks: int
     vector_index: bool
     skipped: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+IndexJobState = Literal["running", "completed", "failed", "interrupted"]
+
+
+class JobError(msgspec.Struct, kw_only=True):
+    """Why a job did not complete: the one error body's `status_code`, `error` (code) and `detail`."""
+
+    status_code: int
+    error: str
+    detail: str
+
+
+class IndexJob(msgspec.Struct, kw_only=True):
+    """An index run followed by its id: `POST /v1/index` in the background answers it (202), and
+    `GET /v1/index/jobs/{job_id}` answers its latest state (kept 24 hours in Redis)."""
+
+    job_id: str
+    state: IndexJobState
+    status_url: str
+    collection: str
+    progress: IndexProgress | None = None
+    result: IndexCompleted | None = None
+    error: JobError | None = None
+    created_at: str
+    updated_at: str
 
 
 class SearchRequested(Payload, kw_only=True):
@@ -119,6 +150,9 @@ INDEX_REQUESTED_EVENT = EventType("ai.victor.index.requested", IndexRequested)
 INDEX_REQUESTED = INDEX_REQUESTED_EVENT.name
 INDEX_COMPLETED_EVENT = EventType("ai.victor.index.completed", IndexCompleted)
 INDEX_COMPLETED = INDEX_COMPLETED_EVENT.name
+# A notification while an index run goes on (at most about one a second, and its last report).
+INDEX_PROGRESS_EVENT = EventType("ai.victor.index.progress", IndexProgress)
+INDEX_PROGRESS = INDEX_PROGRESS_EVENT.name
 SEARCH_REQUESTED_EVENT = EventType("ai.victor.search.requested", SearchRequested)
 SEARCH_REQUESTED = SEARCH_REQUESTED_EVENT.name
 SEARCH_COMPLETED_EVENT = EventType("ai.victor.search.completed", SearchCompleted)

@@ -13,14 +13,17 @@ from eventing.schemas.embeddings import (
     INDEX_REQUESTED,
     SEARCH_REQUESTED,
     IndexCompleted,
+    IndexJob,
     IndexRequest,
     SearchCompleted,
     SearchRequested,
 )
+from functions.embeddings import jobs
 from functions.embeddings.handlers import (
     EmbeddingRequest,
     EmbeddingResponse,
     create_embeddings,
+    get_index_job,
     index_files,
     list_models,
     on_embeddings_requested,
@@ -55,7 +58,20 @@ ROUTES = [
         index_files,
         IndexRequest,
         IndexCompleted,
+        accepted=IndexJob,
         summary="Index files of the workspace or inline documents",
+        description=(
+            "With `progress`: an NDJSON stream of progress lines (each with its `job_id`), then the result."
+            " With `background` (or `Prefer: respond-async`): 202 with an IndexJob at once, and its"
+            " Location to poll."
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/index/jobs/{job_id}",
+        get_index_job,
+        returns=IndexJob,
+        summary="An index job's state, progress and result (kept 24 hours)",
     ),
     Route(
         "POST",
@@ -72,12 +88,16 @@ def build_function(embedding: EmbeddingSettings | None = None) -> FunctionSpec:
     """The function, with its settings read from the environment at start unless given."""
 
     async def start(runtime: Runtime[EmbeddingsState]) -> None:
-        await start_service(runtime, embedding or load_embedding_settings())
+        service = await start_service(runtime, embedding or load_embedding_settings())
+        await jobs.resume_interrupted(runtime, service)
 
     async def stop(runtime: Runtime[Any]) -> None:
-        service, runtime.state.service = runtime.state.service, None
-        if service is not None:
-            await service.batcher.close()
+        service = runtime.state.service
+        if service is None:
+            return
+        await jobs.drain(runtime, service.settings.drain_seconds)  # index jobs still use the model
+        runtime.state.service = None
+        await service.batcher.close()
 
     return FunctionSpec(
         name="embeddings",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
-from common.answers import INTERNAL_ERROR, Refusal, StreamedAnswer, refusal_body
+from common.answers import Answer, Refusal, StreamedAnswer, json_answer
 from common.cloudevents import CloudEvent, decode_data, new_event
 from common.embedding_model import model_id
 from common.function import Call
@@ -24,13 +24,14 @@ from eventing.schemas.embeddings import (
     EmbeddingsCompleted,
     EmbeddingsRequested,
     IndexCompleted,
+    IndexJob,
     IndexProgress,
     IndexRequest,
     IndexRequested,
     SearchCompleted,
     SearchRequested,
 )
-from functions.embeddings import indexer, search
+from functions.embeddings import indexer, jobs, search
 from functions.embeddings.service import EmbeddingService, service_of
 
 log = logging.getLogger(__name__)
@@ -132,43 +133,91 @@ async def list_models(call: Call[None], runtime: Runtime[Any]) -> ModelList:
     return ModelList(data=[ModelCard(id=model_id(runtime.settings.embedding_model))])
 
 
-async def index_files(call: Call[IndexRequest], runtime: Runtime[Any]) -> IndexCompleted | StreamedAnswer:
-    """Index files of the workspace, or inline documents; with `progress`, an NDJSON stream of progress.
+def prefers_async(headers: Mapping[str, str]) -> bool:
+    """Whether the request's `Prefer` header (RFC 7240) holds `respond-async`."""
+    prefer = ",".join(value for name, value in headers.items() if name.lower() == "prefer")
+    return any(
+        part.split(";")[0].split("=")[0].strip().lower() == "respond-async" for part in prefer.split(",")
+    )
 
-    The streamed run is a background task of the function, so it finishes (and its files are
+
+async def index_files(
+    call: Call[IndexRequest], runtime: Runtime[Any]
+) -> IndexCompleted | Answer | StreamedAnswer:
+    """Index files of the workspace, or inline documents: answered with the result, or (`background`,
+    `Prefer: respond-async`) 202 with the job at once, or (`progress`) an NDJSON stream of progress.
+
+    A job in the background or streamed is a task of the function, so it finishes (and its files are
     indexed) even when the client stops reading or its request times out.
     """
     service = service_of(runtime)  # 503 before any stream starts while the model loads
-    workspace = runtime.settings.workspace_dir
-    if not call.body.progress:
-        return await indexer.index(service, workspace, call.body)
-    indexer.check_request(call.body)  # a bad request is a 422, not an error inside a 200 stream
+    request = call.body
+    respond_async = prefers_async(call.headers)
+    if not (request.progress or request.background or respond_async):
+        return await indexer.index(service, runtime.settings.workspace_dir, request)
+    # A bad request is a 4xx now, not a failed job or an error inside a 200 stream.
+    indexer.check_request(request)
+    if request.documents is not None:
+        indexer.document_sources(request, service)
+    jobs.check_accepting(runtime)
+    job_id = jobs.new_job_id()
+    if request.background or respond_async:
+        run = jobs.IndexJobRun(runtime, service, request, job_id, resumable=True)
+        await jobs.save(runtime.cache, run.job)  # 503 when Redis cannot keep it: nothing has started
+        accepted = json_answer(202, run.job, {"location": run.job.status_url})
+        if respond_async:
+            accepted.headers["preference-applied"] = "respond-async"
+        jobs.start(runtime, job_id, run.run_unobserved())
+        return accepted
+    return _streamed(runtime, service, request, job_id)
+
+
+def _streamed(
+    runtime: Runtime[Any], service: EmbeddingService, request: IndexRequest, job_id: str
+) -> StreamedAnswer:
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def report(progress: IndexProgress) -> None:
         lines.put_nowait(msgspec.json.encode(progress) + b"\n")
 
-    async def run() -> None:
+    run = jobs.IndexJobRun(runtime, service, request, job_id, report, resumable=True)
+
+    async def stream_run() -> None:
         try:
-            result = await indexer.index(service, workspace, call.body, report)
-            lines.put_nowait(msgspec.json.encode({"event": "done", "result": result}) + b"\n")
-        except Refusal as exc:
-            lines.put_nowait(msgspec.json.encode({"event": "error", **refusal_body(exc)}) + b"\n")
-        except Exception:  # reported on the stream; the details go to the log, never to the client
-            log.exception("indexing %s failed", call.body.path or "documents")
-            lines.put_nowait(msgspec.json.encode({"event": "error", **refusal_body(INTERNAL_ERROR)}) + b"\n")
+            await run.record()
+            result = await run.run()
+            done = {"event": "done", "job_id": job_id, "result": result}
+            lines.put_nowait(msgspec.json.encode(done) + b"\n")
+        except Exception:  # its refusal is in the record (the details of a failure are in the log)
+            error = {"event": "error", "job_id": job_id, **msgspec.to_builtins(run.job.error)}
+            lines.put_nowait(msgspec.json.encode(error) + b"\n")
         finally:
             lines.put_nowait(None)
 
-    runtime.background(run(), f"index {call.body.collection}")
+    jobs.start(runtime, job_id, stream_run())
 
     async def stream() -> AsyncIterator[bytes]:
         while (line := await lines.get()) is not None:
             yield line
 
     return StreamedAnswer(
-        200, {"content-type": "application/x-ndjson", "cache-control": "no-cache"}, stream()
+        200,
+        {
+            "content-type": "application/x-ndjson",
+            "cache-control": "no-cache",
+            "location": jobs.status_url(job_id),
+        },
+        stream(),
     )
+
+
+async def get_index_job(call: Call[None], runtime: Runtime[Any]) -> IndexJob:
+    """The job's latest record, from any replica; 404 when none is kept (unknown, or over 24 hours old)."""
+    job_id = jobs.parse_job_id(call.params["job_id"])
+    job = await jobs.load(runtime.cache, job_id)
+    if job is None:
+        raise Refusal(404, f"index job {job_id} does not exist (or ended over 24 hours ago)", "not_found")
+    return job
 
 
 async def search_collection(call: Call[SearchRequested], runtime: Runtime[Any]) -> SearchCompleted:
@@ -193,8 +242,17 @@ async def on_embeddings_requested(event: CloudEvent, runtime: Runtime[Any]) -> C
 
 
 async def on_index_requested(event: CloudEvent, runtime: Runtime[Any]) -> CloudEvent:
+    """Index as a job (progress events, drained at stop) whose id comes from the event's source and id."""
     request = decode_data(event, IndexRequested)
-    result = await indexer.index(service_of(runtime), runtime.settings.workspace_dir, request)
+    job_id = jobs.event_job_id(event.source, event.id)
+    task = runtime.state.jobs.get(job_id)  # a redelivery while the first delivery's run goes on
+    if task is None:
+        jobs.check_accepting(runtime)
+        run = jobs.IndexJobRun(runtime, service_of(runtime), request, job_id)
+        await run.record()
+        task = jobs.start(runtime, job_id, run.run())
+    # Shielded: a delivery that times out leaves the job running (drained at stop).
+    result = await asyncio.shield(task)
     return new_event(INDEX_COMPLETED, runtime.source, result, subject=event.id)
 
 

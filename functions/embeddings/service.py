@@ -8,7 +8,7 @@ need the model are answered 503.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,9 +77,12 @@ async def start_service(runtime: Runtime[EmbeddingsState], settings: EmbeddingSe
 
 @dataclass
 class EmbeddingsState:
-    """The embeddings function's state: the service, once the model has loaded."""
+    """The embeddings function's state: the service, once the model has loaded, and the running index
+    jobs by id (`functions.embeddings.jobs`), which a stopping replica drains."""
 
     service: EmbeddingService | None = None
+    jobs: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    draining: bool = False
 
 
 def service_of(runtime: Runtime[Any]) -> EmbeddingService:

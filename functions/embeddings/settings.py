@@ -27,6 +27,9 @@ class EmbeddingSettings(msgspec.Struct, frozen=True, kw_only=True):
     chunk_tokens: int = 0
     max_file_bytes: int = 1024 * 1024
     max_files: int = 5000
+    # Seconds a stopping replica waits for running index jobs before it cancels them (marked
+    # `interrupted`); below Knative's termination grace (the Service's timeoutSeconds, 300).
+    drain_seconds: float = 240.0
     max_k: int = 100
     # Past this many rows a collection gets an ANN vector index (below it, flat search is exact and fast).
     vector_index_threshold: int = 20000
@@ -50,6 +53,7 @@ def load_embedding_settings(environ: Mapping[str, str] | None = None) -> Embeddi
         chunk_tokens=env.integer("VICTOR_EMBEDDING_CHUNK_TOKENS", 0, minimum=0),
         max_file_bytes=env.size("VICTOR_INDEX_MAX_FILE_BYTES", 1024 * 1024),
         max_files=env.integer("VICTOR_INDEX_MAX_FILES", 5000, minimum=1),
+        drain_seconds=env.number("VICTOR_INDEX_DRAIN_SECONDS", 240.0),
         max_k=env.integer("VICTOR_SEARCH_MAX_K", 100, minimum=1, maximum=10000),
         vector_index_threshold=env.integer("VICTOR_VECTOR_INDEX_THRESHOLD", 20000, minimum=256),
         vector_index_type=env.choice(

@@ -23,6 +23,7 @@ def test_each_event_type_name_is_bound_to_its_payload_struct() -> None:
         "ai.victor.embeddings.completed": embeddings.EmbeddingsCompleted,
         "ai.victor.index.requested": embeddings.IndexRequested,
         "ai.victor.index.completed": embeddings.IndexCompleted,
+        "ai.victor.index.progress": embeddings.IndexProgress,
         "ai.victor.search.requested": embeddings.SearchRequested,
         "ai.victor.search.completed": embeddings.SearchCompleted,
         "dev.knative.sources.ping": None,

@@ -427,9 +427,16 @@ async def test_indexing_with_progress_streams_reports_then_the_result_and_finish
         body = {"path": ".", "collection": "progress", "progress": True}
         async with http.stream("POST", "/v1/index", json=body) as response:
             assert response.headers["content-type"] == "application/x-ndjson"
+            status_url = response.headers["location"]
             items = [json.loads(line) async for line in response.aiter_lines() if line.strip()]
         *reports, final = items
         assert [r["event"] for r in reports] == ["progress"] * len(reports)
+        # Every line names the run's job, which a client that lost the stream can follow.
+        job_id = final["job_id"]
+        assert status_url == f"/v1/index/jobs/{job_id}"
+        assert {r["job_id"] for r in reports} == {job_id}
+        job = (await http.get(status_url)).json()
+        assert (job["state"], job["result"], job["progress"]) == ("completed", final["result"], reports[-1])
         assert (
             reports[0]["chunks_done"] == 0 and reports[-1]["chunks_done"] == reports[-1]["chunks_total"] > 0
         )

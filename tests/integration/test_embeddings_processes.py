@@ -115,5 +115,16 @@ async def test_victor_index_and_search_are_clients_of_the_function(embeddings_ap
         assert code == 1
         missing = "collection 'none' does not exist; index something into it first"
         assert err.strip() == f"victor: /v1/search answered 404: {missing}"
+        # In the background: the job's id and its status URL at once; the job ends in its record.
+        code, out, _ = await run_cli("index", "shopfront/auth", "--background", url=url)
+        assert code == 0
+        job_id = out.split()[2]
+        assert out.strip() == f"index job {job_id} running; follow it at {url}/v1/index/jobs/{job_id}"
+        for _ in range(1200):
+            job = (await http.get(f"/v1/index/jobs/{job_id}")).json()
+            if job["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert (job["state"], job["result"]["files_unchanged"]) == ("completed", 3)
     code, _, err = await run_cli("search", "x", url="http://127.0.0.1:9")
     assert code == 1 and err.startswith("victor: cannot reach the embeddings function at http://127.0.0.1:9")

@@ -20,9 +20,12 @@ def test_defaults_and_overrides() -> None:
             "VICTOR_EMBEDDING_MAX_BATCH_SIZE": "16",
             "VICTOR_EMBEDDING_MAX_WAIT_MS": "2.5",
             "VICTOR_INDEX_MAX_FILE_BYTES": "2MB",
+            "VICTOR_INDEX_DRAIN_SECONDS": "30",
         }
     )
     assert (custom.max_batch_size, custom.max_wait_ms, custom.max_file_bytes) == (16, 2.5, 2 * 1024 * 1024)
+    # A stopping replica waits this long for its index jobs: 240 s by default, within Knative's 300 s grace.
+    assert (EmbeddingSettings().drain_seconds, custom.drain_seconds) == (240.0, 30.0)
 
 
 @pytest.mark.parametrize(
@@ -37,6 +40,7 @@ def test_defaults_and_overrides() -> None:
             {"VICTOR_EMBEDDING_CHUNK_LINES": "10", "VICTOR_EMBEDDING_CHUNK_OVERLAP": "10"},
             "VICTOR_EMBEDDING_CHUNK_OVERLAP: expected an integer >= 0 and <= 9",
         ),
+        ({"VICTOR_INDEX_DRAIN_SECONDS": "-1"}, "VICTOR_INDEX_DRAIN_SECONDS: expected a number >= 0.0"),
         (
             {"VICTOR_VECTOR_INDEX_TYPE": "LSH"},
             "VICTOR_VECTOR_INDEX_TYPE: expected one of IVF_HNSW_SQ, IVF_PQ",
