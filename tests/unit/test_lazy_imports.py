@@ -34,6 +34,7 @@ HEAVY = {
     "asyncpg",
     # The tracing SDK, when no OTLP endpoint is set: loaded with the first span (none at start).
     "opentelemetry.sdk",
+    "regex",  # the grep tool's engine, loaded with the first grep
 }
 _PROBE = """
 import asyncio, importlib, json, sys
