@@ -62,6 +62,7 @@ HEAVY = (
 )
 _BUILD_APP = """
 import sys
+import eventing.cli.main  # `victor serve` loads the whole command line first
 from common.settings import get_settings
 from eventing.cli.serve import load_app
 load_app(sys.argv[1], get_settings())
