@@ -11,79 +11,49 @@ event this process sends. Server spans are named by the route template they matc
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.status import Status, StatusCode
-from opentelemetry.util.types import Attributes
 
 from common.cloudevents import CloudEvent
 from common.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _configured = False
 
 
-class _DeferredOTLPExporter(SpanExporter):
-    """The OTLP/HTTP exporter, imported on its first export (in the batch thread), not at start.
+class _DeferredTracerProvider(trace.TracerProvider):
+    """Builds the SDK provider (common/trace_provider.py) when the first tracer is asked for.
 
-    Its imports (requests, protobuf) took about a tenth of a second of every cold start.
+    Installed when no spans are exported: probes and /metrics make no span unless the caller
+    traces, so a start that nobody traces never imports the SDK.
     """
 
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self._exporter: SpanExporter | None = None
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._provider: TracerProvider | None = None
+        self._lock = threading.Lock()
 
-    def _real(self) -> SpanExporter:
-        if self._exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    def sdk(self) -> TracerProvider:
+        """The SDK provider, built on the first call."""
+        with self._lock:
+            if self._provider is None:
+                from common.trace_provider import sdk_provider
 
-            self._exporter = OTLPSpanExporter(endpoint=self.endpoint)
-        return self._exporter
+                self._provider = sdk_provider(self.service, None)
+        return self._provider
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self._real().export(spans)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._exporter.force_flush(timeout_millis) if self._exporter is not None else True
-
-    def shutdown(self) -> None:
-        if self._exporter is not None:
-            self._exporter.shutdown()
-
-
-class _DropUntracedClientCalls(Sampler):
-    """Every span is kept except a client call that begins a trace of its own.
-
-    With the PostgreSQL, Redis and HTTP instrumentations on, background work outside any request
-    (the broker's blocking stream reads every second, the trim loop, dependency checks) would each
-    start a one-span trace; those are noise, not requests, so they are not recorded.
-    """
-
-    def should_sample(
-        self,
-        parent_context: context.Context | None,
-        trace_id: int,
-        name: str,
-        kind: trace.SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[trace.Link] | None = None,
-        trace_state: trace.TraceState | None = None,
-    ) -> SamplingResult:
-        parent = trace.get_current_span(parent_context).get_span_context()
-        if kind == trace.SpanKind.CLIENT and not parent.is_valid:
-            return SamplingResult(Decision.DROP)
-        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
-
-    def get_description(self) -> str:
-        return "DropUntracedClientCalls"
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return self.sdk().get_tracer(*args, **kwargs)
 
 
 def configure_tracing(settings: Settings, service: str) -> None:
@@ -91,21 +61,34 @@ def configure_tracing(settings: Settings, service: str) -> None:
 
     With OTEL_EXPORTER_OTLP_ENDPOINT set, spans are exported and PostgreSQL (asyncpg), Redis and
     outgoing HTTP (httpx) calls get spans of their own; their instrumentations are imported only then.
+    Without it, spans are made and carried on alike, but the SDK is imported with the first one.
     """
     global _configured
     if _configured:
         return
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": f"victor-{service}"}), sampler=_DropUntracedClientCalls()
-    )
-    if settings.otel_exporter_otlp_endpoint:
-        endpoint = settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(_DeferredOTLPExporter(endpoint)))
-    trace.set_tracer_provider(provider)
+    endpoint = settings.otel_exporter_otlp_endpoint
+    if endpoint:
+        from common.trace_provider import sdk_provider
+
+        trace.set_tracer_provider(sdk_provider(service, endpoint))
+    else:
+        trace.set_tracer_provider(_DeferredTracerProvider(service))
     propagate.set_global_textmap(_PROPAGATOR)
-    if settings.otel_exporter_otlp_endpoint:
+    if endpoint:
         _instrument_clients()
     _configured = True
+
+
+def installed_provider() -> TracerProvider:
+    """The SDK tracer provider `configure_tracing` installed (built now if it was still deferred)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, _DeferredTracerProvider):
+        provider = provider.sdk()
+    if not isinstance(provider, TracerProvider):
+        raise RuntimeError("configure_tracing has not installed the tracer provider")
+    return provider
 
 
 def _instrument_clients() -> None:

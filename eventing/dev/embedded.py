@@ -16,8 +16,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from eventing.dev.processes import stop_process
 
 
@@ -82,6 +80,10 @@ class EmbeddedRedis:
             # Redis last, after the processes that still write to it.
             start_new_session=True,
         )
+        # Here, not at import: `victor serve` imports this module (through the backup command's
+        # data-directory helpers), and redis with its OpenTelemetry metrics took ~90 ms of every start.
+        import redis
+
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         while True:

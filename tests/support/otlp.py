@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -118,8 +116,7 @@ def recorded_spans() -> Iterator[InMemorySpanExporter]:
     """Every span this test process ends while the test runs (the process's tracer provider, made as
     the apps make it, with an in-memory exporter added)."""
     tracing.configure_tracing(load_settings({}), "tests")
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
+    provider = tracing.installed_provider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     try:

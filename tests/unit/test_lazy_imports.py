@@ -1,10 +1,10 @@
 """A function's start imports nothing heavy: SDKs, MCP, LanceDB, models and clients load on first use.
 
-Each case runs in a fresh interpreter, builds the app as `victor serve NAME` does (or
-imports the functions-framework entry module) and runs the function's start, with
-Redis, PostgreSQL and an LLM provider configured (unreachable: nothing connects at
-start), then lists which of the heavy packages were imported. Speed itself is
-measured in bench/cold_start.py.
+Each case runs in a fresh interpreter, imports the `victor` command line and builds the
+app as `victor serve NAME` does (or imports the functions-framework entry module) and
+runs the function's start, with Redis, PostgreSQL and an LLM provider configured
+(unreachable: nothing connects at start), then lists which of the heavy packages (and
+the tracing SDK) were imported. Speed itself is measured in bench/cold_start.py.
 """
 
 from __future__ import annotations
@@ -32,11 +32,15 @@ HEAVY = {
     "jwt",
     "redis",
     "asyncpg",
+    # The tracing SDK, when no OTLP endpoint is set: loaded with the first span (none at start).
+    "opentelemetry.sdk",
+    "regex",  # the grep tool's engine, loaded with the first grep
 }
 _PROBE = """
 import asyncio, importlib, json, sys
 mode, name, heavy = sys.argv[1], sys.argv[2], set(sys.argv[3:])
 if mode == "serve":
+    import eventing.cli.main  # `victor serve` loads the whole command line first
     from common.settings import get_settings
     from eventing.cli.serve import load_app
     runtime = load_app(name, get_settings()).state.runtime
@@ -46,7 +50,7 @@ else:
     handle = importlib.import_module(f"functions.{name}.main").handle
     if name != "embeddings":
         asyncio.run(handle.dispatcher.ensure_runtime())
-print(json.dumps(sorted(heavy & {module.split(".")[0] for module in sys.modules})))
+print(json.dumps(sorted(heavy & {*sys.modules, *(module.split(".")[0] for module in sys.modules)})))
 """
 
 
