@@ -97,6 +97,9 @@ class ScriptedAgent(FakeAnthropic):
     """The model: answers each (turn, step) the same way however often it is asked, and counts the asks."""
 
     calls: Counter[tuple[int, int]] = field(default_factory=Counter)
+    # When each (turn, step) was first asked, and when it was asked again (monotonic seconds).
+    first_asked: dict[tuple[int, int], float] = field(default_factory=dict)
+    asked_again: list[tuple[tuple[int, int], float]] = field(default_factory=list)
     tool_errors: int = 0
 
     async def answer(self, send: Any, request: Any, item: Any) -> None:
@@ -104,6 +107,10 @@ class ScriptedAgent(FakeAnthropic):
         messages = request.body.get("messages", [])
         turn, step = position(messages)
         self.calls[(turn, step)] += 1
+        if self.calls[(turn, step)] == 1:
+            self.first_asked[(turn, step)] = time.monotonic()
+        else:
+            self.asked_again.append(((turn, step), time.monotonic()))
         if self.calls[(turn, step)] == 1 and messages:
             self.tool_errors += sum(
                 1
@@ -147,6 +154,8 @@ class Chaos:
 
     conversations: dict[int, str] = field(default_factory=dict)
     kills: Counter[str] = field(default_factory=Counter)
+    # (what was killed or restarted, when), to tell what came between two asks of one step.
+    events_at: list[tuple[str, float]] = field(default_factory=list)
     redis_restarts: int = 0
     publish_retries: int = 0
 
@@ -243,10 +252,12 @@ class ChaosRun:
             with contextlib.suppress(psutil.Error):
                 running[name].send_signal(signal.SIGKILL)
                 self.chaos.kills[name] += 1
+                self.chaos.events_at.append((f"{name} killed", time.monotonic()))
         print("kills over; waiting for the turns in flight", flush=True)
         chaos_over.set()
 
     def restart_redis(self) -> None:
+        self.chaos.events_at.append(("Redis restarted", time.monotonic()))
         self.redis.stop()
         time.sleep(1.0)
         self.redis.start()
@@ -295,6 +306,11 @@ async def where_stuck(pool: asyncpg.Pool, conversations: dict[int, str]) -> dict
     )
     found.update({f"event claims left running in {row['function']}": row["n"] for row in claims})
     return dict(found)
+
+
+def between(events: list[tuple[str, float]], first: float, last: float) -> str:
+    """What was killed or restarted from `first` to `last` (monotonic seconds), or "nothing"."""
+    return ", ".join(sorted({what for what, at in events if first <= at <= last})) or "nothing"
 
 
 def duplicates(counts: Counter[Any]) -> int:
@@ -377,6 +393,12 @@ async def _run_with_stores(
         "completed": counted["completed"],
         "lost": turns - counted["completed"],
         "duplicate_llm_calls": duplicates(llm.calls),
+        # Of those, what was killed or restarted between the first ask of the step and this one.
+        "duplicate_llm_calls_after": dict(
+            Counter(
+                between(chaos.chaos.events_at, llm.first_asked[key], asked) for key, asked in llm.asked_again
+            )
+        ),
         "duplicate_tool_runs": duplicates(runs),
         "kills": sum(chaos.chaos.kills.values()),
         "kills_by_process": dict(chaos.chaos.kills),
