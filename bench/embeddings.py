@@ -252,9 +252,8 @@ def bench_search(size: int, rows: list[list[Any]], figures: dict[str, Any]) -> N
     vectors = clustered_unit_vectors(size, centers, rng)
     queries = clustered_unit_vectors(100 if size <= 10_000 else 40, centers, rng)
     with scratch_dir("bench-search-") as scratch:
-        store = VectorStore(
-            lancedb.connect(str(scratch)), "synthetic", DIMENSION, IndexPlan(0, settings.vector_index_type)
-        )
+        db = lancedb.connect(str(scratch))
+        store = VectorStore(lambda: db, "synthetic", DIMENSION, IndexPlan(0, settings.vector_index_type))
         data = pa.table(
             {
                 "id": [f"f{i}.py:{i}" for i in range(size)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -36,6 +37,7 @@ class Runtime(Generic[S]):
     started: bool = False
     startup_error: str | None = None
     _lancedb: Any = None
+    _lancedb_lock: threading.Lock = field(default_factory=threading.Lock)
     _http: Any = None  # an httpx.AsyncClient, made on first use
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -68,9 +70,11 @@ class Runtime(Generic[S]):
         return f"/victor/{self.spec.name}"
 
     def lancedb(self) -> Any:
-        if self._lancedb is None:
-            self._lancedb = open_lancedb(self.settings.lancedb_uri)
-        return self._lancedb
+        """The LanceDB connection, opened on first use (from any thread; opened once)."""
+        with self._lancedb_lock:
+            if self._lancedb is None:
+                self._lancedb = open_lancedb(self.settings.lancedb_uri)
+            return self._lancedb
 
     def background(self, coroutine: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """Run work beside the server (kept referenced, cancelled at stop)."""

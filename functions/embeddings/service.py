@@ -8,6 +8,7 @@ need the model are answered 503.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from functions.embeddings.batcher import MicroBatcher
 from functions.embeddings.embedding_cache import EmbeddingCache
 from functions.embeddings.settings import EmbeddingSettings
 from functions.embeddings.vector_store import IndexPlan, VectorStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,14 +60,13 @@ async def start_service(runtime: Runtime[EmbeddingsState], settings: EmbeddingSe
         model.encode, max_batch_size=settings.max_batch_size, max_wait=settings.max_wait_ms / 1000
     )
     batcher.start()
-    db = await asyncio.to_thread(runtime.lancedb)
     service = EmbeddingService(
         settings=settings,
         model=model,
         batcher=batcher,
         cache=EmbeddingCache(runtime.cache, model.name, model.dimension, runtime.settings.cache_ttl),
         store=VectorStore(
-            db,
+            runtime.lancedb,
             model.name,
             model.dimension,
             IndexPlan(settings.vector_index_threshold, settings.vector_index_type),
@@ -72,7 +74,16 @@ async def start_service(runtime: Runtime[EmbeddingsState], settings: EmbeddingSe
         secret_files=runtime.settings.secret_files,
     )
     runtime.state.service = service
+    # Connected beside the server once the model is in: the first search need not wait for the import.
+    runtime.background(_connect_lancedb(runtime), "connect lancedb")
     return service
+
+
+async def _connect_lancedb(runtime: Runtime[Any]) -> None:
+    try:
+        await asyncio.to_thread(runtime.lancedb)
+    except Exception as exc:  # said again, to the request, by the first index or search
+        log.warning("LanceDB could not be opened yet: %s", type(exc).__name__)
 
 
 @dataclass

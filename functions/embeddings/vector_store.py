@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,8 +77,9 @@ class IndexPlan:
 
 
 class VectorStore:
-    def __init__(self, db: Any, model: str, dimension: int, plan: IndexPlan) -> None:
-        self.db = db
+    def __init__(self, connect: Callable[[], Any], model: str, dimension: int, plan: IndexPlan) -> None:
+        # LanceDB is connected on first use: importing it takes about a second, off the start path.
+        self._connect = connect
         self.model = model
         self.dimension = dimension
         self.plan = plan
@@ -86,6 +87,10 @@ class VectorStore:
         self._write_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._indexed: set[str] = set()
+
+    @property
+    def db(self) -> Any:
+        return self._connect()
 
     def write_lock(self, collection: str) -> threading.Lock:
         with self._guard:
